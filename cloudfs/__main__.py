@@ -1,0 +1,5 @@
+import sys
+
+from cloudfs.cli import main
+
+sys.exit(main())
