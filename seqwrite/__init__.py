@@ -1,1 +1,30 @@
-"""seqwrite."""
+"""seqwrite: the streaming writer, and the only package that talks to Swift.
+
+`SwiftStore` (store.py) is the async facade over python-swiftclient; `Writer` (writer.py)
+streams a file into `.tmp` segments and publishes it under the blake3 name of its content;
+`Layout` (layout.py) says where everything lives (docs/LAYOUT.md).
+"""
+
+from seqwrite.errors import (
+    AlreadyExists,
+    AuthFailed,
+    Corrupted,
+    NotFound,
+    Rejected,
+    StoreError,
+    StoreUnavailable,
+    TooLarge,
+    WriterAborted,
+)
+from seqwrite.layout import Layout, ManifestEntry
+from seqwrite.retry import RetryPolicy
+from seqwrite.segment import StoredSegment
+from seqwrite.store import Limits, SwiftAuth, SwiftStore
+from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer
+
+__all__ = [
+    "EMPTY_HASH", "AlreadyExists", "AuthFailed", "Corrupted", "Layout", "Limits",
+    "ManifestEntry", "NotFound", "PublishMode", "Rejected", "RetryPolicy", "StoreError",
+    "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore",
+    "TooLarge", "Writer", "WriterAborted",
+]

@@ -1,0 +1,169 @@
+"""The filesystem's configuration file, shared by the mount (cloudfs) and ccd.
+
+One INI file (`--config`), every key documented in `docs/CONFIG.md` and in `EXAMPLE` below.
+Precedence, highest first: command-line flags, the swift CLI's ST_AUTH/ST_USER/ST_KEY
+environment variables, the file, the defaults. A missing or malformed setting raises
+ConfigError naming the key (printed as one line by the CLIs, never a traceback). It lives in
+seqwrite because both daemons need it and dependencies only point down.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from seqwrite.store import SwiftAuth
+
+log = logging.getLogger(__name__)
+
+EXAMPLE = """\
+# cloudfs configuration. Keys marked (required) have no default.
+[swift]
+# Swift v1 auth URL, user and key (tempauth; the swift CLI's ST_AUTH/ST_USER/ST_KEY override).
+auth_url = http://127.0.0.1:8080/auth/v1.0
+user = test:tester
+key = testing
+# Base name of this filesystem's containers (see docs/LAYOUT.md).
+container = cloudfs
+# Seconds a single Swift request may take before it is abandoned and retried.
+timeout = 60
+# Seconds a failing operation is retried before the mount answers EIO.
+retry_deadline = 300
+# Concurrent Swift requests (connections) of one process.
+max_connections = 16
+
+[cloudfs]
+# The namespace database (SQLite, WAL mode). (required)
+database = /var/lib/cloudfs/cloudfs.db
+# Local spool and cache directory (segments in flight are spooled here).
+cache_dir = /var/cache/cloudfs
+# Temporary segment size; never above Swift's max_file_size. Suffixes K, M, G (powers of 2).
+segment_size = 5G
+# Files up to this size are one plain object (no segment, no manifest).
+small_file_threshold = 1M
+# CAS containers = 16 ** shard_digits; read only by `cloudfs mkfs`.
+shard_digits = 2
+log_level = INFO
+
+[ccd]
+# Seconds before cleanup deletes what interrupted writes left and unreferenced content.
+grace = 86400
+# Seconds between consolidation passes of `ccd run`.
+interval = 60
+"""
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+def parse_size(text: str, key: str) -> int:
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ConfigError(f"{key}: {text!r} is not a size (e.g. 1048576, 64M, 5G)")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting, resolved. See EXAMPLE for meanings."""
+
+    auth_url: str = ""
+    user: str = ""
+    key: str = field(default="", repr=False)
+    container: str = "cloudfs"
+    timeout: float = 60.0
+    retry_deadline: float = 300.0
+    max_connections: int = 16
+    database: str = ""
+    cache_dir: str = ""
+    segment_size: int = 5 * 2**30
+    small_file_threshold: int = 2**20
+    shard_digits: int = 2
+    log_level: str = "INFO"
+    grace: float = 86400.0
+    interval: float = 60.0
+    source: str = ""  # the file it came from, for messages
+
+    @property
+    def auth(self) -> SwiftAuth:
+        return SwiftAuth(self.auth_url, self.user, self.key)
+
+    def require(self, *keys: str) -> Config:
+        """Raise ConfigError naming the first of `keys` that is unset."""
+        for key in keys:
+            if not getattr(self, key):
+                where = f" in {self.source}" if self.source else ""
+                raise ConfigError(f"setting '{key}' is missing{where} "
+                                  f"(see `cloudfs config-example`)")
+        return self
+
+
+_FIELDS = {
+    "swift": {"auth_url": str, "user": str, "key": str, "container": str, "timeout": float,
+              "retry_deadline": float, "max_connections": int},
+    "cloudfs": {"database": str, "cache_dir": str, "segment_size": "size",
+                "small_file_threshold": "size", "shard_digits": int, "log_level": str},
+    "ccd": {"grace": float, "interval": float},
+}
+
+
+def _convert(key: str, value: str, kind: object) -> object:
+    if kind == "size":
+        return parse_size(value, key)
+    try:
+        return kind(value)  # type: ignore[operator]
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not a valid {kind.__name__}") from None  # type: ignore[attr-defined]
+
+
+def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, object] | None = None) -> Config:
+    """Read `path` (may be None), then apply ST_* from `env`, then non-None `overrides`."""
+    values: dict[str, object] = {}
+    source = ""
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {source} does not exist")
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(p)
+        except configparser.Error as exc:
+            raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
+        for section in parser.sections():
+            if section not in _FIELDS:
+                raise ConfigError(f"{source}: unknown section [{section}]")
+            for key, value in parser.items(section):
+                kind = _FIELDS[section].get(key)
+                if kind is None:
+                    raise ConfigError(f"{source}: unknown setting '{key}' in [{section}]")
+                values[key] = _convert(key, value.strip(), kind)
+        mode = p.stat().st_mode
+        if values.get("key") and mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning("%s holds a Swift key and is readable by others; chmod 600 it", source)
+    env = os.environ if env is None else env
+    for var, key in (("ST_AUTH", "auth_url"), ("ST_USER", "user"), ("ST_KEY", "key")):
+        if env.get(var):
+            values[key] = env[var]
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    cfg = replace(Config(), source=source, **values)  # type: ignore[arg-type]
+    if cfg.segment_size <= 0:
+        raise ConfigError(f"segment_size must be positive (got {cfg.segment_size})")
+    if not 0 <= cfg.shard_digits <= 3:
+        raise ConfigError(f"shard_digits must be 0..3 (got {cfg.shard_digits})")
+    if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log_level: {cfg.log_level!r} is not DEBUG/INFO/WARNING/ERROR")
+    return cfg

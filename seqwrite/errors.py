@@ -1,0 +1,48 @@
+"""Typed errors of the Swift layer and the writer.
+
+Every failure that leaves seqwrite is one of these, so the FUSE layer can map it to an errno
+in one table and the user gets one clear line. `str()` of each names the cause (and Swift's
+transaction id where there is one: it is what Swift operators ask for).
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class: a Swift operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """Swift kept failing transiently (5xx, timeouts, dropped connections) until the deadline."""
+
+
+class NotFound(StoreError):
+    """The object or container does not exist (404)."""
+
+
+class AlreadyExists(StoreError):
+    """A conditional PUT (If-None-Match: *) found the object already stored (412)."""
+
+
+class Rejected(StoreError):
+    """Swift refused the request for a reason retrying cannot fix (4xx other than 404/412)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthFailed(StoreError):
+    """Authentication failed (bad credentials or auth URL)."""
+
+
+class Corrupted(StoreError):
+    """Swift stored bytes that are not the bytes we sent (ETag mismatch after a PUT)."""
+
+
+class TooLarge(StoreError):
+    """The content needs more than Swift's limits allow (segments per manifest, object size)."""
+
+
+class WriterAborted(StoreError):
+    """The write was aborted; nothing was published."""

@@ -1,0 +1,157 @@
+"""One temporary segment upload: a chunked PUT fed while the file is being written, replayable.
+
+The bytes of the segment in flight are spooled to an unlinked local file as they are sent, so
+a transient failure in the middle of a segment (dropped connection, 5xx, timeout) is healed by
+replaying the spool into a fresh PUT and continuing with the live bytes: the application never
+resends anything and never sees the failure. Memory stays bounded (a few chunks in a channel);
+disk use is at most one segment per writer, freed as soon as the segment is verified.
+
+Threading: the PUT runs in a worker thread and pulls chunks from a trio channel
+(`trio.from_thread.run(receive)`); spool writes and md5 happen in that thread, in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import trio
+
+from seqwrite.errors import Corrupted, StoreError, WriterAborted
+from seqwrite.retry import retrying
+from seqwrite.store import SwiftStore, describe, is_transient, translate
+
+log = logging.getLogger(__name__)
+
+SPOOL_READ = 1 << 20  # replay reads from the spool in 1 MiB chunks
+CHANNEL_CHUNKS = 4  # chunks buffered between the writer and the upload thread
+
+
+class _Aborted(Exception):
+    """Raised inside the body generator to break the HTTP request on abort (never stored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSegment:
+    """A verified temporary segment: where it is, its blake3, its md5 ETag and size."""
+
+    seq: int
+    tmp_name: str
+    hash: str
+    md5: str
+    size: int
+
+
+class SegmentUpload:
+    """Uploads one `.tmp` segment; `send()` chunks, `end()`, then `wait()` for the result."""
+
+    def __init__(
+        self, store: SwiftStore, container: str, name: str, seq: int, spool_dir: str | None,
+    ) -> None:
+        self.store = store
+        self.container = container
+        self.name = name
+        self.seq = seq
+        self.size = 0  # bytes sent so far (trio side)
+        self._send, self._recv = trio.open_memory_channel[bytes](CHANNEL_CHUNKS)
+        # Closed by run() when the upload ends, whatever happens (lives across many calls).
+        self._spool = tempfile.TemporaryFile(dir=spool_dir, prefix="cloudfs-spool-")  # noqa: SIM115
+        self._spooled = 0  # bytes in the spool (thread side)
+        self._ended = False  # the thread saw the end of the channel
+        self._aborted = False
+        self._attempt_md5 = ""
+        self._done = trio.Event()
+        self.etag: str | None = None
+        self.error: StoreError | None = None
+        self.attempts = 0
+
+    # -- trio side ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The upload task: attempts until verified, a permanent error, or the deadline."""
+        try:
+            self.etag = await retrying(
+                f"upload segment {self.name}",
+                self._attempt,
+                policy=self.store.policy,
+                is_transient=lambda e: not self._aborted
+                and (is_transient(e) or isinstance(e, Corrupted)),
+                describe=describe,
+            )
+        except _Aborted:
+            self.error = WriterAborted(f"segment {self.name}: aborted")
+        except StoreError as exc:
+            self.error = exc
+        except Exception as exc:
+            self.error = translate(exc, f"upload segment {self.name}")
+        finally:
+            self._spool.close()
+            if self.error is not None:
+                self._recv.close()  # a blocked send() raises BrokenResourceError
+            self._done.set()
+
+    async def _attempt(self) -> str:
+        self.attempts += 1
+        etag = await self.store.put_stream(self.container, self.name, self._body())
+        etag = etag.strip('"')
+        if etag != self._attempt_md5:
+            raise Corrupted(f"segment {self.name}: Swift stored md5 {etag}, "
+                            f"sent {self._attempt_md5}")
+        return etag
+
+    async def send(self, chunk: bytes) -> None:
+        """Queue a (non-empty) chunk; waits while the upload is behind (backpressure)."""
+        try:
+            await self._send.send(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._done.wait()
+            raise self.error or WriterAborted(f"segment {self.name}: upload ended") from None
+        self.size += len(chunk)
+
+    async def end(self) -> None:
+        """No more bytes: the PUT completes once the thread drains the channel."""
+        await self._send.aclose()
+
+    async def abort(self) -> None:
+        self._aborted = True
+        await self._send.aclose()
+
+    async def wait(self) -> str:
+        """Wait until the segment is stored and verified; its md5 ETag, or raise."""
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.etag is not None
+        return self.etag
+
+    # -- thread side -------------------------------------------------------------------------
+
+    def _body(self) -> Iterator[bytes]:
+        """The request body of one attempt: replay the spool, then live chunks."""
+        md5 = hashlib.md5(usedforsecurity=False)
+        fd = self._spool.fileno()
+        pos = 0
+        while pos < self._spooled:
+            chunk = os.pread(fd, min(SPOOL_READ, self._spooled - pos), pos)
+            if not chunk:
+                raise OSError(f"spool of {self.name} shorter than expected")
+            pos += len(chunk)
+            md5.update(chunk)
+            yield chunk
+        while not self._ended:
+            try:
+                chunk = trio.from_thread.run(self._recv.receive)
+            except trio.EndOfChannel:
+                self._ended = True
+                break
+            os.pwrite(fd, chunk, self._spooled)
+            self._spooled += len(chunk)
+            md5.update(chunk)
+            yield chunk
+        if self._aborted:
+            raise _Aborted()
+        self._attempt_md5 = md5.hexdigest()

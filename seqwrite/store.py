@@ -1,0 +1,365 @@
+"""SwiftStore: the one async facade over python-swiftclient (the only importer of swiftclient).
+
+Why a facade: swiftclient is blocking, its `Connection` is not thread-safe, its retries sleep
+uncancellably and its default timeout is infinite. Here every request runs in a worker thread
+(`trio.to_thread.run_sync` with our own `CapacityLimiter`, never trio's global one) on a
+Connection borrowed from a pool (one Connection per concurrent request), with `retries=0` and a
+finite socket timeout; retries happen in trio (seqwrite.retry) under a deadline, so a failing
+or cancelled request ends in a typed error, never a hang. Admission to the pool is FIFO
+(`trio.CapacityLimiter` is fair), so many writers share the connection limit fairly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import swiftclient
+import trio
+from requests.exceptions import RequestException
+from swiftclient.exceptions import ClientException
+
+from seqwrite.errors import (
+    AlreadyExists,
+    AuthFailed,
+    Corrupted,
+    NotFound,
+    Rejected,
+    StoreError,
+    TooLarge,
+)
+from seqwrite.retry import RetryPolicy, retrying
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Status codes that retrying can fix (S3QL's list for Swift): 5xx except "not implemented"
+# style codes, plus request timeout and rate limiting.
+_PERMANENT_5XX = {501, 505, 508, 510, 511}
+_TRANSIENT_4XX = {408, 429, 498, 499}
+
+
+@dataclass(frozen=True, slots=True)
+class SwiftAuth:
+    """Credentials. v1 (tempauth, the swift CLI's ST_* variables) today; v3 (Keystone, the
+    OS_* variables) is passed through to swiftclient as `auth_version="3"` + `os_options`."""
+
+    auth_url: str
+    user: str
+    key: str = field(repr=False)
+    auth_version: str = "1"
+    os_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> SwiftAuth | None:
+        env = dict(os.environ) if env is None else env
+        if env.get("ST_AUTH"):
+            return cls(env["ST_AUTH"], env.get("ST_USER", ""), env.get("ST_KEY", ""))
+        if env.get("OS_AUTH_URL"):
+            opts = {
+                k: env[v]
+                for k, v in (
+                    ("project_name", "OS_PROJECT_NAME"),
+                    ("project_domain_name", "OS_PROJECT_DOMAIN_NAME"),
+                    ("user_domain_name", "OS_USER_DOMAIN_NAME"),
+                    ("region_name", "OS_REGION_NAME"),
+                )
+                if env.get(v)
+            }
+            return cls(env["OS_AUTH_URL"], env.get("OS_USERNAME", ""),
+                       env.get("OS_PASSWORD", ""), "3", opts)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What this Swift cluster allows, read from GET /info at start."""
+
+    max_file_size: int = 5 * 2**30 + 2
+    max_manifest_segments: int = 1000
+    max_manifest_size: int = 8 * 2**20
+    container_listing_limit: int = 10000
+    max_deletes_per_request: int = 0  # 0: no bulk delete middleware
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Limits:
+        swift = info.get("swift", {})
+        slo = info.get("slo", {})
+        bulk = info.get("bulk_delete", {})
+        d = cls()
+        return cls(
+            max_file_size=int(swift.get("max_file_size", d.max_file_size)),
+            max_manifest_segments=int(slo.get("max_manifest_segments", d.max_manifest_segments)),
+            max_manifest_size=int(slo.get("max_manifest_size", d.max_manifest_size)),
+            container_listing_limit=int(
+                swift.get("container_listing_limit", d.container_listing_limit)),
+            max_deletes_per_request=int(bulk.get("max_deletes_per_request", 0)),
+        )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a retry can fix."""
+    if isinstance(exc, ClientException):
+        status = exc.http_status
+        if status is None:
+            return True  # connection-level failure reported by swiftclient
+        return (status >= 500 and status not in _PERMANENT_5XX) or status in _TRANSIENT_4XX
+    return isinstance(exc, RequestException | socket.timeout | ConnectionError | OSError)
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the failure (swiftclient's str includes URL, status and txn id)."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def translate(exc: BaseException, what: str) -> StoreError:
+    """Map a non-transient swiftclient failure to a typed StoreError."""
+    if isinstance(exc, StoreError):
+        return exc
+    status = getattr(exc, "http_status", None)
+    msg = f"{what}: {describe(exc)}"
+    if status == 404:
+        return NotFound(msg)
+    if status == 412:
+        return AlreadyExists(msg)
+    if status == 401 or status == 403:
+        return AuthFailed(msg)
+    if status == 422:
+        return Corrupted(msg)
+    if status == 413:
+        return TooLarge(msg)
+    return Rejected(msg, status)
+
+
+class SwiftStore:
+    """Async access to one Swift account.
+
+    Attributes:
+        limits: the cluster's limits (valid after `open()`).
+        policy: retry policy of every operation.
+        requests: count of HTTP requests sent, per method ("PUT", "GET", ...).
+    """
+
+    limits: Limits
+    policy: RetryPolicy
+    requests: Counter[str]
+
+    def __init__(
+        self,
+        auth: SwiftAuth,
+        *,
+        max_connections: int = 8,
+        timeout: float = 60.0,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self._auth = auth
+        self._timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.limits = Limits()
+        self.requests = Counter()
+        self._idle: list[swiftclient.Connection] = []
+        self._slots = trio.CapacityLimiter(max_connections)
+        self._threads = trio.CapacityLimiter(max_connections)
+        self._storage_url: str | None = None
+        self._token: str | None = None
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _new_connection(self) -> swiftclient.Connection:
+        return swiftclient.Connection(
+            authurl=self._auth.auth_url,
+            user=self._auth.user,
+            key=self._auth.key,
+            auth_version=self._auth.auth_version,
+            os_options=self._auth.os_options or None,
+            preauthurl=self._storage_url,
+            preauthtoken=self._token,
+            retries=0,
+            timeout=self._timeout,
+        )
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[swiftclient.Connection]:
+        """A pooled connection; discarded (not reused) if the request failed."""
+        conn = self._idle.pop() if self._idle else self._new_connection()
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        if conn.token and conn.token != self._token:
+            self._storage_url, self._token = conn.url, conn.token  # re-authenticated
+        self._idle.append(conn)
+
+    async def _once(self, method: str, call: Callable[[swiftclient.Connection], T]) -> T:
+        """One request: a pool slot, a connection, a worker thread."""
+        async with self._slots:
+            with self._borrowed() as conn:
+                self.requests[method] += 1
+                return await trio.to_thread.run_sync(partial(call, conn), limiter=self._threads)
+
+    async def _call(self, what: str, method: str, call: Callable[[swiftclient.Connection], T]) -> T:
+        """One request, retried while transient, translated to a StoreError when it fails."""
+        try:
+            return await retrying(
+                what,
+                partial(self._once, method, call),
+                policy=self.policy,
+                is_transient=is_transient,
+                describe=describe,
+            )
+        except (ClientException, RequestException, OSError) as exc:
+            raise translate(exc, what) from exc
+
+    def statistics(self) -> dict[str, int]:
+        return dict(self.requests)
+
+    # -- account -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Authenticate and read the cluster's limits from /info."""
+
+        def auth(conn: swiftclient.Connection) -> tuple[str, str]:
+            return conn.get_auth()
+
+        try:
+            self._storage_url, self._token = await self._call("authenticate", "AUTH", auth)
+        except (Rejected, NotFound) as exc:
+            raise AuthFailed(f"authentication at {self._auth.auth_url} failed: {exc}") from exc
+        self._idle.clear()  # connections made before auth have no token
+        try:
+            info = await self._call("GET /info", "GET", lambda c: c.get_capabilities())
+        except StoreError as exc:
+            log.warning("cannot read Swift /info (%s); assuming default limits", exc)
+            return
+        self.limits = Limits.from_info(info)
+
+    async def aclose(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
+    async def put_container(self, container: str) -> None:
+        await self._call(f"PUT container {container}", "PUT",
+                         lambda c: c.put_container(container))
+
+    async def head_container(self, container: str) -> dict[str, str] | None:
+        try:
+            return await self._call(f"HEAD container {container}", "HEAD",
+                                    lambda c: c.head_container(container))
+        except NotFound:
+            return None
+
+    # -- objects -----------------------------------------------------------------------------
+
+    async def put(
+        self,
+        container: str,
+        name: str,
+        data: bytes,
+        *,
+        etag: str | None = None,
+        headers: dict[str, str] | None = None,
+        if_none_match: bool = False,
+        query: str | None = None,
+    ) -> str:
+        """PUT bytes (retryable). `etag` (md5 hex) makes Swift verify the body.
+        With `if_none_match`, raises AlreadyExists when the object exists."""
+        hdrs = dict(headers or {})
+        if if_none_match:
+            hdrs["If-None-Match"] = "*"
+        return await self._call(
+            f"PUT {container}/{name}", "PUT",
+            lambda c: c.put_object(container, name, data, content_length=len(data),
+                                   etag=etag, headers=hdrs, query_string=query),
+        )
+
+    async def put_stream(
+        self, container: str, name: str, body: Iterable[bytes], *,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """One chunked-encoding PUT of `body`, an iterable consumed IN THE WORKER THREAD.
+
+        Not retried here (a generator cannot be replayed): the caller owns replay. Raw
+        transport exceptions are translated; `is_transient()` tells the caller whether to replay.
+        Returns the ETag (md5 of the stored bytes)."""
+        return await self._once(
+            "PUT", lambda c: c.put_object(container, name, body, headers=headers or {}))
+
+    async def head(self, container: str, name: str) -> dict[str, str] | None:
+        """Object headers, or None if it does not exist."""
+        try:
+            return await self._call(f"HEAD {container}/{name}", "HEAD",
+                                    lambda c: c.head_object(container, name))
+        except NotFound:
+            return None
+
+    async def get(
+        self, container: str, name: str, *, offset: int = 0, length: int | None = None,
+        query: str | None = None,
+    ) -> bytes:
+        """The object's bytes [offset, offset+length) (whole object if length is None)."""
+        hdrs = {}
+        if length is not None:
+            if length <= 0:
+                return b""
+            hdrs["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            hdrs["Range"] = f"bytes={offset}-"
+
+        def call(c: swiftclient.Connection) -> bytes:
+            _, body = c.get_object(container, name, headers=hdrs, query_string=query)
+            return body
+
+        return await self._call(f"GET {container}/{name}", "GET", call)
+
+    async def post(self, container: str, name: str, headers: dict[str, str]) -> None:
+        """Replace the object's user metadata (POST replaces ALL X-Object-Meta-*)."""
+        await self._call(f"POST {container}/{name}", "POST",
+                         lambda c: c.post_object(container, name, headers))
+
+    async def delete(self, container: str, name: str, *, query: str | None = None) -> bool:
+        """Delete; False if it was already gone."""
+        try:
+            await self._call(f"DELETE {container}/{name}", "DELETE",
+                             lambda c: c.delete_object(container, name, query_string=query))
+        except NotFound:
+            return False
+        return True
+
+    async def copy(
+        self, src_container: str, src_name: str, dst_container: str, dst_name: str, *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Server-side copy (PUT with X-Copy-From)."""
+        hdrs = {"X-Copy-From": f"/{src_container}/{src_name}", **(headers or {})}
+        await self._call(
+            f"COPY {src_container}/{src_name} -> {dst_container}/{dst_name}", "PUT",
+            lambda c: c.put_object(dst_container, dst_name, b"", content_length=0, headers=hdrs),
+        )
+
+    async def list(self, container: str, *, prefix: str | None = None) -> list[dict[str, Any]]:
+        """The whole listing (paged, each page retried on its own). Eventually consistent:
+        never infer that an object is absent from a listing alone."""
+        out: list[dict[str, Any]] = []
+        marker = ""
+        limit = self.limits.container_listing_limit
+        while True:
+            def page(c: swiftclient.Connection, marker: str = marker) -> list[dict[str, Any]]:
+                _, items = c.get_container(container, marker=marker, limit=limit, prefix=prefix)
+                return items
+
+            items = await self._call(f"GET container {container}", "GET", page)
+            out.extend(items)
+            if len(items) < limit:
+                return out
+            marker = items[-1]["name"]

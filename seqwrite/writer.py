@@ -1,0 +1,276 @@
+"""Writer: turns a stream of bytes into a content-addressed object in Swift.
+
+The content is not known in advance, so it cannot be named in advance: the bytes stream into
+temporary segments `.tmp/<upload-id>/<seq>` (from the first byte past the small-file
+threshold), hashed with blake3 per segment and for the whole file as they pass. `finish()`
+then names the content by its blake3 and publishes it under that CAS name:
+
+    1. every segment upload completed and verified (Swift's md5 ETag == ours);
+    2. claim(hash) - the caller records the content in sqlfsn BEFORE anything refers to it
+       (the fence against a concurrent garbage collector; see docs/LAYOUT.md);
+    3. tag every segment: X-Object-Meta-Bigfile = file hash (+ its own hash and seq);
+    4. PUT the SLO manifest at the CAS name with If-None-Match: *; 412 = already stored
+       (dedup): our segments are redundant and are deleted.
+
+Files up to `small_threshold` bytes are buffered and PUT as one plain object at their CAS name
+(no segment, no manifest); an empty file needs no object at all. The writer never waits on a
+server-side copy: consolidating segments into the CAS is ccd's job.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import blake3
+import trio
+
+from seqwrite.errors import AlreadyExists, StoreError, TooLarge, WriterAborted
+from seqwrite.layout import META_BLAKE3, META_SEQ, TAG_BIGFILE, Layout, ManifestEntry, manifest_json
+from seqwrite.segment import SegmentUpload, StoredSegment
+from seqwrite.store import SwiftStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_SIZE = 5 * 2**30  # Swift's default max_file_size
+DEFAULT_SMALL_THRESHOLD = 1 << 20  # files up to 1 MiB are one plain PUT
+CHUNK = 1 << 20  # bytes handed to the upload thread at a time
+TAG_CONCURRENCY = 4
+EMPTY_HASH = blake3.blake3(b"").hexdigest()
+
+
+class PublishMode(enum.Enum):
+    """How to publish after the claim: CONDITIONAL (If-None-Match: *, dedup on 412) or
+    UNCONDITIONAL (overwrite: used when a garbage collector may be deleting the old copy)."""
+
+    CONDITIONAL = "conditional"
+    UNCONDITIONAL = "unconditional"
+
+
+ClaimHook = Callable[[str, int, Sequence[tuple[str, int]]], Awaitable[PublishMode]]
+
+
+async def _claim_nothing(digest: str, size: int, segs: Sequence[tuple[str, int]]) -> PublishMode:
+    return PublishMode.CONDITIONAL
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContent:
+    """What was stored: the CAS name (blake3 hex) and size, and how.
+
+    kind: "empty" (no object), "object" (plain object at the CAS name) or "manifest"
+    (SLO at the CAS name over `segments`). deduplicated: the CAS name already held it."""
+
+    hash: str
+    size: int
+    kind: str
+    segments: tuple[StoredSegment, ...] = ()
+    deduplicated: bool = False
+
+
+class Writer:
+    """Streams one file's bytes into Swift. Sequential `write()`s, then `finish()` or `abort()`.
+
+    Attributes:
+        upload_id: names the temporary segments `.tmp/<upload_id>/<seq>` (the lease key).
+        size: bytes written so far.
+    """
+
+    upload_id: str
+    size: int
+
+    def __init__(
+        self,
+        store: SwiftStore,
+        layout: Layout,
+        nursery: trio.Nursery,
+        *,
+        upload_id: str | None = None,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        small_threshold: int = DEFAULT_SMALL_THRESHOLD,
+        spool_dir: str | None = None,
+        claim: ClaimHook = _claim_nothing,
+    ) -> None:
+        if segment_size <= 0 or small_threshold < 0:
+            raise ValueError("segment_size must be > 0 and small_threshold >= 0")
+        self.store = store
+        self.layout = layout
+        self.upload_id = upload_id or uuid.uuid4().hex
+        # Never above what Swift accepts as one object.
+        self.segment_size = min(segment_size, store.limits.max_file_size)
+        self.small_threshold = min(small_threshold, self.segment_size)
+        self.spool_dir = spool_dir
+        self.size = 0
+        self._nursery = nursery
+        self._claim = claim
+        self._file_hash = blake3.blake3()
+        self._buffer = bytearray()  # bytes not yet handed to a segment
+        self._current: SegmentUpload | None = None
+        self._current_hash = blake3.blake3()
+        self._segments: list[tuple[SegmentUpload, str]] = []  # finished: (upload, blake3)
+        self._closed = False
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """Append `data`. Raises a StoreError if the upload failed for good."""
+        if self._closed:
+            raise WriterAborted("write after finish/abort")
+        self._file_hash.update(data)
+        self.size += len(data)
+        self._buffer += data
+        if self._current is None and len(self._buffer) <= self.small_threshold:
+            return  # still a candidate small file
+        await self._drain(final=False)
+
+    async def _drain(self, *, final: bool) -> None:
+        """Hand buffered bytes to segments in CHUNK pieces, rolling over at segment_size."""
+        while self._buffer and (final or len(self._buffer) >= CHUNK):
+            if self._current is None:
+                self._start_segment()
+            assert self._current is not None
+            room = self.segment_size - self._current.size
+            take = min(len(self._buffer), CHUNK, room)
+            chunk = bytes(self._buffer[:take])
+            del self._buffer[:take]
+            self._current_hash.update(chunk)
+            await self._current.send(chunk)
+            if self._current.size >= self.segment_size:
+                await self._end_segment()
+
+    def _start_segment(self) -> None:
+        seq = len(self._segments)
+        name = self.layout.tmp_name(self.upload_id, seq)
+        self._current = SegmentUpload(self.store, self.layout.tmp_container, name, seq,
+                                      self.spool_dir)
+        self._current_hash = blake3.blake3()
+        self._nursery.start_soon(self._current.run)
+
+    async def _end_segment(self) -> None:
+        assert self._current is not None
+        await self._current.end()
+        self._segments.append((self._current, self._current_hash.hexdigest()))
+        self._current = None
+
+    # -- finishing ---------------------------------------------------------------------------
+
+    async def finish(self) -> StoredContent:
+        """Publish the content under its CAS name and return it (see the module docstring)."""
+        if self._closed:
+            raise WriterAborted("finish after finish/abort")
+        self._closed = True
+        try:
+            if not self._segments and self._current is None:
+                return await self._finish_small()
+            return await self._finish_segmented()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._discard()
+            raise
+
+    async def _finish_small(self) -> StoredContent:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        digest = self._file_hash.hexdigest()
+        if not data:
+            return StoredContent(EMPTY_HASH, 0, "empty")
+        mode = await self._claim(digest, len(data), ())
+        container, name = self.layout.cas_path(digest)
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        try:
+            await self.store.put(container, name, data, etag=md5,
+                                 headers={META_BLAKE3: digest},
+                                 if_none_match=mode is PublishMode.CONDITIONAL)
+        except AlreadyExists:
+            return StoredContent(digest, len(data), "object", deduplicated=True)
+        return StoredContent(digest, len(data), "object")
+
+    async def _finish_segmented(self) -> StoredContent:
+        await self._drain(final=True)
+        if self._current is not None:
+            await self._end_segment()
+        segments: list[StoredSegment] = []
+        for upload, seg_hash in self._segments:
+            md5 = await upload.wait()
+            segments.append(StoredSegment(upload.seq, upload.name, seg_hash, md5, upload.size))
+        if len(segments) > self.store.limits.max_manifest_segments:
+            raise TooLarge(
+                f"file of {self.size} bytes needs {len(segments)} segments of "
+                f"{self.segment_size} bytes; Swift allows {self.store.limits.max_manifest_segments}"
+                " per manifest (raise segment_size)")
+        digest = self._file_hash.hexdigest()
+        mode = await self._claim(digest, self.size, [(s.hash, s.size) for s in segments])
+        await self._tag(digest, segments)
+        container, name = self.layout.cas_path(digest)
+        entries = [ManifestEntry(self.layout.tmp_container, s.tmp_name, s.md5, s.size)
+                   for s in segments]
+        try:
+            await self.store.put(container, name, manifest_json(entries),
+                                 headers={META_BLAKE3: digest},
+                                 if_none_match=mode is PublishMode.CONDITIONAL,
+                                 query="multipart-manifest=put")
+        except AlreadyExists:
+            # Already stored: our segments are redundant. Deleting them is best effort;
+            # cleanup collects what is left (they are tagged for a manifest that is not theirs).
+            await self._delete_segments(segments)
+            return StoredContent(digest, self.size, "manifest", tuple(segments), True)
+        return StoredContent(digest, self.size, "manifest", tuple(segments))
+
+    async def _tag(self, digest: str, segments: list[StoredSegment]) -> None:
+        """POST the tag on every segment (POST replaces all user metadata: send the full set)."""
+        limiter = trio.CapacityLimiter(TAG_CONCURRENCY)
+
+        async def tag(seg: StoredSegment) -> None:
+            async with limiter:
+                await self.store.post(self.layout.tmp_container, seg.tmp_name, {
+                    TAG_BIGFILE: digest, META_BLAKE3: seg.hash, META_SEQ: str(seg.seq)})
+
+        async with trio.open_nursery() as nursery:
+            for seg in segments:
+                nursery.start_soon(tag, seg)
+
+    # -- aborting ----------------------------------------------------------------------------
+
+    async def abort(self) -> None:
+        """Give up: nothing is published or tagged; uploaded segments are deleted (best effort,
+        cleanup collects the rest)."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            await self._discard()
+
+    async def _discard(self) -> None:
+        uploads = [u for u, _ in self._segments]
+        if self._current is not None:
+            uploads.append(self._current)
+            self._current = None
+        self._segments.clear()
+        self._buffer.clear()
+        for upload in uploads:
+            await upload.abort()
+        names = []
+        for upload in uploads:
+            try:
+                await upload.wait()
+            except StoreError:
+                pass
+            names.append(upload.name)
+        with trio.move_on_after(30):
+            for name in names:
+                try:
+                    await self.store.delete(self.layout.tmp_container, name)
+                except StoreError as exc:
+                    log.info("abort: could not delete %s (%s); cleanup will", name, exc)
+
+    async def _delete_segments(self, segments: Sequence[StoredSegment]) -> None:
+        with trio.move_on_after(30):
+            for seg in segments:
+                try:
+                    await self.store.delete(self.layout.tmp_container, seg.tmp_name)
+                except StoreError as exc:
+                    log.info("could not retire redundant segment %s (%s)", seg.tmp_name, exc)

@@ -1,0 +1,89 @@
+"""The writer through a fault-injecting proxy: transient faults heal, persistent ones fail
+cleanly with nothing published and nothing tagged."""
+
+from __future__ import annotations
+
+import os
+
+import blake3
+import pytest
+import trio
+
+from seqwrite import RetryPolicy, StoreError, Writer
+from tests.seqwrite.conftest import make_store
+from tests.seqwrite.test_writer import assert_tagged, cas_get, write_all
+
+pytestmark = pytest.mark.swift
+
+KiB = 1024
+SEG = 256 * KiB
+
+
+@pytest.fixture
+async def faulty_store(dev_swift, fault_proxy):
+    store = make_store(fault_proxy.url, dev_swift, timeout=2.0)
+    await store.open()
+    yield store
+    await store.aclose()
+
+
+@pytest.mark.parametrize("action, kw", [
+    ("drop", {"after_bytes": 100 * KiB}),   # connection dropped mid-body
+    ("status:503", {}),                      # Swift answers 503
+    ("stall", {"seconds": 4.0}),             # longer than the 2 s client timeout
+])
+async def test_transient_segment_fault_heals(faulty_store, fault_proxy, layout, raw_swift,
+                                             action, kw):
+    data = os.urandom(3 * SEG + 777)
+    fault_proxy.add_rule("PUT", r"/\.tmp/.*/000001$", action, times=1, **kw)
+    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    assert content.hash == blake3.blake3(data).hexdigest()
+    assert cas_get(raw_swift, layout, content.hash) == data
+    assert_tagged(raw_swift, layout, content)
+    puts = [p for m, p in fault_proxy.requests if m == "PUT" and p.endswith("/000001")]
+    assert len(puts) == 2, "the faulted segment was sent again from the spool"
+
+
+async def test_transient_faults_on_tag_and_manifest_heal(faulty_store, fault_proxy, layout,
+                                                         raw_swift):
+    data = os.urandom(2 * SEG)
+    fault_proxy.add_rule("POST", r"/\.tmp/", "status:503", times=2)
+    fault_proxy.add_rule("PUT", r"multipart-manifest=put", "drop", times=1)
+    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    assert cas_get(raw_swift, layout, content.hash) == data
+    assert_tagged(raw_swift, layout, content)
+
+
+async def test_persistent_fault_fails_cleanly(dev_swift, fault_proxy, layout, raw_swift):
+    store = make_store(fault_proxy.url, dev_swift, timeout=2.0,
+                       policy=RetryPolicy(deadline=2.0, first_backoff=0.05, max_backoff=0.2))
+    await store.open()
+    data = os.urandom(3 * SEG)
+    fault_proxy.add_rule("PUT", r"/\.tmp/.*/000002$", "status:503", times=-1)
+    with pytest.raises(StoreError):
+        await write_all(store, layout, data, segment_size=SEG, small_threshold=KiB)
+    fault_proxy.clear_rules()
+    digest = blake3.blake3(data).hexdigest()
+    assert raw_swift.head_object(*layout.cas_path(digest))[0] == 404
+    for obj in raw_swift.list_container(layout.tmp_container, prefix=".tmp/"):
+        status, headers = raw_swift.head_object(layout.tmp_container, obj["name"])
+        assert status == 404 or "x-object-meta-bigfile" not in {k.lower() for k in headers}
+    await store.aclose()
+
+
+async def test_cancelled_write_does_not_hang(dev_swift, fault_proxy, layout):
+    """A write stuck on a stalled Swift is cancellable: it ends within the socket timeout."""
+    store = make_store(fault_proxy.url, dev_swift, timeout=2.0)
+    await store.open()
+    fault_proxy.add_rule("PUT", r"/\.tmp/", "stall", times=-1, seconds=30)
+    started = trio.current_time()
+    with trio.move_on_after(1) as scope:
+        async with trio.open_nursery() as nursery:
+            writer = Writer(store, layout, nursery, segment_size=SEG, small_threshold=KiB)
+            await writer.write(os.urandom(SEG))
+            await writer.finish()
+    elapsed = trio.current_time() - started
+    fault_proxy.clear_rules()
+    await store.aclose()
+    assert scope.cancelled_caught
+    assert elapsed < 8, f"cancellation took {elapsed:.1f}s"
