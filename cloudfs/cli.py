@@ -12,12 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cloudfs import devswift
+from cloudfs import commands, devswift
 from cloudfs.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (devswift,)
+SUBCOMMANDS = (commands, devswift)
 
 
 def build_parser() -> argparse.ArgumentParser:

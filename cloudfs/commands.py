@@ -1,0 +1,144 @@
+"""The `cloudfs mkfs`, `cloudfs mount` and `cloudfs config-example` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import uuid
+from pathlib import Path
+
+import trio
+
+from cloudfs.errors import UsageError
+from cloudfs.mount import MountOptions, make_store, run
+from seqwrite import Layout, StoreError
+from seqwrite.config import EXAMPLE, Config, ConfigError, load, parse_size
+from sqlfsn import Namespace
+
+log = logging.getLogger(__name__)
+
+MARKER = ".cloudfs"  # object in the temp container naming the filesystem that owns it
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration (flags override the file and ST_* variables)")
+    g.add_argument("--config", metavar="FILE",
+                   help="INI config file (see `cloudfs config-example`)")
+    g.add_argument("--auth-url", help="Swift v1 auth URL (also ST_AUTH)")
+    g.add_argument("--user",
+                   help="Swift user (also ST_USER); the key comes from the file or ST_KEY")
+    g.add_argument("--container", help="base name of the filesystem's containers")
+    g.add_argument("--database", help="namespace database (SQLite file)")
+    g.add_argument("--cache-dir", help="local spool/cache directory")
+    g.add_argument("--segment-size", help="temporary segment size, e.g. 5G or 64M")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    try:
+        overrides = {
+            "auth_url": args.auth_url, "user": args.user, "container": args.container,
+            "database": args.database, "cache_dir": args.cache_dir,
+            "segment_size": (parse_size(args.segment_size, "--segment-size")
+                             if args.segment_size else None),
+        }
+        return load(args.config, overrides=overrides)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- mkfs --------------------------------------------------------------------------------------
+
+def cmd_mkfs(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    if args.shard_digits is not None:
+        cfg = dataclasses.replace(cfg, shard_digits=args.shard_digits)
+    try:
+        cfg.require("database", "auth_url", "user", "key")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    db = Path(cfg.database)
+    if db.exists() and not args.force:
+        raise UsageError(f"{db} already holds a filesystem; use --force to replace it "
+                         "(its files will be lost)")
+    layout = Layout(cfg.container, cfg.shard_digits)
+    fs_id = trio.run(_make_containers, cfg, layout, args.force)
+    if db.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    ns = Namespace.open(db, create=True)
+    ns.set_meta("fs_id", fs_id)
+    ns.set_meta("container", layout.base)
+    ns.set_meta("shard_digits", str(layout.shard_digits))
+    ns.close()
+    print(f"created filesystem {fs_id}: database {db}, Swift containers {layout.base} and "
+          f"{len(layout.cas_containers())} CAS containers {layout.cas_containers()[0]}...")
+    return 0
+
+
+async def _make_containers(cfg: Config, layout: Layout, force: bool) -> str:
+    store = make_store(cfg)
+    try:
+        await store.open()
+        if await store.head(layout.tmp_container, MARKER) is not None and not force:
+            raise UsageError(f"Swift container {layout.tmp_container} already holds a cloudfs "
+                             "filesystem; use --force to replace it")
+        fs_id = uuid.uuid4().hex
+        limiter = trio.CapacityLimiter(8)
+
+        async def make(name: str) -> None:
+            async with limiter:
+                await store.put_container(name)
+
+        async with trio.open_nursery() as nursery:
+            for name in layout.all_containers():
+                nursery.start_soon(make, name)
+        await store.put(layout.tmp_container, MARKER, fs_id.encode())
+        return fs_id
+    except StoreError as exc:
+        raise UsageError(f"Swift at {cfg.auth_url}: {exc}") from None
+    finally:
+        await store.aclose()
+
+
+# -- mount -------------------------------------------------------------------------------------
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    opts = MountOptions(args.mountpoint, foreground=args.foreground,
+                        allow_other=args.allow_other, fuse_options=tuple(args.o or ()))
+    logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
+    return run(cfg, opts)
+
+
+def cmd_config_example(args: argparse.Namespace) -> int:
+    print(EXAMPLE, end="")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mkfs", help="create a filesystem: Swift containers and namespace database",
+                       description="Create the Swift containers and the namespace database. "
+                       "Refuses to replace an existing filesystem without --force.")
+    add_config_args(p)
+    p.add_argument("--shard-digits", type=int, choices=(0, 1, 2, 3),
+                   help="CAS containers = 16**N (default 2 = 256; fixed for the filesystem)")
+    p.add_argument("--force", action="store_true", help="replace an existing filesystem")
+    p.set_defaults(func=cmd_mkfs)
+
+    p = sub.add_parser("mount", help="mount a filesystem",
+                       description="Mount the filesystem at MOUNTPOINT. Without --foreground, "
+                       "returns once the mount is ready (or fails with the reason). Unmount with "
+                       "`fusermount3 -u MOUNTPOINT`, SIGTERM or SIGINT: pending uploads finish "
+                       "first, or fail loudly.")
+    p.add_argument("mountpoint")
+    add_config_args(p)
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("--allow-other", action="store_true", help="let other users access the mount")
+    p.add_argument("-o", action="append", metavar="OPTIONS",
+                   help="extra FUSE mount options, comma separated")
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("config-example", help="print a commented example config file")
+    p.set_defaults(func=cmd_config_example)

@@ -1,0 +1,304 @@
+"""Open files: the read path and the write path of the mount.
+
+Owns the open-handle table, one write session per inode, and the rules of when content
+becomes visible:
+
+- A write session streams through seqwrite from the first byte. It starts at offset 0 (new
+  content; with O_TRUNC or on a new file it replaces everything, otherwise the old bytes past
+  the written range are kept) or at the current end of the file (append: the new version is the
+  old pieces plus the new one, nothing is re-uploaded or read back). Any other offset is
+  refused with EOPNOTSUPP and one log line.
+- The content is published and the namespace committed at flush (close) or fsync; a failure
+  there answers EIO and the path keeps its previous content. Readers see the previous version
+  until the commit.
+- A reader reads the version that was current when it opened the file (immutable pieces), so it
+  never mixes two versions.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from cloudfs.errors import FsError
+from cloudfs.reader import BlockBudget, FileReader
+from seqwrite import Layout, PublishMode, StoredContent, StoreError, SwiftStore, Writer
+from sqlfsn import Namespace, Piece
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 60.0  # seconds between refreshes of the upload leases
+CLAIM_WAIT = 60.0  # seconds a writer waits for the garbage collector to finish a deletion
+STALE_DELETION_NS = 15 * 60 * 10**9  # a 'deleting' mark older than this is taken over
+
+
+def slice_pieces(pieces: Iterable[Piece], start: int, end: int) -> list[Piece]:
+    """The pieces covering bytes [start, end) of a file made of `pieces`."""
+    out: list[Piece] = []
+    pos = 0
+    for p in pieces:
+        lo, hi = max(start, pos), min(end, pos + p.length)
+        if lo < hi:
+            offset = 0 if p.hash is None else p.obj_offset + lo - pos
+            out.append(Piece(p.hash, offset, hi - lo))
+        pos += p.length
+    return out
+
+
+@dataclass(eq=False, slots=True)
+class WriteSession:
+    """The one write in progress on an inode."""
+
+    inode: int
+    writer: Writer
+    start: int  # file offset of the writer's first byte
+    base_version: int  # the version the write started from (compare-and-swap on commit)
+    replace_all: bool  # O_TRUNC / new file: bytes past the written range are dropped
+    owner: int  # the file handle that started it
+
+    @property
+    def end(self) -> int:
+        return self.start + self.writer.size
+
+
+@dataclass(eq=False, slots=True)
+class Handle:
+    """One open file description."""
+
+    fh: int
+    inode: int
+    writable: bool
+    truncate: bool  # opened with O_TRUNC: the content is replaced when this handle commits
+    pieces: list[Piece] = field(default_factory=list)  # the version this handle reads
+    size: int = 0
+    reader: FileReader | None = None
+
+
+class Files:
+    """The open-file table and the content paths (read, write, commit)."""
+
+    def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
+                 *, segment_size: int, small_threshold: int, spool_dir: str | None,
+                 read_budget: BlockBudget) -> None:
+        self.ns = ns
+        self.store = store
+        self.layout = layout
+        self.segment_size = segment_size
+        self.small_threshold = small_threshold
+        self.spool_dir = spool_dir
+        self._nursery = nursery
+        self._budget = read_budget
+        self._handles: dict[int, Handle] = {}
+        self._sessions: dict[int, WriteSession] = {}
+        self._next_fh = 1
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def open(self, inode: int, flags: int) -> int:
+        attr = self.ns.getattr(inode)
+        accmode = flags & os.O_ACCMODE
+        writable = accmode in (os.O_WRONLY, os.O_RDWR)
+        truncate = writable and bool(flags & os.O_TRUNC)
+        if truncate and inode in self._sessions:
+            raise FsError(errno.EBUSY, f"inode {inode} is being written by another handle; "
+                          "cloudfs allows one writer per file at a time")
+        fh = self._next_fh
+        self._next_fh += 1
+        pieces = self.ns.pieces(inode) if attr.size else []
+        self._handles[fh] = Handle(fh, inode, writable, truncate, pieces, attr.size)
+        return fh
+
+    def inode_of(self, fh: int) -> int | None:
+        h = self._handles.get(fh)
+        return None if h is None else h.inode
+
+    def open_count(self, inode: int) -> int:
+        return sum(1 for h in self._handles.values() if h.inode == inode)
+
+    def writing_size(self, inode: int) -> int | None:
+        """The size the writer sees while a write is in progress (getattr shows it)."""
+        session = self._sessions.get(inode)
+        if session is not None:
+            return max(session.end, 0 if session.replace_all else self._committed_size(inode))
+        if any(h.truncate and h.inode == inode for h in self._handles.values()):
+            return 0
+        return None
+
+    def _committed_size(self, inode: int) -> int:
+        return self.ns.getattr(inode).size
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._handle(fh)
+        if h.inode in self._sessions and self._sessions[h.inode].owner == fh:
+            raise FsError(errno.EOPNOTSUPP, f"read on inode {h.inode} while this handle is "
+                          "writing it: cloudfs cannot read back unpublished bytes yet")
+        if h.truncate:
+            return b""
+        if h.reader is None:
+            h.reader = FileReader(self.store, self.layout, h.pieces, h.size, self._nursery,
+                                  self._budget)
+        return await h.reader.read(off, size)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def write(self, fh: int, off: int, data: bytes) -> int:
+        h = self._handle(fh)
+        session = self._sessions.get(h.inode)
+        if session is None:
+            session = self._start_session(h, off)
+        elif session.owner != fh:
+            raise FsError(errno.EBUSY, f"inode {h.inode} is being written by another handle; "
+                          "cloudfs allows one writer per file at a time")
+        if off != session.end:
+            raise FsError(errno.EOPNOTSUPP, f"non-sequential write to inode {h.inode} at offset "
+                          f"{off} (expected {session.end}): cloudfs writes files sequentially")
+        try:
+            await session.writer.write(data)
+        except BaseException:
+            await self._discard(session)
+            raise
+        return len(data)
+
+    def _start_session(self, h: Handle, off: int) -> WriteSession:
+        attr = self.ns.getattr(h.inode)
+        current = 0 if h.truncate else attr.size
+        if off not in (0, current):
+            raise FsError(errno.EOPNOTSUPP, f"write to inode {h.inode} at offset {off}: cloudfs "
+                          f"writes from the start (0) or the end ({current}) of a file only")
+        writer = Writer(self.store, self.layout, self._nursery, segment_size=self.segment_size,
+                        small_threshold=self.small_threshold, spool_dir=self.spool_dir,
+                        claim=self._claim)
+        self.ns.upload_begin(writer.upload_id)
+        session = WriteSession(h.inode, writer, off, attr.version,
+                               replace_all=h.truncate or attr.size == 0, owner=h.fh)
+        self._sessions[h.inode] = session
+        return session
+
+    async def _claim(self, digest: str, size: int, segments: object) -> PublishMode:
+        """Record the content in sqlfsn before anything relies on it (the GC fence)."""
+        give_up = trio.current_time() + CLAIM_WAIT
+        while True:
+            stale = time.time_ns() - STALE_DELETION_NS
+            claim = self.ns.claim_content(digest, size, segments,  # type: ignore[arg-type]
+                                          takeover_deleting_older_than_ns=stale)
+            if claim.ok:
+                if claim.deleting_since_ns is not None:
+                    return PublishMode.UNCONDITIONAL
+                return PublishMode.CONDITIONAL
+            if trio.current_time() > give_up:
+                raise FsError(errno.EIO, f"content {digest} is being deleted by the garbage "
+                              "collector; the write failed, try again later")
+            await trio.sleep(1.0)
+
+    # -- committing --------------------------------------------------------------------------
+
+    async def flush(self, fh: int) -> None:
+        """close(2): publish and commit what this handle wrote (errors reach the caller)."""
+        h = self._handles.get(fh)
+        if h is None:
+            return
+        session = self._sessions.get(h.inode)
+        if session is not None and session.owner == fh:
+            await self._commit(session, h)
+
+    async def fsync(self, fh: int) -> None:
+        await self.flush(fh)
+
+    async def release(self, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if h is None:
+            return
+        if h.reader is not None:
+            h.reader.close()
+        session = self._sessions.get(h.inode)
+        try:
+            if session is not None and session.owner == fh:
+                await self._commit(session, h)  # written after the last flush (e.g. mmap)
+            elif h.truncate:
+                self.ns.set_content(h.inode, [], 0)  # opened with O_TRUNC, never written
+        except Exception as exc:
+            log.error("inode %d: changes after the last close are lost: %s", h.inode, exc)
+
+    async def _commit(self, session: WriteSession, h: Handle) -> None:
+        try:
+            content = await session.writer.finish()
+        except BaseException:
+            await self._discard(session)
+            raise
+        del self._sessions[session.inode]
+        try:
+            self._commit_content(session, content)
+        except BaseException:
+            self.ns.upload_end(session.writer.upload_id)
+            raise
+        h.truncate = False
+        h.pieces = self.ns.pieces(h.inode)
+        h.size = sum(p.length for p in h.pieces)
+        if h.reader is not None:
+            h.reader.close()
+            h.reader = None
+
+    def _commit_content(self, session: WriteSession, content: StoredContent) -> None:
+        new = [] if content.kind == "empty" else [Piece(content.hash, 0, content.size)]
+        upload = session.writer.upload_id
+        if session.replace_all:
+            self.ns.set_content(session.inode, new, content.size, upload_id=upload)
+            return
+        attr = self.ns.getattr(session.inode)
+        old = self.ns.pieces(session.inode)
+        end = session.start + content.size
+        pieces = slice_pieces(old, 0, session.start) + new
+        if attr.size > end:
+            pieces += slice_pieces(old, end, attr.size)
+        self.ns.set_content(session.inode, pieces, max(end, attr.size),
+                            expect_version=session.base_version, upload_id=upload)
+
+    async def _discard(self, session: WriteSession) -> None:
+        self._sessions.pop(session.inode, None)
+        with trio.CancelScope(shield=True):
+            await session.writer.abort()
+        self.ns.upload_end(session.writer.upload_id)
+
+    # -- truncate ----------------------------------------------------------------------------
+
+    async def truncate(self, inode: int, size: int) -> None:
+        session = self._sessions.get(inode)
+        if session is not None:
+            if size == session.end:
+                return
+            raise FsError(errno.EOPNOTSUPP, f"truncate of inode {inode} to {size} while it is "
+                          f"being written (at {session.end}): not supported")
+        self.ns.setattr(inode, size=size)
+
+    # -- background --------------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Keep the upload leases of writes in progress fresh (the cleanup never touches them)."""
+        while True:
+            await trio.sleep(HEARTBEAT_INTERVAL)
+            ids = [s.writer.upload_id for s in self._sessions.values()]
+            if ids:
+                self.ns.upload_heartbeat(ids)
+
+    async def close_all(self) -> None:
+        """At unmount: commit what is pending (loudly on failure)."""
+        for fh in list(self._handles):
+            try:
+                await self.flush(fh)
+            except (StoreError, FsError) as exc:
+                log.error("unmount: a pending write failed: %s", exc)
+            await self.release(fh)
+
+    def _handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FsError(errno.EBADF, f"unknown file handle {fh}") from None

@@ -1,0 +1,299 @@
+"""The FUSE Operations class: a thin adapter between pyfuse3 and the domain.
+
+Each handler translates arguments (inode numbers, bytes names), calls sqlfsn (namespace) or
+Files (content), and translates the result into pyfuse3's types. Errors are mapped in one
+place, `fuse_errors` + cloudfs.errors.ERRNO_TABLE; nothing else raises FUSEError. Lookup
+counts (the kernel's references to inodes) are kept here, because deleting an unlinked inode
+must wait until the kernel forgets it (see pyfuse3's gotchas).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar, cast
+
+import pyfuse3
+
+from cloudfs.errors import errno_of
+from cloudfs.files import Files
+from sqlfsn import NAME_MAX, Attr, Namespace
+from sqlfsn.errors import NameTooLong, NotFound
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+BLKSIZE = 1 << 20  # st_blksize: cp and cat size their buffers from it (1 MiB requests)
+ATTR_TIMEOUT = 1.0  # seconds the kernel may cache attributes and entries
+VIRTUAL_FREE = 1 << 50  # statfs: bytes reported free (Swift has no fixed capacity)
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Map every exception of a handler to FUSEError (see cloudfs.errors)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:
+            err, level = errno_of(exc)
+            if level < 0:
+                log.exception("%s: unexpected error, answering EIO", fn.__name__)
+            else:
+                log.log(level, "%s: %s (%s)", fn.__name__, exc, errno.errorcode.get(err, err))
+            raise pyfuse3.FUSEError(err) from None
+
+    return wrapper
+
+
+def check_name(name: bytes) -> bytes:
+    if len(name) > NAME_MAX:
+        raise NameTooLong(f"name of {len(name)} bytes (the limit is {NAME_MAX})")
+    return name
+
+
+class Operations(pyfuse3.Operations):
+    """cloudfs as pyfuse3 sees it."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False  # the writer streams: it needs writes in order
+    enable_acl = False
+
+    def __init__(self, ns: Namespace, files: Files) -> None:
+        super().__init__()
+        self.ns = ns
+        self.files = files
+        self.lookups: Counter[int] = Counter()
+        self._dir_handles: dict[int, int] = {}
+        self._next_dh = 1
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = cast(pyfuse3.InodeT, attr.inode)
+        e.generation = 0
+        e.entry_timeout = ATTR_TIMEOUT
+        e.attr_timeout = ATTR_TIMEOUT
+        e.st_mode = attr.mode
+        e.st_nlink = attr.nlink
+        e.st_uid = attr.uid
+        e.st_gid = attr.gid
+        e.st_rdev = attr.rdev
+        size = attr.size
+        if stat.S_ISREG(attr.mode):
+            writing = self.files.writing_size(attr.inode)
+            if writing is not None:
+                size = writing
+        e.st_size = size
+        e.st_blksize = BLKSIZE
+        e.st_blocks = (size + 511) // 512
+        e.st_atime_ns = attr.atime_ns
+        e.st_mtime_ns = attr.mtime_ns
+        e.st_ctime_ns = attr.ctime_ns
+        return e
+
+    def _looked_up(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        self.lookups[attr.inode] += 1
+        return self._entry(attr)
+
+    def _maybe_drop(self, inode: int) -> None:
+        if self.lookups[inode] <= 0 and not self.files.open_count(inode):
+            self.lookups.pop(inode, None)
+            self.ns.drop_if_orphan(inode)
+
+    # -- namespace ---------------------------------------------------------------------------
+
+    @fuse_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
+        if name == b".":
+            return self._looked_up(self.ns.getattr(parent_inode))
+        return self._looked_up(self.ns.lookup(parent_inode, check_name(name)))
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: Any = None) -> Any:
+        return self._entry(self.ns.getattr(inode))
+
+    @fuse_errors
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> Any:
+        if fields.update_size:
+            await self.files.truncate(inode, attr.st_size)
+        kw: dict[str, int] = {}
+        if fields.update_mode:
+            kw["mode"] = stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            kw["uid"] = attr.st_uid
+        if fields.update_gid:
+            kw["gid"] = attr.st_gid
+        if fields.update_atime:
+            kw["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            kw["mtime_ns"] = attr.st_mtime_ns
+        if getattr(fields, "update_ctime", False):
+            kw["ctime_ns"] = attr.st_ctime_ns
+        result = self.ns.setattr(inode, **kw) if kw else self.ns.getattr(inode)
+        return self._entry(result)
+
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return self.ns.readlink(inode)
+
+    @fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
+        return self._looked_up(self.ns.mkdir(parent_inode, check_name(name),
+                                             stat.S_IMODE(mode), ctx.uid, ctx.gid))
+
+    @fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self.ns.rmdir(parent_inode, check_name(name))
+
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        attr = self.ns.unlink(parent_inode, check_name(name))
+        if attr.nlink == 0:
+            self._maybe_drop(attr.inode)
+
+    @fuse_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        return self._looked_up(self.ns.symlink(parent_inode, check_name(name), target,
+                                               ctx.uid, ctx.gid))
+
+    @fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        return self._looked_up(self.ns.mknod(parent_inode, check_name(name), mode, rdev,
+                                             ctx.uid, ctx.gid))
+
+    @fuse_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+        return self._looked_up(self.ns.link(inode, new_parent_inode, check_name(new_name)))
+
+    @fuse_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        replaced = self.ns.rename(parent_inode_old, check_name(name_old), parent_inode_new,
+                                  check_name(name_new),
+                                  noreplace=bool(flags & RENAME_NOREPLACE),
+                                  exchange=bool(flags & RENAME_EXCHANGE))
+        if replaced is not None:
+            self._maybe_drop(replaced)
+
+    @fuse_errors
+    async def opendir(self, inode: int, ctx: Any) -> Any:
+        if not stat.S_ISDIR(self.ns.getattr(inode).mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory")
+        dh = self._next_dh
+        self._next_dh += 1
+        self._dir_handles[dh] = inode
+        return dh
+
+    @fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        inode = self._dir_handles[fh]
+        for entry in self.ns.readdir(inode, start_id):
+            if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr),
+                                         entry.next_offset):
+                return  # the buffer is full: not counted as a lookup
+            self.lookups[entry.attr.inode] += 1
+
+    @fuse_errors
+    async def releasedir(self, fh: int) -> None:
+        self._dir_handles.pop(fh, None)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, nlookup in inode_list:
+            self.lookups[inode] -= nlookup
+            try:
+                self._maybe_drop(inode)
+            except Exception:  # forget cannot answer an error; never let it escape
+                log.exception("forget(%d) failed", inode)
+
+    @fuse_errors
+    async def statfs(self, ctx: Any) -> Any:
+        inodes, used = self.ns.statfs()
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = BLKSIZE
+        s.f_frsize = 4096
+        s.f_blocks = (used + VIRTUAL_FREE) // s.f_frsize
+        s.f_bfree = s.f_bavail = VIRTUAL_FREE // s.f_frsize
+        s.f_files = inodes + (1 << 32)
+        s.f_ffree = s.f_favail = 1 << 32
+        s.f_namemax = NAME_MAX
+        return s
+
+    # -- extended attributes -----------------------------------------------------------------
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return self.ns.getxattr(inode, name)
+
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        self.ns.setxattr(inode, name, value)
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: Any) -> Sequence[bytes]:
+        return self.ns.listxattr(inode)
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        self.ns.removexattr(inode, name)
+
+    # -- file content ------------------------------------------------------------------------
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int, ctx: Any) -> Any:
+        return pyfuse3.FileInfo(fh=self.files.open(inode, flags), keep_cache=False)
+
+    @fuse_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> Any:
+        name = check_name(name)
+        try:
+            attr = self.ns.lookup(parent_inode, name)
+        except NotFound:
+            attr = self.ns.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid, ctx.gid)
+        else:  # raced with another creator: open it (a file write never answers EEXIST)
+            if flags & os.O_EXCL:
+                raise FileExistsError(errno.EEXIST, "exists")
+            if stat.S_ISDIR(attr.mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory")
+        fh = self.files.open(attr.inode, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.files.read(fh, off, size)
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self.files.write(fh, off, buf)
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        await self.files.flush(fh)
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.files.fsync(fh)
+
+    @fuse_errors
+    async def release(self, fh: int) -> None:
+        inode = self.files.inode_of(fh)
+        await self.files.release(fh)
+        if inode is not None:
+            self._maybe_drop(inode)
+
+    @fuse_errors
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
