@@ -180,6 +180,7 @@ class Files:
         session = WriteSession(h.inode, writer, off, attr.version,
                                replace_all=h.truncate or attr.size == 0, owner=h.fh)
         self._sessions[h.inode] = session
+        h.truncate = False  # the session carries the truncation: it commits or fails with it
         return session
 
     async def _claim(self, digest: str, size: int, segments: object) -> PublishMode:

@@ -82,7 +82,7 @@ def fuse_options(opts: MountOptions, layout: Layout) -> set[str]:
 
 def raise_read_ahead(mountpoint: str) -> None:
     """Best effort: bigger kernel read requests. Reads /proc (never the mount itself)."""
-    target = os.path.realpath(mountpoint)
+    target = os.path.abspath(mountpoint)  # never realpath: it would stat the mount itself
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
@@ -123,7 +123,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         stack.callback(pyfuse3.close, unmount=True)
         nursery.start_soon(files.heartbeat)
         nursery.start_soon(_terminate_on_signals)
-        await trio.to_thread.run_sync(raise_read_ahead, opts.mountpoint)
+        raise_read_ahead(opts.mountpoint)
         log.info("mounted %s (Swift container %s, database %s)", opts.mountpoint,
                  layout.base, cfg.database)
         on_ready()

@@ -38,6 +38,8 @@ from seqwrite.errors import (
 from seqwrite.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
+# swiftclient logs failed requests as curl lines carrying the auth token: never let them out.
+logging.getLogger("swiftclient").setLevel(logging.CRITICAL)
 
 T = TypeVar("T")
 

@@ -2,49 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import blake3
 import pytest
 import trio
 
-from seqwrite import EMPTY_HASH, Layout, StoredContent, SwiftStore, TooLarge, Writer
+from seqwrite import EMPTY_HASH, StoredContent, TooLarge, Writer
+from writer.helpers import (
+    assert_nothing_tagged,
+    assert_tagged,
+    cas_get,
+    make_store,
+    stored_manifest,
+    write_all,
+)
 
 pytestmark = pytest.mark.swift
 
 KiB = 1024
-
-
-async def write_all(store: SwiftStore, layout: Layout, data: bytes, *, segment_size: int,
-                    small_threshold: int = 64 * KiB, piece: int = 100_000, **kw) -> StoredContent:
-    async with trio.open_nursery() as nursery:
-        writer = Writer(store, layout, nursery, segment_size=segment_size,
-                        small_threshold=small_threshold, **kw)
-        for off in range(0, len(data), piece):
-            await writer.write(data[off:off + piece])
-        return await writer.finish()
-
-
-def cas_get(raw, layout: Layout, digest: str) -> bytes:
-    status, _, body = raw.get_object(*layout.cas_path(digest))
-    assert status == 200
-    return body
-
-
-def stored_manifest(raw, layout: Layout, digest: str) -> list[dict]:
-    status, _, body = raw.get_object(*layout.cas_path(digest), query="multipart-manifest=get")
-    assert status == 200
-    return json.loads(body)
-
-
-def assert_tagged(raw, layout: Layout, content: StoredContent) -> None:
-    for seg in content.segments:
-        status, headers = raw.head_object(layout.tmp_container, seg.tmp_name)
-        assert status == 200
-        h = {k.lower(): v for k, v in headers.items()}
-        assert h["x-object-meta-bigfile"] == content.hash
-        assert h["x-object-meta-blake3"] == seg.hash
 
 
 async def test_three_segments_round_trip(store, layout, raw_swift):
@@ -126,9 +102,7 @@ async def test_abort_publishes_and_tags_nothing(store, layout, raw_swift):
         await writer.abort()
     digest = blake3.blake3(data).hexdigest()
     assert raw_swift.head_object(*layout.cas_path(digest))[0] == 404
-    for obj in raw_swift.list_container(layout.tmp_container, prefix=".tmp/"):
-        status, headers = raw_swift.head_object(layout.tmp_container, obj["name"])
-        assert status == 404 or "x-object-meta-bigfile" not in {k.lower() for k in headers}
+    assert_nothing_tagged(raw_swift, layout)
 
 
 async def test_too_many_segments_refused(store, layout, raw_swift, monkeypatch):
@@ -142,7 +116,6 @@ async def test_too_many_segments_refused(store, layout, raw_swift, monkeypatch):
 
 
 async def test_many_writers_share_few_connections(dev_swift, layout, raw_swift):
-    from tests.seqwrite.conftest import make_store
     store = make_store(dev_swift.auth_url, dev_swift, max_connections=2)
     await store.open()
     datas = [os.urandom(200 * KiB + i) for i in range(6)]

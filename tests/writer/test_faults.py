@@ -10,8 +10,7 @@ import pytest
 import trio
 
 from seqwrite import RetryPolicy, StoreError, Writer
-from tests.seqwrite.conftest import make_store
-from tests.seqwrite.test_writer import assert_tagged, cas_get, write_all
+from writer.helpers import assert_nothing_tagged, assert_tagged, cas_get, make_store, write_all
 
 pytestmark = pytest.mark.swift
 
@@ -65,9 +64,7 @@ async def test_persistent_fault_fails_cleanly(dev_swift, fault_proxy, layout, ra
     fault_proxy.clear_rules()
     digest = blake3.blake3(data).hexdigest()
     assert raw_swift.head_object(*layout.cas_path(digest))[0] == 404
-    for obj in raw_swift.list_container(layout.tmp_container, prefix=".tmp/"):
-        status, headers = raw_swift.head_object(layout.tmp_container, obj["name"])
-        assert status == 404 or "x-object-meta-bigfile" not in {k.lower() for k in headers}
+    assert_nothing_tagged(raw_swift, layout)
     await store.aclose()
 
 

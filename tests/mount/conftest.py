@@ -1,0 +1,132 @@
+"""A real cloudfs mount (a `cloudfs mount --foreground` subprocess) on the session's dev Swift.
+
+Each test gets its own filesystem (fresh container base and database) and mount point. The
+daemon talks to Swift through the test's fault proxy, so tests can count Swift requests and
+inject outages. Teardown unmounts with fusermount3, waits for the daemon, and asserts it
+exited cleanly; a crashed daemon leaves no mount behind (auto_unmount).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from seqwrite import Layout
+
+MiB = 1 << 20
+
+
+def fusermount_u(path: Path, lazy: bool = False) -> None:
+    subprocess.run(["fusermount3", "-u", *(["-z"] if lazy else []), str(path)],
+                   capture_output=True, check=False)
+
+
+@dataclass
+class MountSession:
+    """One filesystem and its mount. `start()`/`stop()` may be repeated (remount)."""
+
+    path: Path
+    config: Path
+    database: Path
+    layout: Layout
+    log: Path
+    proc: subprocess.Popen | None = None
+    expect_errors: bool = False
+    exits: list[int] = field(default_factory=list)
+
+    def start(self, timeout: float = 30.0) -> None:
+        cmd = [sys.executable, "-m", "cloudfs", "mount", "--foreground", "--config",
+               str(self.config), str(self.path)]
+        logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.path):
+            if self.proc.poll() is not None:
+                pytest.fail(f"mount daemon exited with {self.proc.returncode}:\n"
+                            f"{self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"mount not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """Unmount the way a user does (fusermount3 -u) and wait for the daemon."""
+        assert self.proc is not None
+        fusermount_u(self.path)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"daemon did not exit after unmount:\n{self.log.read_text()[-3000:]}")
+        self.proc = None
+        self.exits.append(code)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash); auto_unmount removes the mount."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+        deadline = time.monotonic() + 10
+        while os.path.ismount(self.path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if os.path.ismount(self.path):
+            fusermount_u(self.path, lazy=True)
+
+    def remount(self) -> None:
+        assert self.stop() == 0
+        self.start()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def write_config(path: Path, *, auth_url: str, user: str, key: str, container: str,
+                 database: Path, cache: Path, **extra: object) -> None:
+    settings = {"segment_size": "1M", "small_file_threshold": "64K", "shard_digits": "1",
+                "retry_deadline": "10", "timeout": "5"}
+    settings.update({k: str(v) for k, v in extra.items()})
+    swift_keys = {"timeout", "retry_deadline", "max_connections"}
+    lines = ["[swift]", f"auth_url = {auth_url}", f"user = {user}", f"key = {key}",
+             f"container = {container}"]
+    lines += [f"{k} = {v}" for k, v in settings.items() if k in swift_keys]
+    lines += ["[cloudfs]", f"database = {database}", f"cache_dir = {cache}"]
+    lines += [f"{k} = {v}" for k, v in settings.items() if k not in swift_keys]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+@pytest.fixture
+def cloudfs_mount(dev_swift, fault_proxy, swift_container, tmp_path) -> Iterator[MountSession]:
+    """A fresh filesystem, mounted; the daemon reaches Swift through `fault_proxy`."""
+    config = tmp_path / "cloudfs.conf"
+    database = tmp_path / "ns.db"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    write_config(config, auth_url=fault_proxy.url, user=dev_swift.user, key=dev_swift.key,
+                 container=swift_container, database=database, cache=tmp_path / "cache")
+    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
+                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
+    session = MountSession(mnt, config, database, Layout(swift_container, 1),
+                           tmp_path / "mount.log")
+    session.start()
+    try:
+        yield session
+    finally:
+        if session.proc is not None:
+            code = session.stop()
+            assert code == 0, f"daemon exit code {code}:\n{session.log_text()[-3000:]}"
+        assert not os.path.ismount(mnt)
+        if not session.expect_errors:
+            text = session.log_text()
+            assert "Traceback" not in text, text[-3000:]

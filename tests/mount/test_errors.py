@@ -1,0 +1,72 @@
+"""Errors a user can meet, each with its errno (docs/SEMANTICS.md)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.mount, pytest.mark.swift]
+
+
+def raises_errno(err: int, fn, *args) -> None:
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    assert e.value.errno == err, f"{fn.__name__}{args}: {e.value}"
+
+
+def test_namespace_errnos(cloudfs_mount):
+    m = cloudfs_mount.path
+    (m / "dir/sub").mkdir(parents=True)
+    (m / "file").write_bytes(b"x")
+    raises_errno(errno.ENOTEMPTY, os.rmdir, m / "dir")
+    raises_errno(errno.EISDIR, open, m / "dir", "wb")
+    raises_errno(errno.EISDIR, os.rename, m / "file", m / "dir")
+    raises_errno(errno.ENOTDIR, os.mkdir, m / "file/sub")
+    raises_errno(errno.ENOTDIR, os.rename, m / "dir/sub", m / "file")
+    raises_errno(errno.EINVAL, os.rename, m / "dir", m / "dir/sub/inside")
+    raises_errno(errno.ENOENT, os.stat, m / "missing")
+    raises_errno(errno.ENOENT, os.unlink, m / "missing")
+    raises_errno(errno.EEXIST, os.mkdir, m / "dir")
+    (m / "target").mkdir()
+    (m / "target/x").write_bytes(b"")
+    raises_errno(errno.ENOTEMPTY, os.rename, m / "dir", m / "target")
+
+
+def test_non_sequential_write_is_refused_with_a_log_line(cloudfs_mount):
+    path = cloudfs_mount.path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.write(fd, b"a" * 100)
+        raises_errno(errno.EOPNOTSUPP, os.pwrite, fd, b"b", 10)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"a" * 100
+    assert "non-sequential write" in cloudfs_mount.log_text()
+
+
+def test_writing_a_path_replaces_it_never_eexist(cloudfs_mount):
+    path = cloudfs_mount.path / "f"
+    path.write_bytes(b"first version, longer")
+    path.write_bytes(b"second")
+    assert path.read_bytes() == b"second"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    os.write(fd, b"THI")
+    os.close(fd)
+    assert path.read_bytes() == b"THIond", "without O_TRUNC the rest of the file stays"
+
+
+def test_swift_outage_during_write_fails_close_and_keeps_old_content(cloudfs_mount,
+                                                                      fault_proxy):
+    cloudfs_mount.expect_errors = True
+    path = cloudfs_mount.path / "precious"
+    path.write_bytes(b"old content")
+    fault_proxy.add_rule("PUT", r".", "status:503", times=-1)
+    f = open(path, "wb")  # noqa: SIM115
+    f.write(os.urandom(3 << 20))
+    with pytest.raises(OSError) as e:
+        f.close()
+    assert e.value.errno == errno.EIO
+    fault_proxy.clear_rules()
+    assert path.read_bytes() == b"old content"

@@ -1,0 +1,24 @@
+"""Fixtures for the writer tests: a SwiftStore on the session's dev Swift, a fresh layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqwrite import Layout, SwiftStore
+from writer.helpers import make_store
+
+
+@pytest.fixture
+async def store(dev_swift) -> SwiftStore:
+    store = make_store(dev_swift.auth_url, dev_swift)
+    await store.open()
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+async def layout(swift_container: str, store: SwiftStore) -> Layout:
+    layout = Layout(base=swift_container, shard_digits=1)
+    for container in layout.all_containers():
+        await store.put_container(container)
+    return layout
