@@ -1,5 +1,636 @@
-"""Placeholder: replaced by the dev-swift launcher."""
+"""`cloudfs dev-swift`: a real single-node OpenStack Swift on 127.0.0.1 for development and tests.
+
+This module owns the dev Swift's lifecycle: the Swift venv (created on first use, never the
+project's venv), the per-instance configuration under DIR, the four server processes (proxy P,
+account P+1, container P+2, object P+3), their pid files, health checks and shutdown. It exposes
+the `cloudfs dev-swift {start,stop,status}` subcommands and a Python API for the tests and
+`scripts/run`: `start()`, `stop()`, `status()`, `find_free_port_range()`.
+
+Layout of DIR:
+    etc/   swift.conf, <server>-server.conf, *.ring.gz, instance.json (credentials, hash suffix)
+    srv/   the single device sdb1 (all data: survives stop/start)
+    log/   <server>.log (each server's stderr, `-v`)
+    run/   <server>.pid, lock
+
+Facts this relies on (measured here, see /work/shared/notes/swift.md): Swift binds with
+SO_REUSEPORT, so a busy port must be detected before starting; constraints such as
+max_file_size are read from swift.conf at import time (handled by devswift_runner.py);
+tempauth works without memcache when given fernet keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import fcntl
+import http.client
+import json
+import logging
+import os
+import pwd
+import random
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudfs.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+SWIFT_VERSION = "2.38.3"
+DEFAULT_PORT = 8080
+USER = "test:tester"
+# Server name -> offset from the proxy port (the runner has the same table).
+SERVERS: dict[str, int] = {"proxy": 0, "account": 1, "container": 2, "object": 3}
+START_TIMEOUT = 60.0  # typically healthy in ~4 s; the box can be loaded
+STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this long
+LOG_TAIL_LINES = 20
+RUNNER = Path(__file__).with_name("devswift_runner.py")
+CHUNK = 1048576  # 1 MiB server chunk sizes: ~+20 % throughput on loopback
+START_MARK = "=== cloudfs dev-swift start"
+PR_SET_PDEATHSIG = 1
+
+# Popen objects of the servers this process started, so stop() can reap them (no zombies).
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def register(sub):  # pragma: no cover - placeholder
-    pass
+class DevSwiftError(Exception):
+    """The dev Swift failed to start (the message carries the servers' log tails)."""
+
+
+@dataclass(frozen=True)
+class DevSwift:
+    """A running dev Swift: v1 auth credentials as the swift CLI expects them (ST_*)."""
+
+    auth_url: str
+    user: str
+    key: str
+    port: int
+    dir: Path
+
+    def env(self) -> dict[str, str]:
+        """The ST_AUTH/ST_USER/ST_KEY variables of the swift CLI."""
+        return {"ST_AUTH": self.auth_url, "ST_USER": self.user, "ST_KEY": self.key}
+
+
+# ------------------------------------------------------------------------------ Swift venv
+
+
+def swift_venv() -> Path:
+    """Where the Swift server venv lives: $CLOUDFS_SWIFT_VENV or ~/.cache/cloudfs/swift-venv."""
+    if env := os.environ.get("CLOUDFS_SWIFT_VENV"):
+        return Path(env).expanduser().absolute()
+    return Path.home() / ".cache" / "cloudfs" / "swift-venv"
+
+
+def ensure_swift_venv() -> Path:
+    """Returns the Swift venv's python, creating the venv first if needed (under a file lock)."""
+    venv = swift_venv()
+    python = venv / "bin" / "python"
+    stamp = venv / f".cloudfs-swift-{SWIFT_VERSION}"
+    if stamp.exists():
+        return python
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(venv.parent / f"{venv.name}.lock"):
+        if stamp.exists():  # another process built it while we waited
+            return python
+        print(f"creating Swift venv (first use, ~20 s): {venv}", file=sys.stderr, flush=True)
+        if venv.exists():
+            _run([sys.executable, "-c", "import shutil, sys; shutil.rmtree(sys.argv[1])", venv])
+        _run([sys.executable, "-m", "venv", venv])
+        _run([python, "-m", "pip", "install", "-q", f"swift=={SWIFT_VERSION}"])
+        stamp.touch()
+    return python
+
+
+def _run(cmd: list[Any]) -> None:
+    env = dict(_clean_env(), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL_LINES:])
+        raise DevSwiftError(f"{shlex.join(map(str, cmd))} failed ({proc.returncode}):\n{tail}")
+
+
+def _clean_env() -> dict[str, str]:
+    """Our environment minus what would make the Swift venv's python see the project's venv."""
+    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------ ports
+
+
+def port_in_use(port: int) -> bool:
+    """True if 127.0.0.1:port is taken. Binds WITHOUT SO_REUSEPORT (Swift's sockets have it, so
+    a bind that also set it would succeed next to a running Swift), then tries to connect."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def find_free_port_range(count: int = 4, low: int = 20000, high: int = 40000) -> int:
+    """A random base port B in [low, high) with B..B+count-1 all free, preferring ports outside
+    the kernel's ephemeral range (where a client's outgoing connection could grab them)."""
+    try:
+        eph_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        eph_low = high
+    top = min(high, eph_low) - count if min(high, eph_low) - count > low + 100 else high - count
+    for _ in range(200):
+        base = random.randrange(low, top)
+        if not any(port_in_use(base + i) for i in range(count)):
+            return base
+    raise DevSwiftError(f"no {count} consecutive free ports found in {low}-{high}")
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def _instance_state(dir: Path) -> dict[str, Any]:
+    """Credentials and hash salts, generated once per DIR so data survives restarts."""
+    path = dir / "etc" / "instance.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    state = {
+        "key": secrets.token_hex(16),
+        "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "hash_path_suffix": secrets.token_hex(16),
+        "hash_path_prefix": secrets.token_hex(16),
+    }
+    _write_private(path, json.dumps(state, indent=1) + "\n")
+    return state
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _server_conf(dir: Path, server: str, port: int, pipeline: str, app: str, extra: str) -> str:
+    return f"""\
+[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = {port + SERVERS[server]}
+workers = 0
+user = {pwd.getpwuid(os.geteuid()).pw_name}
+swift_dir = {dir / "etc"}
+devices = {dir / "srv"}
+mount_check = false
+disable_fallocate = true
+recon_cache_path = {dir / "run"}
+log_name = {server}-server
+log_level = INFO
+
+[pipeline:main]
+pipeline = {pipeline}
+
+[app:{server}-server]
+use = egg:swift#{app}
+{extra}
+[filter:healthcheck]
+use = egg:swift#healthcheck
+"""
+
+
+def _write_configs(
+    dir: Path,
+    port: int,
+    state: dict[str, Any],
+    max_file_size: int | None,
+    max_manifest_segments: int | None,
+) -> None:
+    etc = dir / "etc"
+    constraints = (
+        f"\n[swift-constraints]\nmax_file_size = {max_file_size}\n" if max_file_size else ""
+    )
+    (etc / "swift.conf").write_text(
+        f"[swift-hash]\nswift_hash_path_suffix = {state['hash_path_suffix']}\n"
+        f"swift_hash_path_prefix = {state['hash_path_prefix']}\n\n"
+        f"[storage-policy:0]\nname = gold\ndefault = yes\n{constraints}"
+    )
+    slo = f"max_manifest_segments = {max_manifest_segments}\n" if max_manifest_segments else ""
+    proxy_extra = (
+        f"account_autocreate = true\nclient_chunk_size = {CHUNK}\nobject_chunk_size = {CHUNK}\n"
+    )
+    filters = "".join(
+        f"\n[filter:{name}]\nuse = egg:swift#{egg}\n"
+        for name, egg in [
+            ("catch_errors", "catch_errors"),
+            ("gatekeeper", "gatekeeper"),
+            ("proxy-logging", "proxy_logging"),
+            ("listing_formats", "listing_formats"),
+            ("bulk", "bulk"),
+            ("copy", "copy"),
+            ("dlo", "dlo"),
+        ]
+    )
+    proxy = _server_conf(
+        dir,
+        "proxy",
+        port,
+        "catch_errors gatekeeper healthcheck proxy-logging listing_formats bulk tempauth "
+        "copy slo dlo proxy-logging proxy-server",
+        "proxy",
+        proxy_extra,
+    )
+    proxy += filters + (
+        f"\n[filter:slo]\nuse = egg:swift#slo\n{slo}"
+        f"\n[filter:tempauth]\nuse = egg:swift#tempauth\n"
+        f"user_test_tester = {state['key']} .admin\n"
+        f"fernet_key_1 = {state['fernet_key']}\nactive_fernet_key_id = 1\n"
+    )
+    _write_private(etc / "proxy-server.conf", proxy)
+    obj_extra = (
+        f"network_chunk_size = {CHUNK}\ndisk_chunk_size = {CHUNK}\n"
+        # Without an object-updater, a container update that times out is only queued: a
+        # listing right after the PUT would miss the object. Give it time on a loaded box.
+        "container_update_timeout = 10\nnode_timeout = 10\n"
+    )
+    for server, extra in (("account", ""), ("container", ""), ("object", obj_extra)):
+        app = "object" if server == "object" else server
+        conf = _server_conf(dir, server, port, f"healthcheck {server}-server", app, extra)
+        (etc / f"{server}-server.conf").write_text(conf)
+
+
+def _build_rings(python: Path, dir: Path, port: int, state: dict[str, Any]) -> None:
+    """Rings carry the servers' ports: rebuilt when the port changes (placement is unchanged:
+    one device holds every partition, and the hash salts are kept in instance.json)."""
+    etc = dir / "etc"
+    rings = [etc / f"{n}.ring.gz" for n in ("account", "container", "object")]
+    if state.get("ring_port") == port and all(r.exists() for r in rings):
+        return
+    _run([python, RUNNER, "rings", etc, str(port)])
+    state["ring_port"] = port
+    _write_private(etc / "instance.json", json.dumps(state, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def _pid_file(dir: Path, server: str) -> Path:
+    return dir / "run" / f"{server}.pid"
+
+
+def _read_pid(dir: Path, server: str) -> int | None:
+    try:
+        return int(_pid_file(dir, server).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_running(pid: int, dir: Path) -> bool:
+    """True if pid is alive, not a zombie, and one of DIR's servers (never a recycled pid)."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]  # reaped
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if stat.rpartition(")")[2].split()[0] == "Z":
+        return False
+    return os.fsencode(f"{dir}/etc/") in cmdline
+
+
+def _preexec(parent: int, prctl: Callable[..., int] | None) -> None:
+    """Runs in the child between fork and exec: die with the parent (thread) if asked."""
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _spawn(python: Path, dir: Path, server: str, die_with_parent: bool) -> int:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if die_with_parent else None
+    logfile = dir / "log" / f"{server}.log"
+    parent = os.getpid()
+    with open(logfile, "ab") as out:
+        out.write(f"{START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            [str(python), str(RUNNER), "serve", server, str(dir / "etc" / f"{server}-server.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=dir,
+            env=_clean_env(),
+            start_new_session=True,  # a Ctrl-C in the starting terminal must not reach them
+            preexec_fn=lambda: _preexec(parent, prctl),
+        )
+    _children[proc.pid] = proc
+    _pid_file(dir, server).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _log_tails(dir: Path) -> str:
+    """The last lines each server logged since its latest start."""
+    parts = []
+    for server in SERVERS:
+        try:
+            lines = (dir / "log" / f"{server}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        marks = [i for i, line in enumerate(lines) if line.startswith(START_MARK)]
+        lines = lines[marks[-1] + 1 :] if marks else lines
+        body = "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)"
+        parts.append(f"--- {dir / 'log' / f'{server}.log'} (last lines) ---\n{body}")
+    return "\n".join(parts)
+
+
+def _http(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+        return resp
+    finally:
+        conn.close()
+
+
+def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int]) -> None:
+    """Polls /healthcheck on the four ports, then a v1 auth and an account HEAD."""
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = set(SERVERS)
+    while True:
+        for server in list(pending):
+            if not _is_running(pids[server], dir):
+                raise DevSwiftError(f"the {server} server (pid {pids[server]}) exited")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if _http(port + SERVERS[server], "GET", "/healthcheck").status == 200:
+                    pending.discard(server)
+        if not pending:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                auth = _http(port, "GET", "/auth/v1.0", {"X-Auth-User": USER, "X-Auth-Key": key})
+                url, token = auth.getheader("X-Storage-Url"), auth.getheader("X-Auth-Token")
+                if auth.status // 100 == 2 and url and token:
+                    path = urllib.parse.urlsplit(url).path
+                    if _http(port, "HEAD", path, {"X-Auth-Token": token}).status // 100 == 2:
+                        return
+        if time.monotonic() > deadline:
+            waiting = ", ".join(sorted(pending)) or "the v1 auth"
+            raise DevSwiftError(f"not healthy after {START_TIMEOUT:.0f} s (waiting for {waiting})")
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------ API
+
+
+def status(dir: Path) -> dict[str, Any]:
+    """{"dir", "port", "running" (all four), "servers": {name: {"pid", "port", "running"}}}."""
+    dir = Path(dir).absolute()
+    state_file = dir / "etc" / "instance.json"
+    port = json.loads(state_file.read_text()).get("port") if state_file.exists() else None
+    servers = {}
+    for server, offset in SERVERS.items():
+        pid = _read_pid(dir, server)
+        servers[server] = {
+            "pid": pid,
+            "port": port + offset if port else None,
+            "running": pid is not None and _is_running(pid, dir),
+        }
+    running = all(s["running"] for s in servers.values())
+    return {"dir": str(dir), "port": port, "running": running, "servers": servers}
+
+
+def running(dir: Path) -> DevSwift | None:
+    """DIR's dev Swift if all four servers run, else None."""
+    dir = Path(dir).absolute()
+    st = status(dir)
+    if not st["running"]:
+        return None
+    return _devswift(dir, st["port"], _instance_state(dir)["key"])
+
+
+def _devswift(dir: Path, port: int, key: str) -> DevSwift:
+    return DevSwift(f"http://127.0.0.1:{port}/auth/v1.0", USER, key, port, dir)
+
+
+def start(
+    dir: Path,
+    port: int = DEFAULT_PORT,
+    *,
+    max_file_size: int | None = None,
+    max_manifest_segments: int | None = None,
+    die_with_parent: bool = False,
+) -> DevSwift:
+    """Starts DIR's dev Swift on ports port..port+3 and waits until it serves a v1 auth.
+
+    If DIR's instance already runs with the same port and limits, returns it as is; with other
+    settings, raises UsageError. A busy port raises UsageError naming it. Any other failure
+    stops what was started and raises DevSwiftError with the servers' log tails.
+    `die_with_parent` makes the servers get SIGTERM when the calling *thread* exits (call it
+    from the main thread).
+    """
+    if die_with_parent and threading.current_thread() is not threading.main_thread():
+        raise ValueError("die_with_parent needs the main thread (PDEATHSIG follows the thread)")
+    for name, value in (
+        ("max_file_size", max_file_size),
+        ("max_manifest_segments", max_manifest_segments),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be positive, not {value}")
+    dir = Path(dir).absolute()
+    for sub in ("etc", "srv/sdb1", "log", "run"):
+        (dir / sub).mkdir(parents=True, exist_ok=True)
+    with _locked(dir / "run" / "lock"):
+        state = _instance_state(dir)
+        current = status(dir)
+        wanted = {
+            "port": port,
+            "max_file_size": max_file_size,
+            "max_manifest_segments": max_manifest_segments,
+        }
+        if current["running"]:
+            if all(state.get(k) == v for k, v in wanted.items()):
+                log.info("the dev Swift in %s is already running on port %d", dir, port)
+                return _devswift(dir, port, state["key"])
+            raise UsageError(
+                f"the dev Swift in {dir} already runs with other settings (port "
+                f"{state.get('port')}, max_file_size {state.get('max_file_size')}, "
+                f"max_manifest_segments {state.get('max_manifest_segments')}): stop it first"
+            )
+        if any(s["running"] for s in current["servers"].values()):
+            log.warning("the dev Swift in %s was partially running: restarting it", dir)
+            _stop_locked(dir)
+        for server, offset in SERVERS.items():
+            if port_in_use(port + offset):
+                raise UsageError(
+                    f"port {port + offset} (for the Swift {server} server) is already in use: "
+                    f"choose another --port (ports {port}-{port + 3} must be free)"
+                )
+        python = ensure_swift_venv()
+        _write_configs(dir, port, state, max_file_size, max_manifest_segments)
+        _build_rings(python, dir, port, state)
+        state.update(wanted)
+        _write_private(dir / "etc" / "instance.json", json.dumps(state, indent=1) + "\n")
+        pids: dict[str, int] = {}
+        try:
+            for server in SERVERS:
+                pids[server] = _spawn(python, dir, server, die_with_parent)
+            _wait_healthy(dir, port, state["key"], pids)
+        except BaseException as exc:
+            tails = _log_tails(dir)
+            _stop_locked(dir)
+            if isinstance(exc, DevSwiftError):
+                raise DevSwiftError(f"dev Swift in {dir} failed to start: {exc}\n{tails}") from exc
+            raise
+    return _devswift(dir, port, state["key"])
+
+
+def stop(dir: Path) -> None:
+    """Stops DIR's servers by the pids in DIR/run (SIGTERM, then SIGKILL after ~10 s).
+    Only signals a pid whose command line still names DIR. Idempotent."""
+    dir = Path(dir).absolute()
+    if not (dir / "run").is_dir():
+        return
+    with _locked(dir / "run" / "lock"):
+        _stop_locked(dir)
+
+
+def _stop_locked(dir: Path) -> None:
+    pids = [p for s in SERVERS if (p := _read_pid(dir, s)) is not None and _is_running(p, dir)]
+    for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = [p for p in pids if _is_running(p, dir)]
+        if not pids:
+            break
+        log.warning("dev Swift pids %s ignored %s", pids, sig.name)
+    for server in SERVERS:
+        _pid_file(dir, server).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "dev-swift",
+        help="run a real single-node Swift on 127.0.0.1 for development and tests",
+        description=f"Runs a real single-node OpenStack Swift (swift=={SWIFT_VERSION}, in a venv "
+        "of its own created on first use at $CLOUDFS_SWIFT_VENV or ~/.cache/cloudfs/swift-venv) "
+        "as four background processes on 127.0.0.1: proxy PORT, account PORT+1, container "
+        "PORT+2, "
+        "object PORT+3. Config, data, logs and pid files live in DIR.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "start",
+        help="start DIR's Swift, print ST_AUTH/ST_USER/ST_KEY export lines",
+        description="Start DIR's Swift and wait until it is healthy, then print "
+        '`export ST_AUTH=... ST_USER=... ST_KEY=...` lines for `eval "$(cloudfs dev-swift '
+        'start DIR)"`. The user is test:tester (admin), its key is random and kept in DIR, '
+        "so data and credentials survive restarts. If DIR's Swift is already running with the "
+        "same settings (or if no option is given), prints its lines again and exits 0; with "
+        "other settings it exits 2. "
+        "A busy port is refused (exit 2). A failed start prints the server logs' tails, stops "
+        "everything and exits 1.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"proxy port; PORT..PORT+3 must be free (default: the running "
+        f"instance's, else {DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--max-file-size",
+        type=int,
+        metavar="BYTES",
+        help="lower Swift's max_file_size for this instance (a bigger PUT gets 413; "
+        "keep it >= 64 KiB: an SLO manifest is an object too, ~210 B per segment)",
+    )
+    p.add_argument(
+        "--max-manifest-segments",
+        type=int,
+        metavar="N",
+        help="lower the SLO max_manifest_segments (default 1000)",
+    )
+    p.set_defaults(func=_cmd_start)
+    p = actions.add_parser(
+        "stop",
+        help="stop DIR's Swift (idempotent)",
+        description="Stop the servers DIR's pid files name: SIGTERM, SIGKILL "
+        "after ~10 s. Exits 0 also when nothing ran.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.set_defaults(func=_cmd_stop)
+    p = actions.add_parser("status", help="show DIR's servers (exit 0 if all run, else 3)")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.set_defaults(func=_cmd_status)
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    settings = (args.port, args.max_file_size, args.max_manifest_segments)
+    swift = running(args.dir)
+    if swift is not None and settings == (None, None, None):
+        print(f"the dev Swift in {swift.dir} is already running", file=sys.stderr)
+    else:
+        try:
+            swift = start(
+                args.dir,
+                DEFAULT_PORT if args.port is None else args.port,
+                max_file_size=args.max_file_size,
+                max_manifest_segments=args.max_manifest_segments,
+            )
+        except DevSwiftError as exc:
+            print(f"cloudfs dev-swift start: {exc}", file=sys.stderr)
+            return 1
+    for name, value in swift.env().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    stop(args.dir)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    st = status(args.dir)
+    print(f"dev Swift in {st['dir']}: {'running' if st['running'] else 'not running'}")
+    for name, s in st["servers"].items():
+        state = f"running, pid {s['pid']}" if s["running"] else "stopped"
+        print(f"  {name:<9} port {s['port'] or '-'}  {state}")
+    return 0 if st["running"] else 3

@@ -164,7 +164,7 @@ class Writer:
             raise WriterAborted("finish after finish/abort")
         self._closed = True
         try:
-            if not self._segments and self._current is None:
+            if self.size <= self.small_threshold:
                 return await self._finish_small()
             return await self._finish_segmented()
         except BaseException:

@@ -1,1 +1,41 @@
-"""sqlfsn."""
+"""sqlfsn - the SQL filesystem namespace of cloudfs.
+
+Synchronous, stdlib sqlite3 only: directories, names, inode attributes, the content maps of
+regular files, the registry of stored content objects (the fence against the garbage
+collector) and upload leases, in one SQLite file shared by the mount and ccd. The schema,
+with the meaning of every table and column, is in ``sqlfsn/schema.py``.
+
+    from sqlfsn import Namespace, ROOT_INODE, errors
+    ns = Namespace.open("/var/lib/cloudfs/ns.db", create=True)
+    attr = ns.mkdir(ROOT_INODE, b"docs", 0o755, uid, gid)
+"""
+
+from . import errors
+from .namespace import Namespace
+from .schema import SCHEMA_VERSION
+from .types import (
+    NAME_MAX,
+    ROOT_INODE,
+    TARGET_MAX,
+    Attr,
+    Claim,
+    ContentInfo,
+    DirEntry,
+    Piece,
+    UploadInfo,
+)
+
+__all__ = [
+    "NAME_MAX",
+    "ROOT_INODE",
+    "SCHEMA_VERSION",
+    "TARGET_MAX",
+    "Attr",
+    "Claim",
+    "ContentInfo",
+    "DirEntry",
+    "Namespace",
+    "Piece",
+    "UploadInfo",
+    "errors",
+]

@@ -6,7 +6,15 @@ import json
 
 import trio
 
-from seqwrite import Layout, RetryPolicy, StoredContent, SwiftAuth, SwiftStore, Writer
+from seqwrite import (
+    Layout,
+    RetryPolicy,
+    StoredContent,
+    StoreError,
+    SwiftAuth,
+    SwiftStore,
+    Writer,
+)
 
 
 def make_store(auth_url: str, dev_swift, **kw) -> SwiftStore:
@@ -18,12 +26,20 @@ def make_store(auth_url: str, dev_swift, **kw) -> SwiftStore:
 async def write_all(store: SwiftStore, layout: Layout, data: bytes, *, segment_size: int,
                     small_threshold: int = 64 * 1024, piece: int = 100_000,
                     **kw) -> StoredContent:
+    """Write `data` through a Writer; its StoreError (if any) is raised as is, not grouped."""
+    failure: StoreError | None = None
     async with trio.open_nursery() as nursery:
         writer = Writer(store, layout, nursery, segment_size=segment_size,
                         small_threshold=small_threshold, **kw)
-        for off in range(0, len(data), piece):
-            await writer.write(data[off:off + piece])
-        return await writer.finish()
+        try:
+            for off in range(0, len(data), piece):
+                await writer.write(data[off:off + piece])
+            result = await writer.finish()
+        except StoreError as exc:
+            failure = exc
+    if failure is not None:
+        raise failure
+    return result
 
 
 def cas_get(raw, layout: Layout, digest: str) -> bytes:

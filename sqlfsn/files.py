@@ -1,0 +1,331 @@
+"""files.py - inode attributes, file content maps (``file_piece``), orphans and xattrs.
+
+A regular file's content is a list of pieces (see the file_piece table): ranges of stored
+content objects, or holes. ``set_content`` replaces the whole list in one transaction (the
+commit point of a write); ``setattr(size=...)`` truncates or extends it without moving data.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Sequence
+
+from . import errors
+from .core import Core, check_count, check_hash, check_time
+from .types import NAME_MAX, ROOT_INODE, Attr, Piece
+
+log = logging.getLogger(__name__)
+
+
+def _check_xattr_name(name: bytes) -> None:
+    if not isinstance(name, bytes):
+        raise TypeError(f"xattr names are bytes, not {type(name).__name__}")
+    if len(name) > NAME_MAX:
+        raise errors.NameTooLong(f"xattr name of {len(name)} bytes")
+    if not name or b"\0" in name:
+        raise errors.InvalidName(f"xattr name {name!r}")
+
+
+def _normalized(pieces: Sequence[Piece], size: int) -> list[Piece]:
+    """``pieces`` checked and without zero-length pieces; InvalidArgument."""
+    check_count("size", size)
+    out = []
+    for piece in pieces:
+        if not isinstance(piece, Piece):
+            raise errors.InvalidArgument(f"not a Piece: {piece!r}")
+        check_count("piece length", piece.length)
+        check_count("piece obj_offset", piece.obj_offset)
+        if piece.hash is None:
+            if piece.obj_offset != 0:
+                raise errors.InvalidArgument(f"hole with obj_offset: {piece!r}")
+        else:
+            check_hash(piece.hash)
+        if piece.length:
+            out.append(piece)
+    total = sum(p.length for p in out)
+    if total != size:
+        raise errors.InvalidArgument(f"pieces sum to {total} bytes, size is {size}")
+    return out
+
+
+class FileOps(Core):
+    """Attributes, content maps, orphans, statfs and extended attributes; mixed into Namespace."""
+
+    def setattr(
+        self,
+        inode: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+        ctime_ns: int | None = None,
+        size: int | None = None,
+    ) -> Attr:
+        """Change the given attributes; returns the new Attr.
+
+        ``mode`` sets the permission bits (the file type is kept). ``size`` truncates or
+        extends a regular file (IsADirectory for a directory, InvalidArgument for other
+        types): shrinking trims and drops pieces, growing appends a hole; if the size
+        changes, the version is bumped and mtime set to now unless ``mtime_ns`` is given.
+        Any change sets ctime to now unless ``ctime_ns`` is given. NotFound.
+        """
+        for what, value in (("uid", uid), ("gid", gid), ("size", size), ("mode", mode)):
+            if value is not None:
+                check_count(what, value)
+        for what, value in (("atime_ns", atime_ns), ("mtime_ns", mtime_ns), ("ctime_ns", ctime_ns)):
+            check_time(what, value)
+        now = self._clock()
+        with self._txn() as c:
+            old = self._attr(inode)
+            if size is not None and not stat.S_ISREG(old.mode):
+                if stat.S_ISDIR(old.mode):
+                    raise errors.IsADirectory(f"cannot truncate directory {inode}")
+                raise errors.InvalidArgument(f"cannot truncate non-regular inode {inode}")
+            given = (mode, uid, gid, atime_ns, mtime_ns, ctime_ns, size)
+            if all(value is None for value in given):
+                return old
+            version = old.version
+            if size is not None and size != old.size:
+                self._resize(inode, old.size, size)
+                version += 1
+                if mtime_ns is None:
+                    mtime_ns = now
+            new = Attr(
+                inode=inode,
+                mode=old.mode if mode is None else stat.S_IFMT(old.mode) | (mode & 0o7777),
+                nlink=old.nlink,
+                uid=old.uid if uid is None else uid,
+                gid=old.gid if gid is None else gid,
+                rdev=old.rdev,
+                size=old.size if size is None else size,
+                atime_ns=old.atime_ns if atime_ns is None else atime_ns,
+                mtime_ns=old.mtime_ns if mtime_ns is None else mtime_ns,
+                ctime_ns=now if ctime_ns is None else ctime_ns,
+                version=version,
+            )
+            c.execute(
+                "UPDATE inode SET mode = ?, uid = ?, gid = ?, size = ?, atime_ns = ?,"
+                " mtime_ns = ?, ctime_ns = ?, version = ? WHERE id = ?",
+                (
+                    new.mode,
+                    new.uid,
+                    new.gid,
+                    new.size,
+                    new.atime_ns,
+                    new.mtime_ns,
+                    new.ctime_ns,
+                    new.version,
+                    inode,
+                ),
+            )
+            return new
+
+    def _resize(self, inode: int, old_size: int, new_size: int) -> None:
+        """Trim the pieces to ``new_size`` bytes, or append a hole (extending a final hole)."""
+        c = self._conn
+        if new_size < old_size:
+            pos = 0
+            rows = c.execute(
+                "SELECT idx, length FROM file_piece WHERE inode = ? ORDER BY idx", (inode,)
+            ).fetchall()
+            for idx, length in rows:
+                if pos + length >= new_size:
+                    keep = new_size - pos
+                    if keep:
+                        c.execute(
+                            "UPDATE file_piece SET length = ? WHERE inode = ? AND idx = ?",
+                            (keep, inode, idx),
+                        )
+                    first_dropped = idx + 1 if keep else idx
+                    c.execute(
+                        "DELETE FROM file_piece WHERE inode = ? AND idx >= ?",
+                        (inode, first_dropped),
+                    )
+                    return
+                pos += length
+            return
+        last = c.execute(
+            "SELECT idx, hash FROM file_piece WHERE inode = ? ORDER BY idx DESC LIMIT 1",
+            (inode,),
+        ).fetchone()
+        if last is not None and last[1] is None:
+            c.execute(
+                "UPDATE file_piece SET length = length + ? WHERE inode = ? AND idx = ?",
+                (new_size - old_size, inode, last[0]),
+            )
+        else:
+            c.execute(
+                "INSERT INTO file_piece (inode, idx, hash, obj_offset, length)"
+                " VALUES (?, ?, NULL, 0, ?)",
+                (inode, 0 if last is None else last[0] + 1, new_size - old_size),
+            )
+
+    def pieces(self, inode: int) -> list[Piece]:
+        """The content map of ``inode`` in order (empty for non-regular inodes); NotFound."""
+        with self._snapshot() as c:
+            rows = c.execute(
+                "SELECT hash, obj_offset, length FROM file_piece WHERE inode = ? ORDER BY idx",
+                (inode,),
+            ).fetchall()
+            if not rows:
+                self._attr(inode)
+        return [Piece(*row) for row in rows]
+
+    def set_content(
+        self,
+        inode: int,
+        pieces: Sequence[Piece],
+        size: int,
+        *,
+        expect_version: int | None = None,
+        upload_id: str | None = None,
+        mtime_ns: int | None = None,
+    ) -> Attr:
+        """Commit a write: replace the pieces and size of regular file ``inode``.
+
+        One transaction: pieces and size replaced, mtime = ``mtime_ns`` or now, ctime =
+        now, version + 1, and the lease ``upload_id`` (if given) deleted. Zero-length
+        pieces are dropped. Checked in this order, nothing changed on error:
+        InvalidArgument (malformed pieces, sum of lengths != size); NotFound; IsADirectory /
+        InvalidArgument (not a regular file); Conflict (``expect_version`` given and not
+        the current version); InvalidArgument("unclaimed content") if a piece's hash has
+        no live content row, or the piece reaches past the content's size. Orphans may be
+        written (an unlinked file can still be open).
+        """
+        pieces = _normalized(pieces, size)
+        check_time("mtime_ns", mtime_ns)
+        now = self._clock()
+        with self._txn() as c:
+            old = self._attr(inode)
+            if not stat.S_ISREG(old.mode):
+                if stat.S_ISDIR(old.mode):
+                    raise errors.IsADirectory(f"directory {inode} has no content")
+                raise errors.InvalidArgument(f"inode {inode} is not a regular file")
+            if expect_version is not None and expect_version != old.version:
+                raise errors.Conflict(
+                    f"inode {inode} is at version {old.version}, not {expect_version}"
+                )
+            ends: dict[str, int] = {}
+            for p in pieces:
+                if p.hash is not None:
+                    ends[p.hash] = max(ends.get(p.hash, 0), p.obj_offset + p.length)
+            for content_hash, end in ends.items():
+                row = c.execute(
+                    "SELECT size FROM content WHERE hash = ? AND state = 'live'", (content_hash,)
+                ).fetchone()
+                if row is None:
+                    raise errors.InvalidArgument(f"unclaimed content {content_hash}")
+                if end > row[0]:
+                    raise errors.InvalidArgument(
+                        f"piece ends at {end}, content {content_hash} has {row[0]} bytes"
+                    )
+            c.execute("DELETE FROM file_piece WHERE inode = ?", (inode,))
+            c.executemany(
+                "INSERT INTO file_piece (inode, idx, hash, obj_offset, length)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(inode, i, p.hash, p.obj_offset, p.length) for i, p in enumerate(pieces)],
+            )
+            if upload_id is not None:
+                c.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
+            new_mtime = now if mtime_ns is None else mtime_ns
+            c.execute(
+                "UPDATE inode SET size = ?, mtime_ns = ?, ctime_ns = ?, version = version + 1"
+                " WHERE id = ?",
+                (size, new_mtime, now, inode),
+            )
+            return self._attr(inode)
+
+    # -- orphans and statistics -------------------------------------------------------
+
+    def drop_if_orphan(self, inode: int) -> bool:
+        """Delete ``inode`` (with its pieces and xattrs) if its nlink is 0; whether it did."""
+        if inode == ROOT_INODE:
+            return False
+        with self._txn() as c:
+            cur = c.execute("DELETE FROM inode WHERE id = ? AND nlink = 0", (inode,))
+            return cur.rowcount > 0
+
+    def purge_orphans(self) -> int:
+        """Delete every orphan (at mount start nothing can have them open); how many."""
+        with self._txn() as c:
+            cur = c.execute("DELETE FROM inode WHERE nlink = 0 AND id != ?", (ROOT_INODE,))
+            if cur.rowcount:
+                log.info("purged %d orphan inodes", cur.rowcount)
+            return cur.rowcount
+
+    def statfs(self) -> tuple[int, int]:
+        """(number of inodes, orphans included; total bytes of regular files)."""
+        count, total = self._conn.execute(
+            "SELECT count(*), coalesce(sum(CASE WHEN (mode & 61440) = 32768 THEN size END), 0)"
+            " FROM inode"
+        ).fetchone()
+        return count, total
+
+    # -- extended attributes ----------------------------------------------------------
+
+    def getxattr(self, inode: int, name: bytes) -> bytes:
+        """The value of xattr ``name``; NotFound (inode), NoSuchAttr."""
+        _check_xattr_name(name)
+        row = self._conn.execute(
+            "SELECT value FROM xattr WHERE inode = ? AND name = ?", (inode, name)
+        ).fetchone()
+        if row is None:
+            self._attr(inode)
+            raise errors.NoSuchAttr(f"{name!r} of inode {inode}")
+        return row[0]
+
+    def setxattr(
+        self,
+        inode: int,
+        name: bytes,
+        value: bytes,
+        *,
+        create: bool = False,
+        replace: bool = False,
+    ) -> None:
+        """Set xattr ``name``; ctime = now. ``create``: Exists if present (XATTR_CREATE);
+        ``replace``: NoSuchAttr if absent (XATTR_REPLACE); both: InvalidArgument."""
+        _check_xattr_name(name)
+        if not isinstance(value, bytes):
+            raise TypeError(f"xattr values are bytes, not {type(value).__name__}")
+        if create and replace:
+            raise errors.InvalidArgument("setxattr: create and replace together")
+        now = self._clock()
+        with self._txn() as c:
+            self._attr(inode)
+            exists = c.execute(
+                "SELECT 1 FROM xattr WHERE inode = ? AND name = ?", (inode, name)
+            ).fetchone()
+            if create and exists:
+                raise errors.Exists(f"xattr {name!r} of inode {inode}")
+            if replace and not exists:
+                raise errors.NoSuchAttr(f"{name!r} of inode {inode}")
+            c.execute(
+                "INSERT INTO xattr (inode, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (inode, name) DO UPDATE SET value = excluded.value",
+                (inode, name, value),
+            )
+            c.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, inode))
+
+    def listxattr(self, inode: int) -> list[bytes]:
+        """The xattr names of ``inode``, sorted; NotFound."""
+        with self._snapshot() as c:
+            self._attr(inode)
+            rows = c.execute(
+                "SELECT name FROM xattr WHERE inode = ? ORDER BY name", (inode,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def removexattr(self, inode: int, name: bytes) -> None:
+        """Remove xattr ``name``; ctime = now. NotFound (inode), NoSuchAttr."""
+        _check_xattr_name(name)
+        now = self._clock()
+        with self._txn() as c:
+            self._attr(inode)
+            cur = c.execute("DELETE FROM xattr WHERE inode = ? AND name = ?", (inode, name))
+            if cur.rowcount == 0:
+                raise errors.NoSuchAttr(f"{name!r} of inode {inode}")
+            c.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, inode))

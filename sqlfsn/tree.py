@@ -1,0 +1,345 @@
+"""tree.py - the directory tree: names, links, renames and listing (``inode`` + ``dentry``).
+
+Every operation validates its names first (NameTooLong, InvalidName), then checks the
+inodes in the order they are named, and changes nothing when it raises. Times: a new inode
+gets atime = mtime = ctime = now; a change to a directory's entries sets the directory's
+mtime and ctime; a new or removed name of an inode sets the inode's ctime.
+
+Removing the last name of an inode (unlink, rmdir, rename over it) does not delete the row:
+the inode becomes an orphan (nlink 0), still readable through its number, until the mount
+calls ``drop_if_orphan`` (when the kernel forgets it) or ``purge_orphans``.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Iterator
+
+from . import errors
+from .core import ATTR_COLUMNS, Core, check_count, check_name
+from .types import TARGET_MAX, Attr, DirEntry
+
+log = logging.getLogger(__name__)
+
+#: Entries fetched per query by readdir; the listing is resumable between batches.
+READDIR_BATCH = 128
+
+# File types mknod may create (S_IFDIR and S_IFLNK have their own operations).
+_MKNOD_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
+
+_ATTR_I = ", ".join(f"i.{col}" for col in ATTR_COLUMNS.split(", "))
+
+
+class TreeOps(Core):
+    """Operations on names; mixed into Namespace."""
+
+    def getattr(self, inode: int) -> Attr:
+        """The attributes of ``inode`` (orphans included); NotFound."""
+        return self._attr(inode)
+
+    def lookup(self, parent: int, name: bytes) -> Attr:
+        """The inode named ``name`` in directory ``parent``; NotFound, NotADirectory.
+
+        b'.' and b'..' are InvalidName here: the FUSE layer answers those itself.
+        """
+        check_name(name)
+        row = self._conn.execute(
+            f"SELECT {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
+            " WHERE d.parent = ? AND d.name = ?",
+            (parent, name),
+        ).fetchone()
+        if row is None:
+            self._dir(parent, live=False)
+            raise errors.NotFound(f"{name!r} in directory {parent}")
+        return Attr(*row)
+
+    # -- creating ---------------------------------------------------------------------
+
+    def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
+        """New directory; ``mode`` gives the permission bits. Parent nlink + 1; Exists."""
+        return self._make(parent, name, stat.S_IFDIR | (mode & 0o7777), uid, gid)
+
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
+        """New empty regular file; ``mode`` gives the permission bits; Exists."""
+        return self._make(parent, name, stat.S_IFREG | (mode & 0o7777), uid, gid)
+
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Attr:
+        """New regular file, FIFO, socket or device; ``mode`` includes the file type.
+
+        A type of 0 means a regular file (as mknod(2)); S_IFDIR, S_IFLNK and unknown types
+        are InvalidArgument. ``rdev`` is kept for devices only (0 otherwise).
+        """
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind not in _MKNOD_TYPES:
+            raise errors.InvalidArgument(f"mknod cannot create file type {kind:#o}")
+        if kind not in (stat.S_IFCHR, stat.S_IFBLK):
+            rdev = 0
+        return self._make(parent, name, kind | (mode & 0o7777), uid, gid, rdev=rdev)
+
+    def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Attr:
+        """New symlink to ``target`` (mode S_IFLNK | 0o777, size len(target)); Exists."""
+        if not isinstance(target, bytes):
+            raise TypeError(f"symlink targets are bytes, not {type(target).__name__}")
+        if len(target) > TARGET_MAX:
+            raise errors.NameTooLong(f"symlink target of {len(target)} bytes > {TARGET_MAX}")
+        if not target or b"\0" in target:
+            raise errors.InvalidArgument(f"bad symlink target {target[:32]!r}")
+        return self._make(parent, name, stat.S_IFLNK | 0o777, uid, gid, target=target)
+
+    def _make(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        *,
+        rdev: int = 0,
+        target: bytes | None = None,
+    ) -> Attr:
+        check_name(name)
+        check_count("uid", uid)
+        check_count("gid", gid)
+        is_dir = stat.S_ISDIR(mode)
+        nlink = 2 if is_dir else 1
+        size = 0 if target is None else len(target)
+        now = self._clock()
+        with self._txn() as c:
+            self._dir(parent)
+            if self._entry(parent, name) is not None:
+                raise errors.Exists(f"{name!r} in directory {parent}")
+            inode = c.execute(
+                "INSERT INTO inode (mode, uid, gid, rdev, nlink, size, atime_ns, mtime_ns,"
+                " ctime_ns, version, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                (mode, uid, gid, rdev, nlink, size, now, now, now, target),
+            ).lastrowid
+            assert inode is not None
+            c.execute(
+                "INSERT INTO dentry (parent, name, inode) VALUES (?, ?, ?)", (parent, name, inode)
+            )
+            self._touch_dir(parent, now, 1 if is_dir else 0)
+        return Attr(inode, mode, nlink, uid, gid, rdev, size, now, now, now, 0)
+
+    def readlink(self, inode: int) -> bytes:
+        """The target of symlink ``inode``; NotFound, InvalidArgument if not a symlink."""
+        row = self._conn.execute("SELECT target FROM inode WHERE id = ?", (inode,)).fetchone()
+        if row is None:
+            raise errors.NotFound(f"inode {inode}")
+        if row[0] is None:
+            raise errors.InvalidArgument(f"inode {inode} is not a symlink")
+        return row[0]
+
+    def link(self, inode: int, new_parent: int, new_name: bytes) -> Attr:
+        """A new name for ``inode`` (hard link): nlink + 1, ctime = now.
+
+        NotPermitted for directories; NotFound if the inode is missing or an orphan.
+        """
+        check_name(new_name)
+        now = self._clock()
+        with self._txn() as c:
+            attr = self._attr(inode)
+            if stat.S_ISDIR(attr.mode):
+                raise errors.NotPermitted(f"hard link to directory {inode}")
+            if attr.nlink == 0:
+                raise errors.NotFound(f"inode {inode} has no name left")
+            self._dir(new_parent)
+            if self._entry(new_parent, new_name) is not None:
+                raise errors.Exists(f"{new_name!r} in directory {new_parent}")
+            c.execute(
+                "INSERT INTO dentry (parent, name, inode) VALUES (?, ?, ?)",
+                (new_parent, new_name, inode),
+            )
+            c.execute("UPDATE inode SET nlink = nlink + 1, ctime_ns = ? WHERE id = ?", (now, inode))
+            self._touch_dir(new_parent, now)
+            return self._attr(inode)
+
+    # -- removing ---------------------------------------------------------------------
+
+    def unlink(self, parent: int, name: bytes) -> Attr:
+        """Remove a non-directory name; returns the inode's new Attr (nlink 0 = orphan).
+
+        NotFound, NotADirectory (parent), IsADirectory (the entry).
+        """
+        check_name(name)
+        now = self._clock()
+        with self._txn() as c:
+            self._dir(parent, live=False)
+            entry = self._entry(parent, name)
+            if entry is None:
+                raise errors.NotFound(f"{name!r} in directory {parent}")
+            dentry_id, inode, mode = entry
+            if stat.S_ISDIR(mode):
+                raise errors.IsADirectory(f"{name!r} in directory {parent}")
+            c.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
+            c.execute("UPDATE inode SET nlink = nlink - 1, ctime_ns = ? WHERE id = ?", (now, inode))
+            self._touch_dir(parent, now)
+            return self._attr(inode)
+
+    def rmdir(self, parent: int, name: bytes) -> Attr:
+        """Remove an empty directory; returns its Attr, now an orphan (nlink 0).
+
+        NotFound, NotADirectory (parent or entry), NotEmpty. Parent nlink - 1.
+        """
+        check_name(name)
+        now = self._clock()
+        with self._txn() as c:
+            self._dir(parent, live=False)
+            entry = self._entry(parent, name)
+            if entry is None:
+                raise errors.NotFound(f"{name!r} in directory {parent}")
+            dentry_id, inode, mode = entry
+            if not stat.S_ISDIR(mode):
+                raise errors.NotADirectory(f"{name!r} in directory {parent}")
+            self._require_empty(inode)
+            c.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
+            c.execute("UPDATE inode SET nlink = 0, ctime_ns = ? WHERE id = ?", (now, inode))
+            self._touch_dir(parent, now, -1)
+            return self._attr(inode)
+
+    def _require_empty(self, directory: int) -> None:
+        row = self._conn.execute(
+            "SELECT 1 FROM dentry WHERE parent = ? LIMIT 1", (directory,)
+        ).fetchone()
+        if row is not None:
+            raise errors.NotEmpty(f"directory {directory}")
+
+    # -- rename -----------------------------------------------------------------------
+
+    def rename(
+        self,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        *,
+        noreplace: bool = False,
+        exchange: bool = False,
+    ) -> int | None:
+        """Move entry old_parent/old_name to new_parent/new_name, atomically.
+
+        An existing target is replaced (file over file, directory over empty directory) and
+        its inode number returned: it lost a name and may now be an orphan. Otherwise None.
+        ``exchange`` swaps two existing entries. Errors, in the order checked: NameTooLong /
+        InvalidName; InvalidArgument (noreplace with exchange); NotFound / NotADirectory
+        (old_parent, then new_parent); NotFound (source; target with exchange); Exists
+        (noreplace); then, if both names are the same inode, nothing happens (POSIX);
+        InvalidMove (a directory into its own subtree); NotADirectory (directory over
+        non-directory), IsADirectory (non-directory over directory), NotEmpty.
+
+        The moved entry keeps its dentry id (readdir offset). Both parents get mtime and
+        ctime = now, the moved inode(s) ctime = now, and directory parents' nlink follow.
+        """
+        check_name(old_name)
+        check_name(new_name)
+        if noreplace and exchange:
+            raise errors.InvalidArgument("rename: noreplace and exchange together")
+        now = self._clock()
+        with self._txn() as c:
+            self._dir(old_parent, live=False)
+            self._dir(new_parent)
+            source = self._entry(old_parent, old_name)
+            if source is None:
+                raise errors.NotFound(f"{old_name!r} in directory {old_parent}")
+            target = self._entry(new_parent, new_name)
+            if target is None and exchange:
+                raise errors.NotFound(f"{new_name!r} in directory {new_parent}")
+            if target is not None and noreplace:
+                raise errors.Exists(f"{new_name!r} in directory {new_parent}")
+            if target is not None and target[1] == source[1]:
+                return None
+            src_id, src_inode, src_mode = source
+            src_dir = stat.S_ISDIR(src_mode)
+            if src_dir and self._in_subtree(new_parent, src_inode):
+                raise errors.InvalidMove(f"directory {src_inode} into {new_parent}")
+            if exchange:
+                assert target is not None
+                self._exchange(source, target, old_parent, new_parent, now)
+                return None
+            replaced: int | None = None
+            if target is not None:
+                tgt_id, replaced, tgt_mode = target
+                tgt_dir = stat.S_ISDIR(tgt_mode)
+                if src_dir and not tgt_dir:
+                    raise errors.NotADirectory(f"{new_name!r} in directory {new_parent}")
+                if tgt_dir and not src_dir:
+                    raise errors.IsADirectory(f"{new_name!r} in directory {new_parent}")
+                if tgt_dir:
+                    self._require_empty(replaced)
+                c.execute("DELETE FROM dentry WHERE id = ?", (tgt_id,))
+                c.execute(
+                    "UPDATE inode SET nlink = CASE WHEN ? THEN 0 ELSE nlink - 1 END,"
+                    " ctime_ns = ? WHERE id = ?",
+                    (tgt_dir, now, replaced),
+                )
+                if tgt_dir:
+                    self._touch_dir(new_parent, now, -1)
+            c.execute(
+                "UPDATE dentry SET parent = ?, name = ? WHERE id = ?",
+                (new_parent, new_name, src_id),
+            )
+            c.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, src_inode))
+            moved = 1 if src_dir and old_parent != new_parent else 0
+            self._touch_dir(old_parent, now, -moved)
+            self._touch_dir(new_parent, now, moved)
+            return replaced
+
+    def _exchange(
+        self,
+        source: tuple[int, int, int],
+        target: tuple[int, int, int],
+        old_parent: int,
+        new_parent: int,
+        now: int,
+    ) -> None:
+        """rename(exchange=True) after the common checks: swap what the two names point to."""
+        (src_id, src_inode, src_mode), (tgt_id, tgt_inode, tgt_mode) = source, target
+        if stat.S_ISDIR(tgt_mode) and self._in_subtree(old_parent, tgt_inode):
+            raise errors.InvalidMove(f"directory {tgt_inode} into {old_parent}")
+        c = self._conn
+        c.execute("UPDATE dentry SET inode = ? WHERE id = ?", (tgt_inode, src_id))
+        c.execute("UPDATE dentry SET inode = ? WHERE id = ?", (src_inode, tgt_id))
+        c.execute("UPDATE inode SET ctime_ns = ? WHERE id IN (?, ?)", (now, src_inode, tgt_inode))
+        # A directory that changes parent moves one nlink from its old parent to its new one.
+        shift = int(stat.S_ISDIR(src_mode)) - int(stat.S_ISDIR(tgt_mode))
+        if old_parent == new_parent:
+            shift = 0
+        self._touch_dir(old_parent, now, -shift)
+        self._touch_dir(new_parent, now, shift)
+
+    def _in_subtree(self, node: int, directory: int) -> bool:
+        """Whether directory ``node`` is ``directory`` or lies below it (walks up names)."""
+        row = self._conn.execute(
+            "WITH RECURSIVE up (id) AS (SELECT ? UNION"
+            " SELECT d.parent FROM dentry d JOIN up ON d.inode = up.id)"
+            " SELECT 1 FROM up WHERE id = ? LIMIT 1",
+            (node, directory),
+        ).fetchone()
+        return row is not None
+
+    # -- listing ----------------------------------------------------------------------
+
+    def readdir(self, inode: int, offset: int = 0) -> Iterator[DirEntry]:
+        """The entries of directory ``inode`` whose offset is > ``offset``, in offset order.
+
+        Offsets are dentry ids: never reused, so a listing resumed from any ``next_offset``
+        skips nothing that stayed and repeats nothing. No b'.' / b'..'. Entries are read in
+        batches, so the iterator holds no transaction open between items: an entry added
+        while listing may or may not appear (POSIX allows both). NotFound and NotADirectory
+        are raised by this call, not by the first ``next()``.
+        """
+        self._dir(inode, live=False)
+        return self._readdir(inode, offset)
+
+    def _readdir(self, inode: int, offset: int) -> Iterator[DirEntry]:
+        while True:
+            rows = self._conn.execute(
+                f"SELECT d.id, d.name, {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
+                " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
+                (inode, offset, READDIR_BATCH),
+            ).fetchall()
+            for dentry_id, name, *attr in rows:
+                yield DirEntry(name, Attr(*attr), dentry_id)
+            if len(rows) < READDIR_BATCH:
+                return
+            offset = rows[-1][0]

@@ -1,0 +1,93 @@
+"""types.py - the immutable values the namespace API returns and takes, and its constants.
+
+Rows of admin listings (ContentInfo, UploadInfo) are NamedTuples so that they unpack like the
+plain tuples they are; everything else is a frozen, slotted dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+#: Inode number of the root directory, created with the schema; it has no directory entry.
+ROOT_INODE = 1
+
+#: Longest directory entry (and xattr) name, in bytes (Linux NAME_MAX).
+NAME_MAX = 255
+
+#: Longest symlink target, in bytes (Linux PATH_MAX minus the terminating NUL).
+TARGET_MAX = 4095
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """The attributes of one inode, as stored in the ``inode`` table.
+
+    ``mode`` is the full st_mode (file type and permission bits). ``version`` is the
+    content generation of a regular file: it changes whenever the content or size does.
+    """
+
+    inode: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    rdev: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """``length`` bytes of a regular file.
+
+    With a ``hash``: bytes ``[obj_offset, obj_offset + length)`` of the stored content object
+    named by that 64-hex blake3 hash. With ``hash=None``: a hole of ``length`` zero bytes
+    (``obj_offset`` is then 0).
+    """
+
+    hash: str | None
+    obj_offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """One readdir result. Pass ``next_offset`` to ``readdir`` to continue after it."""
+
+    name: bytes
+    attr: Attr
+    next_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Outcome of ``claim_content``.
+
+    ``ok`` False means the object is being deleted by the garbage collector since
+    ``deleting_since_ns``: the writer must not rely on it (upload it again later).
+    """
+
+    ok: bool
+    deleting_since_ns: int | None
+
+
+class ContentInfo(NamedTuple):
+    """One row of the content registry (see the ``content`` table)."""
+
+    hash: str
+    size: int
+    state: str
+    claimed_ns: int
+    deleting_ns: int | None
+
+
+class UploadInfo(NamedTuple):
+    """One upload lease (see the ``upload`` table)."""
+
+    id: str
+    started_ns: int
+    heartbeat_ns: int
