@@ -35,6 +35,8 @@ def test_namespace_errnos(cloudfs_mount):
 
 
 def test_non_sequential_write_is_refused_with_a_log_line(cloudfs_mount):
+    """A write at any other offset fails with EOPNOTSUPP and the mount logs one line naming the
+    file and the offsets."""
     path = cloudfs_mount.path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
@@ -47,6 +49,8 @@ def test_non_sequential_write_is_refused_with_a_log_line(cloudfs_mount):
 
 
 def test_writing_a_path_replaces_it_never_eexist(cloudfs_mount):
+    """Writing to an existing file without O_TRUNC from offset 0 replaces the bytes written and
+    keeps the rest of the file."""
     path = cloudfs_mount.path / "f"
     path.write_bytes(b"first version, longer")
     path.write_bytes(b"second")
@@ -59,6 +63,9 @@ def test_writing_a_path_replaces_it_never_eexist(cloudfs_mount):
 
 def test_swift_outage_during_write_fails_close_and_keeps_old_content(cloudfs_mount,
                                                                       fault_proxy):
+    """close(2) returns 0 only once the content is stored in Swift and committed in the
+    namespace; a failed upload makes close(2) return EIO and the path keeps its previous
+    content."""
     cloudfs_mount.expect_errors = True
     path = cloudfs_mount.path / "precious"
     path.write_bytes(b"old content")
@@ -70,3 +77,41 @@ def test_swift_outage_during_write_fails_close_and_keeps_old_content(cloudfs_mou
     assert e.value.errno == errno.EIO
     fault_proxy.clear_rules()
     assert path.read_bytes() == b"old content"
+
+
+def test_more_errnos(cloudfs_mount):
+    """Errno table: hard link to a directory EPERM, readlink of a non-symlink EINVAL, reading
+    back through the descriptor that is writing EOPNOTSUPP, truncate of a file being written
+    to another size EOPNOTSUPP."""
+    m = cloudfs_mount.path
+    (m / "d").mkdir()
+    (m / "f").write_bytes(b"abc")
+    raises_errno(errno.EPERM, os.link, m / "d", m / "d2")
+    raises_errno(errno.EINVAL, os.readlink, m / "f")
+    fd = os.open(m / "g", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"hello")
+        raises_errno(errno.EOPNOTSUPP, os.pread, fd, 5, 0)
+        raises_errno(errno.EOPNOTSUPP, os.ftruncate, fd, 2)
+    finally:
+        os.close(fd)
+    assert (m / "g").read_bytes() == b"hello"
+
+
+def test_rename_flags(cloudfs_mount):
+    """RENAME_NOREPLACE and RENAME_EXCHANGE are supported."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    m = cloudfs_mount.path
+    (m / "a").write_bytes(b"A")
+    (m / "b").write_bytes(b"B")
+
+    def renameat2(src, dst, flags):
+        AT_FDCWD = -100
+        if libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags):
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    raises_errno(errno.EEXIST, renameat2, m / "a", m / "b", 1)  # RENAME_NOREPLACE
+    renameat2(m / "a", m / "b", 2)  # RENAME_EXCHANGE
+    assert (m / "a").read_bytes() == b"B" and (m / "b").read_bytes() == b"A"

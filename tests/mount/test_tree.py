@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,6 +64,7 @@ def test_large_file_stored_under_its_blake3(cloudfs_mount, tmp_path, raw_swift):
 
 
 def test_rename_of_large_file_is_metadata_only(cloudfs_mount, fault_proxy):
+    """rename is atomic and metadata-only: it sends no request to Swift, for any file size."""
     data = os.urandom(3 * MiB)
     (cloudfs_mount.path / "d1").mkdir()
     (cloudfs_mount.path / "d2").mkdir()
@@ -77,6 +80,8 @@ def test_rename_of_large_file_is_metadata_only(cloudfs_mount, fault_proxy):
 
 
 def test_names_are_bytes_and_limited_to_255(cloudfs_mount):
+    """Names are limited to 255 bytes; a longer name fails with ENAMETOOLONG in every
+    operation, lookup included."""
     weird = os.fsencode(cloudfs_mount.path) + b"/caf\xc3\xa9-\xff\xfe-binary"
     with open(weird, "wb") as f:
         f.write(b"x")
@@ -98,3 +103,22 @@ def test_big_directory_listing(cloudfs_mount):
     for n in names:
         (d / n).write_bytes(b"")
     assert set(os.listdir(d)) == names
+
+
+def test_mmap_read_and_statfs(cloudfs_mount):
+    """mmap of a file for reading works; statfs reports the number of inodes and the bytes of
+    all files."""
+    data = os.urandom(3 * MiB)
+    path = cloudfs_mount.path / "m"
+    path.write_bytes(data)
+    # In a child process: a page fault holds this process's mmap lock while the daemon reads
+    # through the fault proxy, which runs as threads of this (the test) process.
+    code = ("import mmap,sys,hashlib\n"
+            f"f=open({str(path)!r},'rb'); mm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\n"
+            "sys.stdout.write(hashlib.sha256(mm[:]).hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out == hashlib.sha256(data).hexdigest()
+    st = os.statvfs(cloudfs_mount.path)
+    assert st.f_namemax == 255
+    assert st.f_files - st.f_ffree == 2  # the root and "m"
