@@ -10,6 +10,7 @@ ready (or exits non-zero with the child's reason).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -157,6 +158,13 @@ async def _main(cfg: Config, opts: MountOptions, report: int | None) -> None:
 def run(cfg: Config, opts: MountOptions) -> int:
     """The `cloudfs mount` command."""
     mnt = Path(opts.mountpoint)
+    try:
+        mnt.stat()
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise UsageError(f"{mnt} is a dead mount (its daemon died): "
+                             f"run `fusermount3 -u -z {mnt}` first") from None
+        raise UsageError(f"mount point {mnt}: {exc.strerror}") from None
     if not mnt.is_dir():
         raise UsageError(f"mount point {mnt} is not a directory")
     if os.path.ismount(mnt):

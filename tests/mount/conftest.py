@@ -24,6 +24,14 @@ from seqwrite import Layout
 MiB = 1 << 20
 
 
+def in_mount_table(path: Path) -> bool:
+    """Whether `path` is mounted, per /proc/mounts (os.path.ismount says False for a dead
+    FUSE mount, whose stat fails with ENOTCONN)."""
+    target = os.fsencode(os.path.abspath(path))
+    with open("/proc/mounts", "rb") as f:
+        return any(line.split()[1] == target for line in f)
+
+
 def fusermount_u(path: Path, lazy: bool = False) -> None:
     subprocess.run(["fusermount3", "-u", *(["-z"] if lazy else []), str(path)],
                    capture_output=True, check=False)
@@ -78,9 +86,9 @@ class MountSession:
             self.proc.wait(10)
         self.proc = None
         deadline = time.monotonic() + 10
-        while os.path.ismount(self.path) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if os.path.ismount(self.path):
+        while in_mount_table(self.path) and time.monotonic() < deadline:
+            time.sleep(0.05)  # auto_unmount removes it once every open file is closed
+        if in_mount_table(self.path):
             fusermount_u(self.path, lazy=True)
 
     def remount(self) -> None:
@@ -126,7 +134,9 @@ def cloudfs_mount(dev_swift, fault_proxy, swift_container, tmp_path) -> Iterator
         if session.proc is not None:
             code = session.stop()
             assert code == 0, f"daemon exit code {code}:\n{session.log_text()[-3000:]}"
-        assert not os.path.ismount(mnt)
+        if in_mount_table(mnt):
+            fusermount_u(mnt, lazy=True)
+            pytest.fail("the mount was left behind")
         if not session.expect_errors:
             text = session.log_text()
             assert "Traceback" not in text, text[-3000:]
