@@ -1,8 +1,225 @@
-"""The `ccd` command line (placeholder)."""
+"""The `ccd` command line: `ccd [--config FILE] [--log-level L] {run,once,cleanup}`.
 
+Errors the operator can fix (configuration, database, Swift unreachable at start) print one
+line naming the cause and exit 2; a pass that could not do everything (listing failed, objects
+kept because of errors) exits 1. Logs go to stderr as `LEVEL logger: message` (journald adds
+the time); reports go to stdout. The Swift key is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sqlite3
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import trio
+
+from ccd.cleanup import cleanup_pass
+from ccd.consolidate import CRASH_POINTS, DEFAULT_RETIRE_GRACE, Consolidator, CrashInjected
+from ccd.context import CcdError, Context, open_context, sole_error
+from ccd.report import Progress, Report
+from ccd.sdnotify import notify
+from seqwrite import StoreError
+from seqwrite.config import Config, ConfigError, load
+from sqlfsn.errors import NamespaceError
+
+log = logging.getLogger("ccd")
+
+# The mount refreshes its upload leases every 60 s: a grace below a few heartbeats could
+# take a write in progress for a dead one.
+MIN_SAFE_GRACE = 300.0
+CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (see consolidate.py)
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+T = TypeVar("T")
 
 
-def main() -> int:
-    print("ccd: not implemented yet", file=sys.stderr)
-    return 2
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccd",
+        description="cloudfs consolidation daemon and cleanup: moves published files from "
+        "temporary segments to content-addressed objects, and deletes what interrupted "
+        "writes and deleted files left in Swift (see docs/OPERATIONS.md).",
+    )
+    parser.add_argument("--config", metavar="FILE",
+                        help="the filesystem's INI config file, as given to `cloudfs mount`")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="log verbosity (default: log_level of the config file, or INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    retire_help = ("seconds a temporary segment stays after the manifest stopped naming it, "
+                   "for readers of the old manifest (default: [ccd] retire_grace of the config, "
+                   f"{DEFAULT_RETIRE_GRACE:.0f})")
+
+    p = sub.add_parser("run", help="consolidate forever, one pass every `interval` seconds",
+                       description="The consolidation daemon (systemd Type=notify): a "
+                       "consolidation pass every `interval` seconds until SIGTERM/SIGINT.")
+    p.add_argument("--interval", type=seconds, metavar="SECONDS",
+                   help="seconds between passes (default: [ccd] interval of the config, 60)")
+    p.add_argument("--retire-grace", type=seconds, metavar="SECONDS", help=retire_help)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("once", help="one consolidation pass, then exit",
+                       description="One consolidation pass: copy the temporary segments of "
+                       "published files to their CAS names, rewrite the manifests, retire "
+                       "the temporary segments. Prints what it did.")
+    p.add_argument("--retire-grace", type=seconds, metavar="SECONDS", help=retire_help)
+    p.set_defaults(func=cmd_once)
+
+    p = sub.add_parser("cleanup", help="delete leftovers and unreferenced content (cron)",
+                       description="One cleanup pass: delete CAS objects no file references, "
+                       "temporary segments of interrupted writes, retired segments and stale "
+                       "upload leases, all older than the grace. Errors keep things; exit 1.")
+    p.add_argument("--grace", type=seconds, metavar="SECONDS",
+                   help="keep what is younger, claimed or heartbeated more recently than this "
+                   "(default: [ccd] grace of the config, 86400)")
+    p.add_argument("--retire-grace", type=seconds, metavar="SECONDS", help=retire_help)
+    p.add_argument("--dry-run", action="store_true",
+                   help="report what would be deleted; change nothing (Swift or database)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print the report only if something failed (for cron)")
+    p.set_defaults(func=cmd_cleanup)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level or "INFO"), format=LOG_FORMAT,
+                        stream=sys.stderr)
+    try:
+        try:
+            cfg = load(args.config)
+        except ConfigError as exc:
+            raise CcdError(str(exc)) from None
+        if not args.log_level:
+            logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
+        return int(args.func(cfg, args))
+    except CcdError as exc:
+        print(f"ccd {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (StoreError, NamespaceError, sqlite3.Error) as exc:
+        print(f"ccd {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except CrashInjected as exc:
+        print(f"ccd {args.command}: crash injected after {exc}", file=sys.stderr)
+        os._exit(70)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _crash_after() -> str | None:
+    point = os.environ.get(CRASH_ENV) or None
+    if point is not None and point not in CRASH_POINTS:
+        raise CcdError(f"{CRASH_ENV}={point!r}: must be one of {', '.join(CRASH_POINTS)}")
+    return point
+
+
+def run_trio(fn: Callable[[], Awaitable[T]]) -> T:
+    """trio.run, with a nursery's group of one real error raised as that error."""
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        raise sole_error(group) from None
+
+
+def _print(report: Report, *, quiet: bool = False) -> int:
+    status = 1 if report.kept_errors else 0
+    if not quiet or status:
+        print(report.summary(), flush=True)
+    return status
+
+
+def _retire_grace(cfg: Config, args: argparse.Namespace) -> float:
+    return cfg.retire_grace if args.retire_grace is None else args.retire_grace
+
+
+# -- once ---------------------------------------------------------------------------------------
+
+def cmd_once(cfg: Config, args: argparse.Namespace) -> int:
+    crash_after = _crash_after()
+
+    async def once() -> Report:
+        async with open_context(cfg, progress=Progress()) as ctx:
+            return await Consolidator(ctx, retire_grace=_retire_grace(cfg, args),
+                                      crash_after=crash_after).run_pass()
+
+    return _print(run_trio(once))
+
+
+# -- cleanup ------------------------------------------------------------------------------------
+
+def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
+    grace = cfg.grace if args.grace is None else args.grace
+    if grace < MIN_SAFE_GRACE:
+        log.warning("grace %.0f s is below %.0f s: a write in progress (its lease is renewed "
+                    "every 60 s) or a fresh claim could be taken for garbage", grace,
+                    MIN_SAFE_GRACE)
+
+    async def cleanup() -> Report:
+        async with open_context(cfg, grace=grace, progress=Progress()) as ctx:
+            return await cleanup_pass(ctx, retire_grace=_retire_grace(cfg, args),
+                                      dry_run=args.dry_run)
+
+    return _print(run_trio(cleanup), quiet=args.quiet)
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    interval = cfg.interval if args.interval is None else args.interval
+    crash_after = _crash_after()
+
+    async def daemon() -> None:
+        async with open_context(cfg) as ctx:
+            consolidator = Consolidator(ctx, retire_grace=_retire_grace(cfg, args),
+                                        crash_after=crash_after)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with trio.open_nursery() as nursery:
+
+                    async def stop_on_signal() -> None:
+                        async for signum in signals:
+                            log.info("%s: stopping", signal.Signals(signum).name)
+                            notify("STOPPING=1")
+                            nursery.cancel_scope.cancel()
+                            return
+
+                    nursery.start_soon(stop_on_signal)
+                    notify("READY=1")
+                    log.info("consolidating %s every %.0f s", ctx.layout.base, interval)
+                    await _loop(ctx, consolidator, interval)
+
+    run_trio(daemon)
+    log.info("stopped")
+    return 0
+
+
+async def _loop(ctx: Context, consolidator: Consolidator, interval: float) -> None:
+    while True:
+        try:
+            report = await consolidator.run_pass()
+        except (StoreError, NamespaceError, sqlite3.Error) as exc:
+            log.warning("consolidation pass failed: %s; next try in %.0f s", exc, interval)
+            notify(f"STATUS=last pass failed: {str(exc)[:200]}")
+        else:
+            line = "; ".join(report.summary().splitlines()[1:]).replace("  ", "")
+            level = logging.INFO if report.changed or report.kept_errors else logging.DEBUG
+            log.log(level, "pass: %s", line)
+            notify(f"STATUS=last pass: {line[:200]}")
+        await trio.sleep(interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,13 +85,14 @@ class Files:
 
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
                  *, segment_size: int, small_threshold: int, spool_dir: str | None,
-                 read_budget: BlockBudget) -> None:
+                 read_budget: BlockBudget, verify_md5: bool = False) -> None:
         self.ns = ns
         self.store = store
         self.layout = layout
         self.segment_size = segment_size
         self.small_threshold = small_threshold
         self.spool_dir = spool_dir
+        self.verify_md5 = verify_md5
         self._nursery = nursery
         self._budget = read_budget
         self._handles: dict[int, Handle] = {}
@@ -175,7 +176,7 @@ class Files:
                           f"writes from the start (0) or the end ({current}) of a file only")
         writer = Writer(self.store, self.layout, self._nursery, segment_size=self.segment_size,
                         small_threshold=self.small_threshold, spool_dir=self.spool_dir,
-                        claim=self._claim)
+                        claim=self._claim, verify_md5=self.verify_md5)
         self.ns.upload_begin(writer.upload_id)
         session = WriteSession(h.inode, writer, off, attr.version,
                                replace_all=h.truncate or attr.size == 0, owner=h.fh)

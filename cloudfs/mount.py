@@ -118,7 +118,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         nursery = await stack.enter_async_context(trio.open_nursery())
         files = Files(ns, store, layout, nursery, segment_size=cfg.segment_size,
                       small_threshold=cfg.small_file_threshold, spool_dir=str(spool),
-                      read_budget=BlockBudget(READ_BUDGET_BLOCKS))
+                      read_budget=BlockBudget(READ_BUDGET_BLOCKS), verify_md5=cfg.verify_md5)
         ops = Operations(ns, files)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)

@@ -47,6 +47,9 @@ cache_dir = /var/cache/cloudfs
 segment_size = 5G
 # Files up to this size are one plain object (no segment, no manifest).
 small_file_threshold = 1M
+# Also compare each segment's md5 with the ETag Swift returns (end-to-end check of every
+# byte; costs CPU: md5 runs at a few hundred MiB/s). Sizes and ETags are always checked.
+verify_md5 = false
 # CAS containers = 16 ** shard_digits; read only by `cloudfs mkfs`.
 shard_digits = 2
 log_level = INFO
@@ -56,6 +59,9 @@ log_level = INFO
 grace = 86400
 # Seconds between consolidation passes of `ccd run`.
 interval = 60
+# Seconds a temporary segment is kept after its manifest stopped naming it (readers of the
+# old manifest finish meanwhile).
+retire_grace = 3600
 """
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -89,9 +95,11 @@ class Config:
     segment_size: int = 5 * 2**30
     small_file_threshold: int = 2**20
     shard_digits: int = 2
+    verify_md5: bool = False
     log_level: str = "INFO"
     grace: float = 86400.0
     interval: float = 60.0
+    retire_grace: float = 3600.0
     source: str = ""  # the file it came from, for messages
 
     @property
@@ -112,14 +120,21 @@ _FIELDS = {
     "swift": {"auth_url": str, "user": str, "key": str, "container": str, "timeout": float,
               "retry_deadline": float, "max_connections": int},
     "cloudfs": {"database": str, "cache_dir": str, "segment_size": "size",
-                "small_file_threshold": "size", "shard_digits": int, "log_level": str},
-    "ccd": {"grace": float, "interval": float},
+                "small_file_threshold": "size", "shard_digits": int, "log_level": str,
+                "verify_md5": "bool"},
+    "ccd": {"grace": float, "interval": float, "retire_grace": float},
 }
 
 
 def _convert(key: str, value: str, kind: object) -> object:
     if kind == "size":
         return parse_size(value, key)
+    if kind == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: {value!r} is not true/false")
     try:
         return kind(value)  # type: ignore[operator]
     except ValueError:

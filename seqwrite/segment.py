@@ -16,7 +16,9 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import trio
@@ -28,7 +30,7 @@ from seqwrite.store import SwiftStore, describe, is_transient, translate
 log = logging.getLogger(__name__)
 
 SPOOL_READ = 1 << 20  # replay reads from the spool in 1 MiB chunks
-CHANNEL_CHUNKS = 4  # chunks buffered between the writer and the upload thread
+CHANNEL_CHUNKS = 2  # chunks buffered between the writer and the upload thread
 
 
 class _Aborted(Exception):
@@ -51,6 +53,7 @@ class SegmentUpload:
 
     def __init__(
         self, store: SwiftStore, container: str, name: str, seq: int, spool_dir: str | None,
+        *, verify_md5: bool = False,
     ) -> None:
         self.store = store
         self.container = container
@@ -64,6 +67,8 @@ class SegmentUpload:
         self._ended = False  # the thread saw the end of the channel
         self._aborted = False
         self._attempt_md5 = ""
+        self.verify_md5 = verify_md5
+        self._digester: _Digester | None = None
         self._done = trio.Event()
         self.etag: str | None = None
         self.error: StoreError | None = None
@@ -98,7 +103,7 @@ class SegmentUpload:
         self.attempts += 1
         etag = await self.store.put_stream(self.container, self.name, self._body())
         etag = etag.strip('"')
-        if etag != self._attempt_md5:
+        if self.verify_md5 and etag != self._attempt_md5:
             raise Corrupted(f"segment {self.name}: Swift stored md5 {etag}, "
                             f"sent {self._attempt_md5}")
         return etag
@@ -132,26 +137,65 @@ class SegmentUpload:
 
     def _body(self) -> Iterator[bytes]:
         """The request body of one attempt: replay the spool, then live chunks."""
-        md5 = hashlib.md5(usedforsecurity=False)
-        fd = self._spool.fileno()
-        pos = 0
-        while pos < self._spooled:
-            chunk = os.pread(fd, min(SPOOL_READ, self._spooled - pos), pos)
-            if not chunk:
-                raise OSError(f"spool of {self.name} shorter than expected")
-            pos += len(chunk)
-            md5.update(chunk)
-            yield chunk
-        while not self._ended:
-            try:
-                chunk = trio.from_thread.run(self._recv.receive)
-            except trio.EndOfChannel:
-                self._ended = True
-                break
-            os.pwrite(fd, chunk, self._spooled)
-            self._spooled += len(chunk)
-            md5.update(chunk)
-            yield chunk
-        if self._aborted:
-            raise _Aborted()
-        self._attempt_md5 = md5.hexdigest()
+        if self._digester is not None:
+            self._digester.finish()  # the failed attempt's spool writes are all done
+        digester = self._digester = _Digester(md5=self.verify_md5)
+        try:
+            fd = self._spool.fileno()
+            pos = 0
+            while pos < self._spooled:
+                chunk = os.pread(fd, min(SPOOL_READ, self._spooled - pos), pos)
+                if not chunk:
+                    raise OSError(f"spool of {self.name} shorter than expected")
+                pos += len(chunk)
+                digester.add(chunk)
+                yield chunk
+            while not self._ended:
+                try:
+                    chunk = trio.from_thread.run(self._recv.receive)
+                except trio.EndOfChannel:
+                    self._ended = True
+                    break
+                digester.add(chunk, self._spool_write)
+                yield chunk
+            if self._aborted:
+                raise _Aborted()
+            self._attempt_md5 = digester.finish()
+        finally:
+            digester.shutdown()
+
+    def _spool_write(self, chunk: bytes) -> None:
+        """In the digest thread, in order: append a live chunk to the spool."""
+        os.pwrite(self._spool.fileno(), chunk, self._spooled)
+        self._spooled += len(chunk)
+
+
+class _Digester:
+    """The md5 of one attempt (and the spool writes) in a helper thread beside the sending
+    thread: hashlib and pwrite release the GIL, so hashing overlaps sending instead of adding
+    to it. At most two chunks wait, so memory stays bounded."""
+
+    def __init__(self, *, md5: bool = True) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cloudfs-md5")
+        self._pending: deque[Future[None]] = deque()
+
+    def add(self, chunk: bytes, before: Callable[[bytes], None] | None = None) -> None:
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._work, chunk, before))
+
+    def _work(self, chunk: bytes, before: Callable[[bytes], None] | None) -> None:
+        if before is not None:
+            before(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
+
+    def finish(self) -> str:
+        """Wait for every queued chunk (errors surface here); the md5 so far."""
+        while self._pending:
+            self._pending.popleft().result()
+        return "" if self._md5 is None else self._md5.hexdigest()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_SIZE = 5 * 2**30  # Swift's default max_file_size
 DEFAULT_SMALL_THRESHOLD = 1 << 20  # files up to 1 MiB are one plain PUT
-CHUNK = 1 << 20  # bytes handed to the upload thread at a time
+CHUNK = 4 << 20  # bytes handed to the upload thread at a time (fewer thread hand-offs)
 TAG_CONCURRENCY = 4
 EMPTY_HASH = blake3.blake3(b"").hexdigest()
 
@@ -75,6 +75,11 @@ class StoredContent:
 class Writer:
     """Streams one file's bytes into Swift. Sequential `write()`s, then `finish()` or `abort()`.
 
+    Every segment is verified by its size (Swift checks size and ETag of each segment when the
+    manifest is stored; integrity in transit comes from TCP, or TLS with an https auth URL).
+    With `verify_md5`, each segment's md5 is also computed as it is sent and compared with the
+    ETag Swift returns: end-to-end, at a CPU cost (md5 runs at ~400 MiB/s here).
+
     Attributes:
         upload_id: names the temporary segments `.tmp/<upload_id>/<seq>` (the lease key).
         size: bytes written so far.
@@ -94,6 +99,7 @@ class Writer:
         small_threshold: int = DEFAULT_SMALL_THRESHOLD,
         spool_dir: str | None = None,
         claim: ClaimHook = _claim_nothing,
+        verify_md5: bool = False,
     ) -> None:
         if segment_size <= 0 or small_threshold < 0:
             raise ValueError("segment_size must be > 0 and small_threshold >= 0")
@@ -107,6 +113,7 @@ class Writer:
         self.size = 0
         self._nursery = nursery
         self._claim = claim
+        self.verify_md5 = verify_md5
         self._file_hash = blake3.blake3()
         self._buffer = bytearray()  # bytes not yet handed to a segment
         self._current: SegmentUpload | None = None
@@ -146,7 +153,7 @@ class Writer:
         seq = len(self._segments)
         name = self.layout.tmp_name(self.upload_id, seq)
         self._current = SegmentUpload(self.store, self.layout.tmp_container, name, seq,
-                                      self.spool_dir)
+                                      self.spool_dir, verify_md5=self.verify_md5)
         self._current_hash = blake3.blake3()
         self._nursery.start_soon(self._current.run)
 

@@ -26,16 +26,18 @@ async def faulty_store(dev_swift, fault_proxy):
     await store.aclose()
 
 
+@pytest.mark.parametrize("verify_md5", [False, True])
 @pytest.mark.parametrize("action, kw", [
     ("drop", {"after_bytes": 100 * KiB}),   # connection dropped mid-body
     ("status:503", {}),                      # Swift answers 503
     ("stall", {"seconds": 4.0}),             # longer than the 2 s client timeout
 ])
 async def test_transient_segment_fault_heals(faulty_store, fault_proxy, layout, raw_swift,
-                                             action, kw):
+                                             action, kw, verify_md5):
     data = os.urandom(3 * SEG + 777)
     fault_proxy.add_rule("PUT", r"/\.tmp/.*/000001$", action, times=1, **kw)
-    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB,
+                              verify_md5=verify_md5)
     assert content.hash == blake3.blake3(data).hexdigest()
     assert cas_get(raw_swift, layout, content.hash) == data
     assert_tagged(raw_swift, layout, content)
