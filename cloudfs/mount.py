@@ -124,7 +124,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         stack.callback(pyfuse3.close, unmount=True)
         nursery.start_soon(files.heartbeat)
         nursery.start_soon(_terminate_on_signals)
-        raise_read_ahead(opts.mountpoint)
+        nursery.start_soon(_tune_read_ahead, opts.mountpoint)
         log.info("mounted %s (Swift container %s, database %s)", opts.mountpoint,
                  layout.base, cfg.database)
         on_ready()
@@ -135,6 +135,16 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
             with trio.CancelScope(shield=True):
                 await files.close_all()  # pending uploads finish, or fail loudly
             nursery.cancel_scope.cancel()
+
+
+async def _tune_read_ahead(mountpoint: str) -> None:
+    """After the kernel's FUSE INIT (which resets read-ahead): a stat from a worker thread
+    returns once INIT is answered and the main loop serves requests."""
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint)
+    except OSError:
+        return
+    raise_read_ahead(mountpoint)
 
 
 async def _terminate_on_signals() -> None:
