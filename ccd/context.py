@@ -19,6 +19,7 @@ import trio
 from ccd.report import Progress
 from seqwrite import Layout, RetryPolicy, StoreError, SwiftStore
 from seqwrite.config import Config, ConfigError
+from seqwrite.layout import layout_from_meta
 from sqlfsn import Namespace
 from sqlfsn.errors import NotAFilesystem
 
@@ -62,11 +63,10 @@ class Context:
 
 
 def layout_of(ns: Namespace) -> Layout:
-    container = ns.get_meta("container")
-    digits = ns.get_meta("shard_digits")
-    if not container or digits is None:
-        raise CcdError("the namespace database has no container settings: run `cloudfs mkfs`")
-    return Layout(container, int(digits))
+    try:
+        return layout_from_meta(ns.get_meta)
+    except ValueError as exc:
+        raise CcdError(str(exc)) from None
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from cloudfs.errors import UsageError
 from cloudfs.mount import MountOptions, make_store, run
 from seqwrite import Layout, StoreError
 from seqwrite.config import EXAMPLE, Config, ConfigError, load, parse_size
+from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
     db.parent.mkdir(parents=True, exist_ok=True)
     ns = Namespace.open(db, create=True)
     ns.set_meta("fs_id", fs_id)
-    ns.set_meta("container", layout.base)
-    ns.set_meta("shard_digits", str(layout.shard_digits))
+    ns.set_meta(META_CONTAINER, layout.base)
+    ns.set_meta(META_SHARD_DIGITS, str(layout.shard_digits))
     ns.close()
     print(f"created filesystem {fs_id}: database {db}, Swift containers {layout.base} and "
           f"{len(layout.cas_containers())} CAS containers {layout.cas_containers()[0]}...")

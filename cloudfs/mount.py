@@ -29,6 +29,7 @@ from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
 from seqwrite import Layout, StoreError, SwiftStore
 from seqwrite.config import Config
+from seqwrite.layout import layout_from_meta
 from seqwrite.retry import RetryPolicy
 from sqlfsn import Namespace
 from sqlfsn.errors import NotAFilesystem
@@ -58,11 +59,10 @@ def open_namespace(cfg: Config) -> Namespace:
 
 
 def layout_of(ns: Namespace) -> Layout:
-    container = ns.get_meta("container")
-    digits = ns.get_meta("shard_digits")
-    if not container or digits is None:
-        raise UsageError("the namespace database has no container settings: run `cloudfs mkfs`")
-    return Layout(container, int(digits))
+    try:
+        return layout_from_meta(ns.get_meta)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def make_store(cfg: Config) -> SwiftStore:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NewType
 
@@ -25,6 +26,19 @@ TAG_BIGFILE = "X-Object-Meta-Bigfile"
 META_BLAKE3 = "X-Object-Meta-Blake3"
 # X-Object-Meta-Seq: the segment's position in its file (on tagged segments).
 META_SEQ = "X-Object-Meta-Seq"
+
+
+# Keys of sqlfsn's meta table that name a filesystem's layout (written by `cloudfs mkfs`).
+META_CONTAINER = "container"
+META_SHARD_DIGITS = "shard_digits"
+
+
+def layout_from_meta(get_meta: Callable[[str], str | None]) -> Layout:
+    """The Layout recorded in a namespace's meta table; ValueError if it has none."""
+    container, digits = get_meta(META_CONTAINER), get_meta(META_SHARD_DIGITS)
+    if not container or digits is None:
+        raise ValueError("the namespace database has no container settings: run `cloudfs mkfs`")
+    return Layout(container, int(digits))
 
 
 def is_digest(name: str) -> bool:

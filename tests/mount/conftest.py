@@ -8,6 +8,7 @@ exited cleanly; a crashed daemon leaves no mount behind (auto_unmount).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -22,6 +23,12 @@ import pytest
 from seqwrite import Layout
 
 MiB = 1 << 20
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the daemon child: SIGTERM (a clean unmount) if the test process dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def in_mount_table(path: Path) -> bool:
@@ -54,7 +61,8 @@ class MountSession:
         cmd = [sys.executable, "-m", "cloudfs", "mount", "--foreground", "--config",
                str(self.config), str(self.path)]
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         logf.close()
         deadline = time.monotonic() + timeout
         while not os.path.ismount(self.path):
