@@ -23,6 +23,7 @@ import enum
 import hashlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -115,7 +116,8 @@ class Writer:
         self._claim = claim
         self.verify_md5 = verify_md5
         self._file_hash = blake3.blake3()
-        self._buffer = bytearray()  # bytes not yet handed to a segment
+        self._pending: deque[memoryview] = deque()  # bytes not yet handed to a segment
+        self._pending_len = 0
         self._current: SegmentUpload | None = None
         self._current_hash = blake3.blake3()
         self._segments: list[tuple[SegmentUpload, str]] = []  # finished: (upload, blake3)
@@ -127,23 +129,46 @@ class Writer:
         """Append `data`. Raises a StoreError if the upload failed for good."""
         if self._closed:
             raise WriterAborted("write after finish/abort")
+        if not data:
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)  # we keep a reference: never to a buffer the caller reuses
         self._file_hash.update(data)
         self.size += len(data)
-        self._buffer += data
-        if self._current is None and len(self._buffer) <= self.small_threshold:
+        self._pending.append(memoryview(data))
+        self._pending_len += len(data)
+        if self._current is None and self.size <= self.small_threshold:
             return  # still a candidate small file
         await self._drain(final=False)
 
+    def _take(self, n: int) -> bytes:
+        """The next `n` pending bytes as one bytes object (at most one copy)."""
+        self._pending_len -= n
+        first = self._pending[0]
+        if len(first) == n:
+            self._pending.popleft()
+            whole = first.obj  # the caller's bytes, unsliced: no copy at all
+            return whole if len(whole) == n else bytes(first)  # type: ignore[return-value]
+        parts = []
+        while n:
+            piece = self._pending[0]
+            if len(piece) <= n:
+                parts.append(self._pending.popleft())
+                n -= len(piece)
+            else:
+                parts.append(piece[:n])
+                self._pending[0] = piece[n:]
+                n = 0
+        return b"".join(parts)
+
     async def _drain(self, *, final: bool) -> None:
         """Hand buffered bytes to segments in CHUNK pieces, rolling over at segment_size."""
-        while self._buffer and (final or len(self._buffer) >= CHUNK):
+        while self._pending_len and (final or self._pending_len >= CHUNK):
             if self._current is None:
                 self._start_segment()
             assert self._current is not None
             room = self.segment_size - self._current.size
-            take = min(len(self._buffer), CHUNK, room)
-            chunk = bytes(self._buffer[:take])
-            del self._buffer[:take]
+            chunk = self._take(min(self._pending_len, CHUNK, room))
             self._current_hash.update(chunk)
             await self._current.send(chunk)
             if self._current.size >= self.segment_size:
@@ -180,8 +205,7 @@ class Writer:
             raise
 
     async def _finish_small(self) -> StoredContent:
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        data = self._take(self._pending_len) if self._pending_len else b""
         digest = self._file_hash.hexdigest()
         if not data:
             return StoredContent(EMPTY_HASH, 0, "empty")
@@ -257,7 +281,8 @@ class Writer:
             uploads.append(self._current)
             self._current = None
         self._segments.clear()
-        self._buffer.clear()
+        self._pending.clear()
+        self._pending_len = 0
         for upload in uploads:
             await upload.abort()
         names = []
