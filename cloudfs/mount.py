@@ -37,7 +37,7 @@ from sqlfsn.errors import NotAFilesystem
 log = logging.getLogger(__name__)
 
 READ_AHEAD_KB = 1024  # kernel read-ahead on the mount: 1 MiB read requests instead of 128 KiB
-READ_BUDGET_BLOCKS = 24  # process-wide read buffers (4 MiB each)
+READ_BUDGET_BLOCKS = 12  # process-wide read buffers (8 MiB each): at most 96 MiB
 
 
 @dataclass(frozen=True, slots=True)

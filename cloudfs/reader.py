@@ -21,7 +21,7 @@ from sqlfsn import Piece
 
 log = logging.getLogger(__name__)
 
-BLOCK = 4 << 20
+BLOCK = 8 << 20
 AHEAD = 3
 
 
@@ -68,7 +68,7 @@ class FileReader:
         self._nursery = nursery
         self._budget = budget
         self._blocks: dict[int, _Block] = {}
-        self._last_end = -1
+        self._last_block = -1  # highest block read so far
         self._closed = False
 
     async def read(self, off: int, size: int) -> bytes:
@@ -76,8 +76,10 @@ class FileReader:
             return b""
         end = min(self.size, off + size)
         first, last = off // self.block, (end - 1) // self.block
-        sequential = off == self._last_end or off == 0
-        self._last_end = end
+        # The kernel sends read-ahead requests concurrently, so they arrive slightly out of
+        # order: "sequential" means not going back before the last block read.
+        sequential = first >= self._last_block - 1
+        self._last_block = max(self._last_block, last)
         if sequential:
             for idx in range(last + 1, last + 1 + self.ahead):
                 if idx * self.block >= self.size:
