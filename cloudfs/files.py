@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import trio
 
 from cloudfs.errors import FsError
-from cloudfs.reader import BlockBudget, FileReader
+from cloudfs.reader import BlockBudget, FileReader, ObjectMap
 from seqwrite import Layout, PublishMode, StoredContent, StoreError, SwiftStore, Writer
 from sqlfsn import Namespace, Piece
 
@@ -95,6 +95,7 @@ class Files:
         self.verify_md5 = verify_md5
         self._nursery = nursery
         self._budget = read_budget
+        self._objects = ObjectMap(store, layout)
         self._handles: dict[int, Handle] = {}
         self._sessions: dict[int, WriteSession] = {}
         self._next_fh = 1
@@ -144,8 +145,7 @@ class Files:
         if h.truncate:
             return b""
         if h.reader is None:
-            h.reader = FileReader(self.store, self.layout, h.pieces, h.size, self._nursery,
-                                  self._budget)
+            h.reader = FileReader(self._objects, h.pieces, h.size, self._nursery, self._budget)
         return await h.reader.read(off, size)
 
     # -- writing -----------------------------------------------------------------------------

@@ -11,12 +11,14 @@ read-ahead is skipped when the budget is spent, demand reads wait for it.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
 
-from seqwrite import Layout, StoreError, SwiftStore
+from seqwrite import Layout, NotFound, StoreError, SwiftStore
+from seqwrite.layout import parse_stored_manifest
 from sqlfsn import Piece
 
 log = logging.getLogger(__name__)
@@ -52,15 +54,88 @@ class _Block:
     error: BaseException | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """Bytes [offset, offset+size) of a CAS object are the object `container/name`."""
+
+    offset: int
+    size: int
+    container: str
+    name: str
+
+
+class ObjectMap:
+    """Where the bytes of CAS objects are: the object itself, or, for an SLO manifest, its
+    segments. Reading segments directly spares Swift's proxy from resolving the manifest on
+    every ranged GET (measured here: 8 MiB range GETs, 3 in parallel, 209 MiB/s through the
+    manifest, 352 MiB/s direct). A segment that ccd retired after consolidation answers 404:
+    the manifest is read again and the read retried once."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self, store: SwiftStore, layout: Layout) -> None:
+        self.store = store
+        self.layout = layout
+        self._extents: OrderedDict[str, list[Extent]] = OrderedDict()
+
+    async def extents(self, digest: str, size_hint: int) -> list[Extent]:
+        cached = self._extents.get(digest)
+        if cached is not None:
+            self._extents.move_to_end(digest)
+            return cached
+        container, name = self.layout.cas_path(digest)
+        whole = [Extent(0, 1 << 62, container, name)]  # the object itself, any size
+        if size_hint <= BLOCK:
+            return whole  # one ranged GET either way: not worth a HEAD
+        headers = await self.store.head(container, name)
+        if headers is None:
+            raise StoreError(f"content {digest} is missing from Swift")
+        if {k.lower(): v for k, v in headers.items()}.get("x-static-large-object") == "True":
+            body = await self.store.get(container, name, query="multipart-manifest=get")
+            out, pos = [], 0
+            for entry in parse_stored_manifest(body):
+                out.append(Extent(pos, entry.size, entry.container, entry.name))
+                pos += entry.size
+        else:
+            out = whole
+        self._extents[digest] = out
+        if len(self._extents) > self.MAX_ENTRIES:
+            self._extents.popitem(last=False)
+        return out
+
+    async def read(self, digest: str, offset: int, length: int, *, size_hint: int) -> bytes:
+        """`length` bytes of CAS object `digest` from `offset`."""
+        for attempt in (1, 2):
+            try:
+                data = await self._read(await self.extents(digest, size_hint), offset, length)
+            except NotFound:
+                if attempt == 2 or self._extents.pop(digest, None) is None:
+                    raise
+                continue  # a segment retired by ccd: read the manifest again
+            if len(data) != length:
+                raise StoreError(f"short read of {digest}: {len(data)} of {length} bytes")
+            return data
+        raise AssertionError("unreachable")
+
+    async def _read(self, extents: list[Extent], offset: int, length: int) -> bytes:
+        parts = []
+        end = offset + length
+        for e in extents:
+            lo, hi = max(offset, e.offset), min(end, e.offset + e.size)
+            if lo < hi:
+                parts.append(await self.store.get(e.container, e.name, offset=lo - e.offset,
+                                                  length=hi - lo))
+        return b"".join(parts) if len(parts) != 1 else parts[0]
+
+
 class FileReader:
     """Reads one immutable file version. Not shared between versions: a new version (after a
     write commits) gets a new reader, so a reader never mixes bytes of two versions."""
 
-    def __init__(self, store: SwiftStore, layout: Layout, pieces: Sequence[Piece], size: int,
+    def __init__(self, objects: ObjectMap, pieces: Sequence[Piece], size: int,
                  nursery: trio.Nursery, budget: BlockBudget, *, block: int = BLOCK,
                  ahead: int = AHEAD) -> None:
-        self.store = store
-        self.layout = layout
+        self.objects = objects
         self.pieces = list(pieces)
         self.size = size
         self.block = block
@@ -137,12 +212,9 @@ class FileReader:
             if piece.hash is None:
                 parts.append(bytes(hi - lo))
                 continue
-            container, name = self.layout.cas_path(piece.hash)
-            data = await self.store.get(container, name, offset=piece.obj_offset + lo - p_start,
-                                        length=hi - lo)
-            if len(data) != hi - lo:
-                raise StoreError(f"short read of {name}: {len(data)} of {hi - lo} bytes")
-            parts.append(data)
+            offset = piece.obj_offset + lo - p_start
+            parts.append(await self.objects.read(piece.hash, offset, hi - lo,
+                                                 size_hint=piece.obj_offset + piece.length))
         return b"".join(parts)
 
     def _forget(self, idx: int) -> None:
