@@ -47,6 +47,8 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int, int], ...] = (
     # Another writer committed a new version first (compare-and-swap lost).
     (ns.Conflict, errno.ESTALE, logging.WARNING),
     (seqwrite.TooLarge, errno.EFBIG, logging.WARNING),
+    # The local spool could not be written (ENOSPC when the cache disk is full).
+    (seqwrite.SpoolError, -1, logging.ERROR),
     # Swift unavailable past the retry deadline, refused, or inconsistent: the operation failed.
     (seqwrite.StoreError, errno.EIO, logging.ERROR),
     (FsError, -1, logging.INFO),  # errno carried by the exception
@@ -57,8 +59,8 @@ def errno_of(exc: BaseException) -> tuple[int, int]:
     """(errno, log level) for an exception; (EIO, -1) means unexpected (log the traceback)."""
     for cls, err, level in ERRNO_TABLE:
         if isinstance(exc, cls):
-            if isinstance(exc, FsError):
-                return exc.errno, level
+            if isinstance(exc, FsError | seqwrite.SpoolError):
+                return exc.errno or errno.EIO, level
             return err, level
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno, logging.WARNING  # e.g. ENOSPC from the local spool

@@ -11,6 +11,7 @@ from seqwrite.errors import (
     Corrupted,
     NotFound,
     Rejected,
+    SpoolError,
     StoreError,
     StoreUnavailable,
     TooLarge,
@@ -24,7 +25,8 @@ from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer
 
 __all__ = [
     "EMPTY_HASH", "AlreadyExists", "AuthFailed", "Corrupted", "Layout", "Limits",
-    "ManifestEntry", "NotFound", "PublishMode", "Rejected", "RetryPolicy", "StoreError",
+    "ManifestEntry", "NotFound", "PublishMode", "Rejected", "RetryPolicy", "SpoolError",
+    "StoreError",
     "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore",
     "TooLarge", "Writer", "WriterAborted",
 ]

@@ -46,3 +46,12 @@ class TooLarge(StoreError):
 
 class WriterAborted(StoreError):
     """The write was aborted; nothing was published."""
+
+
+class SpoolError(StoreError):
+    """The local spool (the copy of a segment in flight) could not be written, e.g. the disk
+    is full. Not retried: the write fails with the spool's errno."""
+
+    def __init__(self, err: int | None, message: str) -> None:
+        super().__init__(message)
+        self.errno = err

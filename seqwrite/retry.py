@@ -44,11 +44,14 @@ async def retrying(
     policy: RetryPolicy,
     is_transient: Callable[[BaseException], bool],
     describe: Callable[[BaseException], str] = str,
+    progressed: Callable[[], bool] | None = None,
 ) -> T:
     """Run `op` until it succeeds, a non-transient error occurs, or the deadline passes.
 
     A non-transient exception propagates unchanged. Exhausting the deadline raises
-    StoreUnavailable naming the operation and the last error.
+    StoreUnavailable naming the operation and the last error. The deadline counts from the
+    first failure since the last progress: when `progressed()` says the failed attempt got
+    further than the one before (a long upload that fails again hours later), it starts over.
     """
     attempt = 0
     give_up_at: float | None = None
@@ -59,6 +62,8 @@ async def retrying(
             if not is_transient(exc):
                 raise
             now = trio.current_time()
+            if progressed is not None and progressed():
+                give_up_at, attempt = None, 0
             if give_up_at is None:
                 give_up_at = now + policy.deadline
             attempt += 1

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
-from seqwrite.errors import Corrupted, StoreError, WriterAborted
+from seqwrite.errors import Corrupted, SpoolError, StoreError, WriterAborted
 from seqwrite.retry import retrying
 from seqwrite.store import SwiftStore, describe, is_transient, translate
 
@@ -67,6 +67,7 @@ class SegmentUpload:
         self._ended = False  # the thread saw the end of the channel
         self._aborted = False
         self._attempt_md5 = ""
+        self._spooled_before = 0  # _spooled when the last failure was seen
         self.verify_md5 = verify_md5
         self._digester: _Digester | None = None
         self._done = trio.Event()
@@ -83,9 +84,10 @@ class SegmentUpload:
                 f"upload segment {self.name}",
                 self._attempt,
                 policy=self.store.policy,
-                is_transient=lambda e: not self._aborted
+                is_transient=lambda e: not self._aborted and not isinstance(e, SpoolError)
                 and (is_transient(e) or isinstance(e, Corrupted)),
                 describe=describe,
+                progressed=self._progressed,
             )
         except _Aborted:
             self.error = WriterAborted(f"segment {self.name}: aborted")
@@ -93,15 +95,30 @@ class SegmentUpload:
             self.error = exc
         except Exception as exc:
             self.error = translate(exc, f"upload segment {self.name}")
+        except BaseException:  # cancelled: the writer is going away
+            self.error = WriterAborted(f"segment {self.name}: cancelled")
+            raise
         finally:
-            self._spool.close()
             if self.error is not None:
                 self._recv.close()  # a blocked send() raises BrokenResourceError
+            if self._digester is not None:
+                self._digester.shutdown()
+            self._spool.close()
             self._done.set()
+
+    def _progressed(self) -> bool:
+        """Whether the failed attempt received new bytes (then the retry deadline restarts)."""
+        grown = self._spooled > self._spooled_before
+        self._spooled_before = self._spooled
+        return grown
 
     async def _attempt(self) -> str:
         self.attempts += 1
-        etag = await self.store.put_stream(self.container, self.name, self._body())
+        body = self._body()
+        try:
+            etag = await self.store.put_stream(self.container, self.name, body)
+        finally:
+            body.close()  # a failed attempt's generator: its digest thread stops now
         etag = etag.strip('"')
         if self.verify_md5 and etag != self._attempt_md5:
             raise Corrupted(f"segment {self.name}: Swift stored md5 {etag}, "
@@ -144,6 +161,8 @@ class SegmentUpload:
             fd = self._spool.fileno()
             pos = 0
             while pos < self._spooled:
+                if self._aborted:
+                    raise _Aborted()
                 chunk = os.pread(fd, min(SPOOL_READ, self._spooled - pos), pos)
                 if not chunk:
                     raise OSError(f"spool of {self.name} shorter than expected")
@@ -165,9 +184,16 @@ class SegmentUpload:
             digester.shutdown()
 
     def _spool_write(self, chunk: bytes) -> None:
-        """In the digest thread, in order: append a live chunk to the spool."""
-        os.pwrite(self._spool.fileno(), chunk, self._spooled)
-        self._spooled += len(chunk)
+        """In the digest thread, in order: append a live chunk to the spool (all of it: a
+        short write would leave a hole that a replay would send as zeros)."""
+        view = memoryview(chunk)
+        try:
+            while view:
+                written = os.pwrite(self._spool.fileno(), view, self._spooled)
+                self._spooled += written
+                view = view[written:]
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"local spool of {self.name}: {exc.strerror}") from exc
 
 
 class _Digester:

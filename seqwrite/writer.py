@@ -31,7 +31,15 @@ import blake3
 import trio
 
 from seqwrite.errors import AlreadyExists, StoreError, TooLarge, WriterAborted
-from seqwrite.layout import META_BLAKE3, META_SEQ, TAG_BIGFILE, Layout, ManifestEntry, manifest_json
+from seqwrite.layout import (
+    META_BLAKE3,
+    META_SEQ,
+    TAG_BIGFILE,
+    Layout,
+    ManifestEntry,
+    manifest_json,
+    parse_stored_manifest,
+)
 from seqwrite.segment import SegmentUpload, StoredSegment
 from seqwrite.store import SwiftStore
 
@@ -122,6 +130,7 @@ class Writer:
         self._current_hash = blake3.blake3()
         self._segments: list[tuple[SegmentUpload, str]] = []  # finished: (upload, blake3)
         self._closed = False
+        self._publish_attempted = False  # the manifest PUT was sent (it may have landed)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -200,8 +209,11 @@ class Writer:
                 return await self._finish_small()
             return await self._finish_segmented()
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._discard()
+            if not self._publish_attempted:
+                with trio.CancelScope(shield=True):
+                    await self._discard()
+            # else: the manifest PUT may have landed and name our segments: never delete them
+            # here (cleanup deletes them if no manifest appeared; ccd retires them otherwise).
             raise
 
     async def _finish_small(self) -> StoredContent:
@@ -239,17 +251,33 @@ class Writer:
         container, name = self.layout.cas_path(digest)
         entries = [ManifestEntry(self.layout.tmp_container, s.tmp_name, s.md5, s.size)
                    for s in segments]
+        self._publish_attempted = True
         try:
             await self.store.put(container, name, manifest_json(entries),
                                  headers={META_BLAKE3: digest},
                                  if_none_match=mode is PublishMode.CONDITIONAL,
                                  query="multipart-manifest=put")
         except AlreadyExists:
-            # Already stored: our segments are redundant. Deleting them is best effort;
-            # cleanup collects what is left (they are tagged for a manifest that is not theirs).
+            if await self._manifest_names_any(container, name, segments):
+                # Our own PUT landed and its answer was lost: the retry saw our manifest.
+                return StoredContent(digest, self.size, "manifest", tuple(segments))
+            # Already stored by another write: our segments are redundant (best effort;
+            # ccd retires tagged segments that no manifest names).
             await self._delete_segments(segments)
             return StoredContent(digest, self.size, "manifest", tuple(segments), True)
         return StoredContent(digest, self.size, "manifest", tuple(segments))
+
+    async def _manifest_names_any(self, container: str, name: str,
+                                  segments: Sequence[StoredSegment]) -> bool:
+        """Whether the stored manifest names one of `segments` (True when unsure: keep them)."""
+        try:
+            body = await self.store.get(container, name, query="multipart-manifest=get")
+            stored = {e.name for e in parse_stored_manifest(body)}
+        except (StoreError, ValueError, KeyError) as exc:
+            log.info("cannot read the manifest at %s/%s (%s): keeping our segments",
+                     container, name, exc)
+            return True
+        return any(s.tmp_name in stored for s in segments)
 
     async def _tag(self, digest: str, segments: list[StoredSegment]) -> None:
         """POST the tag on every segment (POST replaces all user metadata: send the full set)."""
@@ -260,9 +288,15 @@ class Writer:
                 await self.store.post(self.layout.tmp_container, seg.tmp_name, {
                     TAG_BIGFILE: digest, META_BLAKE3: seg.hash, META_SEQ: str(seg.seq)})
 
-        async with trio.open_nursery() as nursery:
-            for seg in segments:
-                nursery.start_soon(tag, seg)
+        try:
+            async with trio.open_nursery() as nursery:
+                for seg in segments:
+                    nursery.start_soon(tag, seg)
+        except BaseExceptionGroup as group:  # one typed error for the caller, not a group
+            store_errors = group.subgroup(StoreError)
+            if store_errors is None or store_errors.exceptions != group.exceptions:
+                raise
+            raise store_errors.exceptions[0] from None
 
     # -- aborting ----------------------------------------------------------------------------
 

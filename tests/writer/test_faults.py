@@ -86,3 +86,16 @@ async def test_cancelled_write_does_not_hang(dev_swift, fault_proxy, layout):
     await store.aclose()
     assert scope.cancelled_caught
     assert elapsed < 8, f"cancellation took {elapsed:.1f}s"
+
+
+async def test_lost_answer_to_manifest_put_keeps_segments(faulty_store, fault_proxy, layout,
+                                                          raw_swift):
+    """The manifest PUT lands but its answer is lost; the retry's 412 is our own manifest, so
+    the segments it names are kept (deleting them would break the stored file)."""
+    data = os.urandom(3 * SEG)
+    fault_proxy.add_rule("PUT", r"multipart-manifest=put", "drop", times=1,
+                         after_bytes=10**9)  # forward the whole request, then hang up
+    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    assert not content.deduplicated
+    assert cas_get(raw_swift, layout, content.hash) == data
+    assert_tagged(raw_swift, layout, content)
