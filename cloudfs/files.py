@@ -28,14 +28,17 @@ import trio
 
 from cloudfs.errors import FsError
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
-from seqwrite import Layout, PublishMode, StoredContent, StoreError, SwiftStore, Writer
+from seqwrite import Layout, PublishMode, StoredContent, SwiftStore, Writer
 from sqlfsn import Namespace, Piece
+from sqlfsn.errors import Conflict
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 60.0  # seconds between refreshes of the upload leases
 CLAIM_WAIT = 60.0  # seconds a writer waits for the garbage collector to finish a deletion
-STALE_DELETION_NS = 15 * 60 * 10**9  # a 'deleting' mark older than this is taken over
+# A 'deleting' mark older than this is taken over (the collector died): longer than any one
+# collector request can take, see `stale_deletion_ns` in Files.
+STALE_DELETION_NS = 15 * 60 * 10**9
 
 
 def slice_pieces(pieces: Iterable[Piece], start: int, end: int) -> list[Piece]:
@@ -61,6 +64,9 @@ class WriteSession:
     base_version: int  # the version the write started from (compare-and-swap on commit)
     replace_all: bool  # O_TRUNC / new file: bytes past the written range are dropped
     owner: int  # the file handle that started it
+    # Serializes writes and commits: the kernel does not order FLUSH against WRITE or FSYNC
+    # (dup'd descriptors, threads), and a second flush must not finish the writer twice.
+    lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
     def end(self) -> int:
@@ -77,7 +83,9 @@ class Handle:
     truncate: bool  # opened with O_TRUNC: the content is replaced when this handle commits
     pieces: list[Piece] = field(default_factory=list)  # the version this handle reads
     size: int = 0
+    open_version: int = 0  # the file's version at open (a pending O_TRUNC applies to it only)
     reader: FileReader | None = None
+    error: str | None = None  # a write or commit failed: flush/fsync answer EIO until close
 
 
 class Files:
@@ -85,7 +93,8 @@ class Files:
 
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
                  *, segment_size: int, small_threshold: int, spool_dir: str | None,
-                 read_budget: BlockBudget, verify_md5: bool = False) -> None:
+                 read_budget: BlockBudget, verify_md5: bool = False,
+                 stale_deletion_ns: int = STALE_DELETION_NS) -> None:
         self.ns = ns
         self.store = store
         self.layout = layout
@@ -93,6 +102,7 @@ class Files:
         self.small_threshold = small_threshold
         self.spool_dir = spool_dir
         self.verify_md5 = verify_md5
+        self.stale_deletion_ns = stale_deletion_ns
         self._nursery = nursery
         self._budget = read_budget
         self._objects = ObjectMap(store, layout)
@@ -113,7 +123,8 @@ class Files:
         fh = self._next_fh
         self._next_fh += 1
         pieces = self.ns.pieces(inode) if attr.size else []
-        self._handles[fh] = Handle(fh, inode, writable, truncate, pieces, attr.size)
+        self._handles[fh] = Handle(fh, inode, writable, truncate, pieces, attr.size,
+                                   open_version=attr.version)
         return fh
 
     def inode_of(self, fh: int) -> int | None:
@@ -128,9 +139,7 @@ class Files:
         session = self._sessions.get(inode)
         if session is not None:
             return max(session.end, 0 if session.replace_all else self._committed_size(inode))
-        if any(h.truncate and h.inode == inode for h in self._handles.values()):
-            return 0
-        return None
+        return None  # a pending O_TRUNC shows at close, like the rest of a write
 
     def _committed_size(self, inode: int) -> int:
         return self.ns.getattr(inode).size
@@ -152,21 +161,35 @@ class Files:
 
     async def write(self, fh: int, off: int, data: bytes) -> int:
         h = self._handle(fh)
+        self._check_sticky(h)
         session = self._sessions.get(h.inode)
         if session is None:
             session = self._start_session(h, off)
         elif session.owner != fh:
             raise FsError(errno.EBUSY, f"inode {h.inode} is being written by another handle; "
                           "cloudfs allows one writer per file at a time")
-        if off != session.end:
-            raise FsError(errno.EOPNOTSUPP, f"non-sequential write to inode {h.inode} at offset "
-                          f"{off} (expected {session.end}): cloudfs writes files sequentially")
-        try:
-            await session.writer.write(data)
-        except BaseException:
-            await self._discard(session)
-            raise
+        async with session.lock:
+            self._check_sticky(h)
+            if self._sessions.get(h.inode) is not session:
+                raise FsError(errno.EIO, f"inode {h.inode}: the write was already committed "
+                              "or failed")
+            if off != session.end:
+                raise FsError(errno.EOPNOTSUPP, f"non-sequential write to inode {h.inode} at "
+                              f"offset {off} (expected {session.end}): cloudfs writes files "
+                              "sequentially")
+            try:
+                await session.writer.write(data)
+            except BaseException as exc:
+                h.error = f"{type(exc).__name__}: {exc}"
+                await self._discard(session)
+                raise
         return len(data)
+
+    @staticmethod
+    def _check_sticky(h: Handle) -> None:
+        if h.error is not None:
+            raise FsError(errno.EIO, f"inode {h.inode}: an earlier write failed ({h.error}); "
+                          "nothing after it was stored")
 
     def _start_session(self, h: Handle, off: int) -> WriteSession:
         attr = self.ns.getattr(h.inode)
@@ -187,14 +210,18 @@ class Files:
     async def _claim(self, digest: str, size: int, segments: object) -> PublishMode:
         """Record the content in sqlfsn before anything relies on it (the GC fence)."""
         give_up = trio.current_time() + CLAIM_WAIT
+        waited = False
         while True:
-            stale = time.time_ns() - STALE_DELETION_NS
+            stale = time.time_ns() - self.stale_deletion_ns
             claim = self.ns.claim_content(digest, size, segments,  # type: ignore[arg-type]
                                           takeover_deleting_older_than_ns=stale)
             if claim.ok:
-                if claim.deleting_since_ns is not None:
+                if waited or claim.deleting_since_ns is not None:
+                    # The collector deleted (or was deleting) the stored copy: a replica may
+                    # still answer 412 for it, so publish ours unconditionally.
                     return PublishMode.UNCONDITIONAL
                 return PublishMode.CONDITIONAL
+            waited = True
             if trio.current_time() > give_up:
                 raise FsError(errno.EIO, f"content {digest} is being deleted by the garbage "
                               "collector; the write failed, try again later")
@@ -207,9 +234,12 @@ class Files:
         h = self._handles.get(fh)
         if h is None:
             return
+        self._check_sticky(h)
         session = self._sessions.get(h.inode)
         if session is not None and session.owner == fh:
             await self._commit(session, h)
+        elif h.truncate:
+            self._truncate_now(h)  # opened with O_TRUNC and never written
 
     async def fsync(self, fh: int) -> None:
         await self.flush(fh)
@@ -224,26 +254,42 @@ class Files:
         try:
             if session is not None and session.owner == fh:
                 await self._commit(session, h)  # written after the last flush (e.g. mmap)
-            elif h.truncate:
-                self.ns.set_content(h.inode, [], 0)  # opened with O_TRUNC, never written
+            elif h.truncate and h.error is None:
+                self._truncate_now(h)
         except Exception as exc:
             log.error("inode %d: changes after the last close are lost: %s", h.inode, exc)
 
+    def _truncate_now(self, h: Handle) -> None:
+        """Apply a pending O_TRUNC, unless another writer committed since this open."""
+        h.truncate = False
+        try:
+            self.ns.set_content(h.inode, [], 0, expect_version=h.open_version)
+        except Conflict:
+            log.debug("inode %d: O_TRUNC skipped, a newer version was committed", h.inode)
+            return
+        h.pieces, h.size = [], 0
+
     async def _commit(self, session: WriteSession, h: Handle) -> None:
-        try:
-            content = await session.writer.finish()
-        except BaseException:
-            await self._discard(session)
-            raise
-        del self._sessions[session.inode]
-        try:
-            self._commit_content(session, content)
-        except BaseException:
-            self.ns.upload_end(session.writer.upload_id)
-            raise
+        async with session.lock:
+            if self._sessions.get(session.inode) is not session:
+                return  # a concurrent flush (a dup'd descriptor) committed it already
+            try:
+                content = await session.writer.finish()
+            except BaseException as exc:
+                h.error = f"{type(exc).__name__}: {exc}"
+                await self._discard(session)
+                raise
+            del self._sessions[session.inode]
+            try:
+                self._commit_content(session, content)
+            except BaseException as exc:
+                h.error = f"{type(exc).__name__}: {exc}"
+                self.ns.upload_end(session.writer.upload_id)
+                raise
         h.truncate = False
         h.pieces = self.ns.pieces(h.inode)
         h.size = sum(p.length for p in h.pieces)
+        h.open_version = self.ns.getattr(h.inode).version
         if h.reader is not None:
             h.reader.close()
             h.reader = None
@@ -272,6 +318,9 @@ class Files:
     # -- truncate ----------------------------------------------------------------------------
 
     async def truncate(self, inode: int, size: int) -> None:
+        for h in list(self._handles.values()):
+            if h.inode == inode and h.truncate:
+                self._truncate_now(h)  # a pending O_TRUNC comes first
         session = self._sessions.get(inode)
         if session is not None:
             if size == session.end:
@@ -287,15 +336,23 @@ class Files:
         while True:
             await trio.sleep(HEARTBEAT_INTERVAL)
             ids = [s.writer.upload_id for s in self._sessions.values()]
-            if ids:
-                self.ns.upload_heartbeat(ids)
+            if not ids:
+                continue
+            try:
+                lost = self.ns.upload_heartbeat(ids)
+            except Exception as exc:  # never take the mount down; retried next interval
+                log.error("could not refresh upload leases: %s", exc)
+                continue
+            for upload_id in lost:
+                log.error("upload lease %s was lost: cleanup may delete its segments; the "
+                          "write will fail at close", upload_id)
 
     async def close_all(self) -> None:
         """At unmount: commit what is pending (loudly on failure)."""
         for fh in list(self._handles):
             try:
                 await self.flush(fh)
-            except (StoreError, FsError) as exc:
+            except Exception as exc:
                 log.error("unmount: a pending write failed: %s", exc)
             await self.release(fh)
 

@@ -24,7 +24,7 @@ import trio
 
 from cloudfs import systemd
 from cloudfs.errors import UsageError
-from cloudfs.files import Files
+from cloudfs.files import STALE_DELETION_NS, Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
 from seqwrite import Layout, StoreError, SwiftStore
@@ -69,6 +69,13 @@ def make_store(cfg: Config) -> SwiftStore:
     cfg.require("auth_url", "user", "key")
     return SwiftStore(cfg.auth, max_connections=cfg.max_connections, timeout=cfg.timeout,
                       policy=RetryPolicy(deadline=cfg.retry_deadline))
+
+
+def stale_deletion_ns(cfg: Config) -> int:
+    """When a writer may take over a 'deleting' mark: well after any collector request that
+    was in flight when the mark was set has ended (ccd retries for retry_deadline, each
+    request lasting at most timeout)."""
+    return max(STALE_DELETION_NS, int(2 * (cfg.retry_deadline + cfg.timeout) * 1e9))
 
 
 def fuse_options(opts: MountOptions, layout: Layout) -> set[str]:
@@ -118,7 +125,8 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         nursery = await stack.enter_async_context(trio.open_nursery())
         files = Files(ns, store, layout, nursery, segment_size=cfg.segment_size,
                       small_threshold=cfg.small_file_threshold, spool_dir=str(spool),
-                      read_budget=BlockBudget(READ_BUDGET_BLOCKS), verify_md5=cfg.verify_md5)
+                      read_budget=BlockBudget(READ_BUDGET_BLOCKS), verify_md5=cfg.verify_md5,
+                      stale_deletion_ns=stale_deletion_ns(cfg))
         ops = Operations(ns, files)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)

@@ -33,9 +33,6 @@ class BlockBudget:
     def __init__(self, blocks: int) -> None:
         self._sem = trio.Semaphore(blocks)
 
-    async def acquire(self) -> None:
-        await self._sem.acquire()
-
     def try_acquire(self) -> bool:
         try:
             self._sem.acquire_nowait()
@@ -163,20 +160,21 @@ class FileReader:
                     self._start(idx)
         out = []
         for idx in range(first, last + 1):
+            base = idx * self.block
+            lo, hi = max(off, base), min(end, base + self.block)
             blk = self._blocks.get(idx)
             if blk is None:
-                await self._budget.acquire()
-                blk = self._blocks.get(idx)  # another task may have started it meanwhile
-                if blk is None:
-                    blk = self._start(idx)
-                else:
-                    self._budget.release()
+                if not self._budget.try_acquire():
+                    # Every buffer is held (read-ahead of other readers): read just this range,
+                    # uncached, rather than wait for buffers that may never be freed.
+                    out.append(await self.read_range(lo, hi - lo))
+                    continue
+                blk = self._start(idx)
             await blk.done.wait()
             if blk.error is not None:
                 self._forget(idx)
                 raise blk.error
-            base = idx * self.block
-            out.append(blk.data[max(off, base) - base: min(end, base + len(blk.data)) - base])
+            out.append(blk.data[lo - base:hi - base])
         self._evict_before(first)
         return b"".join(out) if len(out) > 1 else out[0]
 

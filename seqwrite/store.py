@@ -160,6 +160,7 @@ class SwiftStore:
         auth: SwiftAuth,
         *,
         max_connections: int = 8,
+        max_streams: int = 256,
         timeout: float = 60.0,
         policy: RetryPolicy | None = None,
     ) -> None:
@@ -171,6 +172,9 @@ class SwiftStore:
         self._idle: list[swiftclient.Connection] = []
         self._slots = trio.CapacityLimiter(max_connections)
         self._threads = trio.CapacityLimiter(max_connections)
+        # Streaming uploads wait on the application between chunks: they get their own
+        # threads, so idle writers never starve reads, tags and manifests (or each other).
+        self._streams = trio.CapacityLimiter(max_streams)
         self._storage_url: str | None = None
         self._token: str | None = None
 
@@ -294,8 +298,11 @@ class SwiftStore:
         Not retried here (a generator cannot be replayed): the caller owns replay. Raw
         transport exceptions are translated; `is_transient()` tells the caller whether to replay.
         Returns the ETag (md5 of the stored bytes)."""
-        return await self._once(
-            "PUT", lambda c: c.put_object(container, name, body, headers=headers or {}))
+        with self._borrowed() as conn:
+            self.requests["PUT"] += 1
+            return await trio.to_thread.run_sync(
+                partial(conn.put_object, container, name, body, headers=headers or {}),
+                limiter=self._streams)
 
     async def head(self, container: str, name: str) -> dict[str, str] | None:
         """Object headers, or None if it does not exist."""

@@ -65,17 +65,24 @@ def test_swift_outage_during_write_fails_close_and_keeps_old_content(cloudfs_mou
                                                                       fault_proxy):
     """close(2) returns 0 only once the content is stored in Swift and committed in the
     namespace; a failed upload makes close(2) return EIO and the path keeps its previous
-    content."""
+    content. After a failed write or close, every later close or fsync of that open file (a
+    `dup`'d descriptor) also fails with `EIO`: a failure is never followed by a silent
+    success."""
     cloudfs_mount.expect_errors = True
     path = cloudfs_mount.path / "precious"
     path.write_bytes(b"old content")
     fault_proxy.add_rule("PUT", r".", "status:503", times=-1)
     f = open(path, "wb")  # noqa: SIM115
     f.write(os.urandom(3 << 20))
+    f.flush()
+    dup = os.dup(f.fileno())
     with pytest.raises(OSError) as e:
         f.close()
     assert e.value.errno == errno.EIO
     fault_proxy.clear_rules()
+    with pytest.raises(OSError) as e:  # the failure sticks to the open file until release
+        os.close(dup)
+    assert e.value.errno == errno.EIO
     assert path.read_bytes() == b"old content"
 
 

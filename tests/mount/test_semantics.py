@@ -207,3 +207,18 @@ def test_sigterm_unmounts_after_pending_uploads(cloudfs_mount):
     cloudfs_mount.kill()
     cloudfs_mount.start()
     assert path.read_bytes() == data
+
+
+def test_pending_truncation_never_wipes_a_newer_version(cloudfs_mount):
+    """An O_TRUNC takes effect at that descriptor's close, and only if no other writer
+    committed a newer version in between: closed data is never wiped by an older open."""
+    path = cloudfs_mount.path / "shared"
+    path.write_bytes(b"v1\n")
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    with open(path, "ab") as other:
+        other.write(b"appended\n")
+    os.close(fd)
+    assert path.read_bytes() == b"v1\nappended\n"
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    os.close(fd)
+    assert path.read_bytes() == b""
