@@ -222,3 +222,38 @@ def test_pending_truncation_never_wipes_a_newer_version(cloudfs_mount):
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     os.close(fd)
     assert path.read_bytes() == b""
+
+
+def test_racing_appenders_lose_nothing(cloudfs_mount):
+    """Two processes appending at once never lose each other's bytes: while one appends, the
+    other's write fails with EBUSY; every append that closed successfully is in the file
+    exactly once."""
+    import threading
+
+    path = cloudfs_mount.path / "log"
+    path.write_bytes(b"base\n")
+    done: list[bytes] = []
+    lock = threading.Lock()
+
+    def appender(tag: str) -> None:
+        for i in range(15):
+            record = f"{tag}-{i:02d}|".encode() * 50
+            try:
+                with open(path, "ab") as f:
+                    f.write(record)
+            except OSError as e:
+                assert e.errno == errno.EBUSY, e
+                continue
+            with lock:
+                done.append(record)
+
+    threads = [threading.Thread(target=appender, args=(t,)) for t in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    content = path.read_bytes()
+    assert content.startswith(b"base\n")
+    assert len(content) == 5 + sum(map(len, done))
+    for record in done:
+        assert content.count(record) == 1
