@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -113,6 +115,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return run(cfg, opts)
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    try:
+        raw = os.getxattr(args.mountpoint, "user.cloudfs.stats")
+    except OSError as exc:
+        raise UsageError(f"{args.mountpoint}: not a cloudfs mount ({exc.strerror})") from None
+    print(json.dumps(json.loads(raw), indent=2, sort_keys=True))
+    return 0
+
+
 def cmd_config_example(args: argparse.Namespace) -> int:
     print(EXAMPLE, end="")
     return 0
@@ -140,6 +151,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", action="append", metavar="OPTIONS",
                    help="extra FUSE mount options, comma separated")
     p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("stats", help="print a mounted filesystem's counters (JSON)",
+                       description="Print the mount daemon's counters: Swift requests by "
+                       "method since the mount, open files, writes in progress.")
+    p.add_argument("mountpoint")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("config-example", help="print a commented example config file")
     p.set_defaults(func=cmd_config_example)

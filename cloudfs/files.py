@@ -329,6 +329,12 @@ class Files:
                           f"being written (at {session.end}): not supported")
         self.ns.setattr(inode, size=size)
 
+    def statistics(self) -> dict[str, object]:
+        """Counters for `cloudfs stats` and the benchmarks: Swift requests by method, open
+        files, writes in progress."""
+        return {"swift_requests": self.store.statistics(), "open_files": len(self._handles),
+                "writes_in_progress": len(self._sessions)}
+
     # -- background --------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
 import os
 import stat
@@ -33,6 +34,8 @@ R = TypeVar("R")
 BLKSIZE = 1 << 20  # st_blksize: cp and cat size their buffers from it (1 MiB requests)
 ATTR_TIMEOUT = 1.0  # seconds the kernel may cache attributes and entries
 VIRTUAL_FREE = 1 << 50  # statfs: bytes reported free (Swift has no fixed capacity)
+# A virtual, unlisted xattr of the root: the daemon's counters as JSON (`cloudfs stats`).
+STATS_XATTR = b"user.cloudfs.stats"
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -235,6 +238,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
+            return json.dumps(self.files.statistics(), sort_keys=True).encode()
         return self.ns.getxattr(inode, name)
 
     @fuse_errors

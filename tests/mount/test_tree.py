@@ -122,3 +122,19 @@ def test_mmap_read_and_statfs(cloudfs_mount):
     st = os.statvfs(cloudfs_mount.path)
     assert st.f_namemax == 255
     assert st.f_files - st.f_ffree == 2  # the root and "m"
+
+
+def test_stats_count_swift_requests(cloudfs_mount):
+    """`cloudfs stats MOUNTPOINT` prints the daemon's counters: Swift requests by method."""
+    import json
+
+    def stats() -> dict:
+        out = subprocess.run([sys.executable, "-m", "cloudfs", "stats", str(cloudfs_mount.path)],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    before = stats()["swift_requests"].get("PUT", 0)
+    (cloudfs_mount.path / "s").write_bytes(b"counted")
+    assert stats()["swift_requests"]["PUT"] == before + 1
+    os.rename(cloudfs_mount.path / "s", cloudfs_mount.path / "t")
+    assert stats()["swift_requests"]["PUT"] == before + 1
