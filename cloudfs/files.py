@@ -64,6 +64,7 @@ class WriteSession:
     base_version: int  # the version the write started from (compare-and-swap on commit)
     replace_all: bool  # O_TRUNC / new file: bytes past the written range are dropped
     owner: int  # the file handle that started it
+    leased: bool = False  # the upload lease is taken (at the first temporary segment)
     # Serializes writes and commits: the kernel does not order FLUSH against WRITE or FSYNC
     # (dup'd descriptors, threads), and a second flush must not finish the writer twice.
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -197,10 +198,16 @@ class Files:
         if off not in (0, current):
             raise FsError(errno.EOPNOTSUPP, f"write to inode {h.inode} at offset {off}: cloudfs "
                           f"writes from the start (0) or the end ({current}) of a file only")
+        session: WriteSession
+
+        def take_lease(upload_id: str) -> None:
+            self.ns.upload_begin(upload_id)
+            session.leased = True
+
         writer = Writer(self.store, self.layout, self._nursery, segment_size=self.segment_size,
                         small_threshold=self.small_threshold, spool_dir=self.spool_dir,
-                        claim=self._claim, verify_md5=self.verify_md5)
-        self.ns.upload_begin(writer.upload_id)
+                        claim=self._claim, verify_md5=self.verify_md5,
+                        on_first_segment=take_lease)
         session = WriteSession(h.inode, writer, off, attr.version,
                                replace_all=h.truncate or attr.size == 0, owner=h.fh)
         self._sessions[h.inode] = session
@@ -262,6 +269,9 @@ class Files:
     def _truncate_now(self, h: Handle) -> None:
         """Apply a pending O_TRUNC, unless another writer committed since this open."""
         h.truncate = False
+        attr = self.ns.getattr(h.inode)
+        if attr.size == 0 or attr.version != h.open_version:
+            return  # already empty (e.g. just created), or a newer version was committed
         try:
             self.ns.set_content(h.inode, [], 0, expect_version=h.open_version)
         except Conflict:
@@ -284,7 +294,8 @@ class Files:
                 self._commit_content(session, content)
             except BaseException as exc:
                 h.error = f"{type(exc).__name__}: {exc}"
-                self.ns.upload_end(session.writer.upload_id)
+                if session.leased:
+                    self.ns.upload_end(session.writer.upload_id)
                 raise
         h.truncate = False
         h.pieces = self.ns.pieces(h.inode)
@@ -296,7 +307,7 @@ class Files:
 
     def _commit_content(self, session: WriteSession, content: StoredContent) -> None:
         new = [] if content.kind == "empty" else [Piece(content.hash, 0, content.size)]
-        upload = session.writer.upload_id
+        upload = session.writer.upload_id if session.leased else None
         if session.replace_all:
             self.ns.set_content(session.inode, new, content.size, upload_id=upload)
             return
@@ -313,7 +324,8 @@ class Files:
         self._sessions.pop(session.inode, None)
         with trio.CancelScope(shield=True):
             await session.writer.abort()
-        self.ns.upload_end(session.writer.upload_id)
+        if session.leased:
+            self.ns.upload_end(session.writer.upload_id)
 
     # -- truncate ----------------------------------------------------------------------------
 
@@ -341,7 +353,7 @@ class Files:
         """Keep the upload leases of writes in progress fresh (the cleanup never touches them)."""
         while True:
             await trio.sleep(HEARTBEAT_INTERVAL)
-            ids = [s.writer.upload_id for s in self._sessions.values()]
+            ids = [s.writer.upload_id for s in self._sessions.values() if s.leased]
             if not ids:
                 continue
             try:

@@ -109,6 +109,7 @@ class Writer:
         spool_dir: str | None = None,
         claim: ClaimHook = _claim_nothing,
         verify_md5: bool = False,
+        on_first_segment: Callable[[str], None] | None = None,
     ) -> None:
         if segment_size <= 0 or small_threshold < 0:
             raise ValueError("segment_size must be > 0 and small_threshold >= 0")
@@ -123,6 +124,9 @@ class Writer:
         self._nursery = nursery
         self._claim = claim
         self.verify_md5 = verify_md5
+        # Called with the upload id before the first temporary segment is created (the mount
+        # takes the upload lease there: small files, which have no segment, need none).
+        self._on_first_segment = on_first_segment
         self._file_hash = blake3.blake3()
         self._pending: deque[memoryview] = deque()  # bytes not yet handed to a segment
         self._pending_len = 0
@@ -185,6 +189,8 @@ class Writer:
 
     def _start_segment(self) -> None:
         seq = len(self._segments)
+        if seq == 0 and self._on_first_segment is not None:
+            self._on_first_segment(self.upload_id)
         name = self.layout.tmp_name(self.upload_id, seq)
         self._current = SegmentUpload(self.store, self.layout.tmp_container, name, seq,
                                       self.spool_dir, verify_md5=self.verify_md5)
