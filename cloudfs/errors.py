@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 
 class FsError(Exception):
-    """A filesystem-level refusal with its errno, e.g. a non-sequential write (EOPNOTSUPP).
+    """A filesystem-level refusal with its errno, e.g. a second writer (EBUSY).
 
     The message is logged once at INFO: it tells the user why their operation failed."""
 

@@ -3,11 +3,13 @@
 Owns the open-handle table, one write session per inode, and the rules of when content
 becomes visible:
 
-- A write session streams through seqwrite from the first byte. It starts at offset 0 (new
+- A write session streams through seqwrite from the first byte when it starts at offset 0 (new
   content; with O_TRUNC or on a new file it replaces everything, otherwise the old bytes past
   the written range are kept) or at the current end of the file (append: the new version is the
-  old pieces plus the new one, nothing is re-uploaded or read back). Any other offset is
-  refused with EOPNOTSUPP and one log line.
+  old pieces plus the new one, nothing is re-uploaded or read back).
+- Anything else (a write at another offset, reading back through the writing descriptor, a
+  truncate while writing) switches the session to the local write cache (cloudfs/rwcache.py):
+  what was streamed so far is published and becomes the base, later writes land in the cache.
 - The content is published and the namespace committed at flush (close) or fsync; a failure
   there answers EIO and the path keeps its previous content. Readers see the previous version
   until the commit.
@@ -21,13 +23,14 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
 
 from cloudfs.errors import FsError
-from cloudfs.reader import BlockBudget, FileReader, ObjectMap
+from cloudfs.reader import BlockBudget, FileReader, ObjectMap, read_pieces
+from cloudfs.rwcache import CacheBudget, RandomSession, slice_pieces
 from seqwrite import Layout, PublishMode, StoredContent, SwiftStore, Writer
 from sqlfsn import Namespace, Piece
 from sqlfsn.errors import Conflict
@@ -41,36 +44,28 @@ CLAIM_WAIT = 60.0  # seconds a writer waits for the garbage collector to finish 
 STALE_DELETION_NS = 15 * 60 * 10**9
 
 
-def slice_pieces(pieces: Iterable[Piece], start: int, end: int) -> list[Piece]:
-    """The pieces covering bytes [start, end) of a file made of `pieces`."""
-    out: list[Piece] = []
-    pos = 0
-    for p in pieces:
-        lo, hi = max(start, pos), min(end, pos + p.length)
-        if lo < hi:
-            offset = 0 if p.hash is None else p.obj_offset + lo - pos
-            out.append(Piece(p.hash, offset, hi - lo))
-        pos += p.length
-    return out
-
-
 @dataclass(eq=False, slots=True)
 class WriteSession:
     """The one write in progress on an inode."""
 
     inode: int
-    writer: Writer
+    writer: Writer | None  # streaming; None once the session uses the write cache
     start: int  # file offset of the writer's first byte
     base_version: int  # the version the write started from (compare-and-swap on commit)
     replace_all: bool  # O_TRUNC / new file: bytes past the written range are dropped
     owner: int  # the file handle that started it
-    leased: bool = False  # the upload lease is taken (at the first temporary segment)
+    random: RandomSession | None = None  # the write cache, once writes are not sequential
+    leases: list[str] = field(default_factory=list)  # upload leases taken by its writers
     # Serializes writes and commits: the kernel does not order FLUSH against WRITE or FSYNC
     # (dup'd descriptors, threads), and a second flush must not finish the writer twice.
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
     def end(self) -> int:
+        """Where the next sequential write goes (the size, for a write-cache session)."""
+        if self.random is not None:
+            return self.random.size
+        assert self.writer is not None
         return self.start + self.writer.size
 
 
@@ -95,7 +90,8 @@ class Files:
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
                  *, segment_size: int, small_threshold: int, spool_dir: str | None,
                  read_budget: BlockBudget, verify_md5: bool = False,
-                 stale_deletion_ns: int = STALE_DELETION_NS) -> None:
+                 stale_deletion_ns: int = STALE_DELETION_NS,
+                 cache_budget: CacheBudget | None = None) -> None:
         self.ns = ns
         self.store = store
         self.layout = layout
@@ -107,6 +103,7 @@ class Files:
         self._nursery = nursery
         self._budget = read_budget
         self._objects = ObjectMap(store, layout)
+        self._cache_budget = cache_budget or CacheBudget(10 << 30)
         self._handles: dict[int, Handle] = {}
         self._sessions: dict[int, WriteSession] = {}
         self._next_fh = 1
@@ -139,6 +136,8 @@ class Files:
         """The size the writer sees while a write is in progress (getattr shows it)."""
         session = self._sessions.get(inode)
         if session is not None:
+            if session.random is not None:
+                return session.random.size
             return max(session.end, 0 if session.replace_all else self._committed_size(inode))
         return None  # a pending O_TRUNC shows at close, like the rest of a write
 
@@ -149,9 +148,12 @@ class Files:
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
-        if h.inode in self._sessions and self._sessions[h.inode].owner == fh:
-            raise FsError(errno.EOPNOTSUPP, f"read on inode {h.inode} while this handle is "
-                          "writing it: cloudfs cannot read back unpublished bytes yet")
+        session = self._sessions.get(h.inode)
+        if session is not None and session.owner == fh:
+            async with session.lock:  # reading back what this descriptor wrote
+                self._check_sticky(h)
+                rw = await self._to_random(session, h)
+                return await rw.read(off, size, self._base_reader(rw))
         if h.truncate:
             return b""
         if h.reader is None:
@@ -174,12 +176,22 @@ class Files:
             if self._sessions.get(h.inode) is not session:
                 raise FsError(errno.EIO, f"inode {h.inode}: the write was already committed "
                               "or failed")
-            if off != session.end:
-                raise FsError(errno.EOPNOTSUPP, f"non-sequential write to inode {h.inode} at "
-                              f"offset {off} (expected {session.end}): cloudfs writes files "
-                              "sequentially")
             try:
-                await session.writer.write(data)
+                if session.random is None and off != session.end:
+                    log.info("inode %d: write at %d (streaming at %d): using the write cache",
+                             h.inode, off, session.end)
+                    await self._to_random(session, h)
+                if session.random is not None:
+                    session.random.write(off, data)
+                else:
+                    assert session.writer is not None
+                    await session.writer.write(data)
+            except FsError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise  # the cache is full: this write failed, the session is intact
+                h.error = str(exc)
+                await self._discard(session)
+                raise
             except BaseException as exc:
                 h.error = f"{type(exc).__name__}: {exc}"
                 await self._discard(session)
@@ -195,24 +207,59 @@ class Files:
     def _start_session(self, h: Handle, off: int) -> WriteSession:
         attr = self.ns.getattr(h.inode)
         current = 0 if h.truncate else attr.size
-        if off not in (0, current):
-            raise FsError(errno.EOPNOTSUPP, f"write to inode {h.inode} at offset {off}: cloudfs "
-                          f"writes from the start (0) or the end ({current}) of a file only")
-        session: WriteSession
-
-        def take_lease(upload_id: str) -> None:
-            self.ns.upload_begin(upload_id)
-            session.leased = True
-
-        writer = Writer(self.store, self.layout, self._nursery, segment_size=self.segment_size,
-                        small_threshold=self.small_threshold, spool_dir=self.spool_dir,
-                        claim=self._claim, verify_md5=self.verify_md5,
-                        on_first_segment=take_lease)
-        session = WriteSession(h.inode, writer, off, attr.version,
-                               replace_all=h.truncate or attr.size == 0, owner=h.fh)
+        replace_all = h.truncate or attr.size == 0
+        session = WriteSession(h.inode, None, off, attr.version, replace_all, owner=h.fh)
+        if off in (0, current):
+            session.writer = self._new_writer(session)
+        else:  # not sequential from the start: straight to the write cache
+            base = [] if h.truncate else self.ns.pieces(h.inode)
+            session.random = RandomSession(h.inode, base, current, self.spool_dir,
+                                           self._cache_budget)
         self._sessions[h.inode] = session
         h.truncate = False  # the session carries the truncation: it commits or fails with it
         return session
+
+    def _new_writer(self, session: WriteSession) -> Writer:
+        def take_lease(upload_id: str) -> None:
+            self.ns.upload_begin(upload_id)
+            session.leases.append(upload_id)
+
+        return Writer(self.store, self.layout, self._nursery, segment_size=self.segment_size,
+                      small_threshold=self.small_threshold, spool_dir=self.spool_dir,
+                      claim=self._claim, verify_md5=self.verify_md5,
+                      on_first_segment=take_lease)
+
+    async def _to_random(self, session: WriteSession, h: Handle) -> RandomSession:
+        """Switch `session` to the write cache (under its lock): what was streamed so far is
+        published and becomes part of the base the cache sits on."""
+        if session.random is not None:
+            return session.random
+        writer, session.writer = session.writer, None
+        assert writer is not None
+        if session.replace_all:
+            base, size = [], 0
+        else:
+            base = self.ns.pieces(session.inode)
+            size = sum(p.length for p in base)
+        if writer.size:
+            try:
+                content = await writer.finish()
+            except BaseException as exc:
+                h.error = f"{type(exc).__name__}: {exc}"
+                await self._discard(session)
+                raise
+            base, size = self._compose(session, content, base, size)
+        else:
+            await writer.abort()
+        session.random = RandomSession(session.inode, base, size, self.spool_dir,
+                                       self._cache_budget)
+        return session.random
+
+    def _base_reader(self, rw: RandomSession):  # noqa: ANN202 - a ReadBase
+        async def read_base(start: int, length: int) -> bytes:
+            return await read_pieces(self._objects, rw.base, start, length)
+
+        return read_base
 
     async def _claim(self, digest: str, size: int, segments: object) -> PublishMode:
         """Record the content in sqlfsn before anything relies on it (the GC fence)."""
@@ -277,55 +324,95 @@ class Files:
         except Conflict:
             log.debug("inode %d: O_TRUNC skipped, a newer version was committed", h.inode)
             return
-        h.pieces, h.size = [], 0
+        self._refresh_readers(h.inode)
 
     async def _commit(self, session: WriteSession, h: Handle) -> None:
         async with session.lock:
             if self._sessions.get(session.inode) is not session:
                 return  # a concurrent flush (a dup'd descriptor) committed it already
             try:
-                content = await session.writer.finish()
+                if session.random is not None:
+                    pieces = await session.random.commit(self._uploader(session))
+                    size = session.random.size
+                else:
+                    assert session.writer is not None
+                    content = await session.writer.finish()
+                    base = [] if session.replace_all else self.ns.pieces(session.inode)
+                    pieces, size = self._compose(session, content, base,
+                                                 sum(p.length for p in base))
             except BaseException as exc:
                 h.error = f"{type(exc).__name__}: {exc}"
                 await self._discard(session)
                 raise
             del self._sessions[session.inode]
             try:
-                self._commit_content(session, content)
+                self.ns.set_content(session.inode, pieces, size,
+                                    expect_version=None if session.replace_all
+                                    and session.random is None else session.base_version)
             except BaseException as exc:
                 h.error = f"{type(exc).__name__}: {exc}"
-                if session.leased:
-                    self.ns.upload_end(session.writer.upload_id)
                 raise
+            finally:
+                self._end_session(session)
         h.truncate = False
-        h.pieces = self.ns.pieces(h.inode)
-        h.size = sum(p.length for p in h.pieces)
         h.open_version = self.ns.getattr(h.inode).version
-        if h.reader is not None:
-            h.reader.close()
-            h.reader = None
+        self._refresh_readers(h.inode)
 
-    def _commit_content(self, session: WriteSession, content: StoredContent) -> None:
+    def _refresh_readers(self, inode: int) -> None:
+        """After this mount changed the file: every open handle reads the new version (the
+        kernel already shows them its new size)."""
+        pieces = self.ns.pieces(inode)
+        size = sum(p.length for p in pieces)
+        for h in self._handles.values():
+            if h.inode == inode:
+                h.pieces, h.size = pieces, size
+                if h.reader is not None:
+                    h.reader.close()
+                    h.reader = None
+
+    @staticmethod
+    def _compose(session: WriteSession, content: StoredContent, base: list[Piece],
+                 base_size: int) -> tuple[list[Piece], int]:
+        """The version after a streamed write: the base before the writer's start, the new
+        content, and (unless the write replaces everything) the base past its end."""
         new = [] if content.kind == "empty" else [Piece(content.hash, 0, content.size)]
-        upload = session.writer.upload_id if session.leased else None
-        if session.replace_all:
-            self.ns.set_content(session.inode, new, content.size, upload_id=upload)
-            return
-        attr = self.ns.getattr(session.inode)
-        old = self.ns.pieces(session.inode)
         end = session.start + content.size
-        pieces = slice_pieces(old, 0, session.start) + new
-        if attr.size > end:
-            pieces += slice_pieces(old, end, attr.size)
-        self.ns.set_content(session.inode, pieces, max(end, attr.size),
-                            expect_version=session.base_version, upload_id=upload)
+        pieces = slice_pieces(base, 0, session.start) + new
+        if base_size > end:
+            pieces += slice_pieces(base, end, base_size)
+        return pieces, max(end, base_size)
+
+    def _uploader(self, session: WriteSession):  # noqa: ANN202 - a rwcache.Upload
+        async def upload(chunks: Iterator[bytes]) -> tuple[str, int]:
+            writer = self._new_writer(session)
+            try:
+                for chunk in chunks:
+                    await writer.write(chunk)
+            except BaseException:
+                await writer.abort()
+                raise
+            content = await writer.finish()
+            return content.hash, content.size
+
+        return upload
+
+    def _end_session(self, session: WriteSession) -> None:
+        """Release what a session holds: its write cache and its upload leases."""
+        if session.random is not None:
+            session.random.close()
+        for upload_id in session.leases:
+            try:
+                self.ns.upload_end(upload_id)
+            except Exception as exc:  # a stale lease only delays cleanup
+                log.warning("could not end upload lease %s: %s", upload_id, exc)
+        session.leases.clear()
 
     async def _discard(self, session: WriteSession) -> None:
         self._sessions.pop(session.inode, None)
-        with trio.CancelScope(shield=True):
-            await session.writer.abort()
-        if session.leased:
-            self.ns.upload_end(session.writer.upload_id)
+        if session.writer is not None:
+            with trio.CancelScope(shield=True):
+                await session.writer.abort()
+        self._end_session(session)
 
     # -- truncate ----------------------------------------------------------------------------
 
@@ -334,12 +421,18 @@ class Files:
             if h.inode == inode and h.truncate:
                 self._truncate_now(h)  # a pending O_TRUNC comes first
         session = self._sessions.get(inode)
-        if session is not None:
-            if size == session.end:
+        if session is None:
+            self.ns.setattr(inode, size=size)
+            self._refresh_readers(inode)
+            return
+        owner = self._handles.get(session.owner)
+        async with session.lock:
+            if session.random is None and size == session.end:
                 return
-            raise FsError(errno.EOPNOTSUPP, f"truncate of inode {inode} to {size} while it is "
-                          f"being written (at {session.end}): not supported")
-        self.ns.setattr(inode, size=size)
+            if owner is None:
+                raise FsError(errno.EBUSY, f"inode {inode} is being written")
+            rw = await self._to_random(session, owner)
+            rw.truncate(size)
 
     def statistics(self) -> dict[str, object]:
         """Counters for `cloudfs stats` and the benchmarks: Swift requests by method, open
@@ -353,7 +446,7 @@ class Files:
         """Keep the upload leases of writes in progress fresh (the cleanup never touches them)."""
         while True:
             await trio.sleep(HEARTBEAT_INTERVAL)
-            ids = [s.writer.upload_id for s in self._sessions.values() if s.leased]
+            ids = [u for s in self._sessions.values() for u in s.leases]
             if not ids:
                 continue
             try:

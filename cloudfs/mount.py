@@ -27,6 +27,7 @@ from cloudfs.errors import UsageError
 from cloudfs.files import STALE_DELETION_NS, Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
+from cloudfs.rwcache import CacheBudget
 from seqwrite import Layout, StoreError, SwiftStore
 from seqwrite.config import Config
 from seqwrite.layout import layout_from_meta
@@ -126,7 +127,8 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         files = Files(ns, store, layout, nursery, segment_size=cfg.segment_size,
                       small_threshold=cfg.small_file_threshold, spool_dir=str(spool),
                       read_budget=BlockBudget(READ_BUDGET_BLOCKS), verify_md5=cfg.verify_md5,
-                      stale_deletion_ns=stale_deletion_ns(cfg))
+                      stale_deletion_ns=stale_deletion_ns(cfg),
+                      cache_budget=CacheBudget(cfg.cache_size))
         ops = Operations(ns, files)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)

@@ -125,6 +125,25 @@ class ObjectMap:
         return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
+async def read_pieces(objects: ObjectMap, pieces: Sequence[Piece], start: int,
+                      length: int) -> bytes:
+    """Bytes [start, start+length) of the file made of `pieces`, from Swift (holes: zeros)."""
+    parts: list[bytes] = []
+    pos = 0
+    for piece in pieces:
+        p_start, p_end = pos, pos + piece.length
+        pos = p_end
+        lo, hi = max(start, p_start), min(start + length, p_end)
+        if lo >= hi:
+            continue
+        if piece.hash is None:
+            parts.append(bytes(hi - lo))
+            continue
+        parts.append(await objects.read(piece.hash, piece.obj_offset + lo - p_start, hi - lo,
+                                        size_hint=piece.obj_offset + piece.length))
+    return b"".join(parts)
+
+
 class FileReader:
     """Reads one immutable file version. Not shared between versions: a new version (after a
     write commits) gets a new reader, so a reader never mixes bytes of two versions."""
@@ -199,21 +218,7 @@ class FileReader:
 
     async def read_range(self, start: int, length: int) -> bytes:
         """Bytes [start, start+length) of the version, straight from Swift (holes are zeros)."""
-        parts: list[bytes] = []
-        pos = 0
-        for piece in self.pieces:
-            p_start, p_end = pos, pos + piece.length
-            pos = p_end
-            lo, hi = max(start, p_start), min(start + length, p_end)
-            if lo >= hi:
-                continue
-            if piece.hash is None:
-                parts.append(bytes(hi - lo))
-                continue
-            offset = piece.obj_offset + lo - p_start
-            parts.append(await self.objects.read(piece.hash, offset, hi - lo,
-                                                 size_hint=piece.obj_offset + piece.length))
-        return b"".join(parts)
+        return await read_pieces(self.objects, self.pieces, start, length)
 
     def _forget(self, idx: int) -> None:
         if self._blocks.pop(idx, None) is not None:

@@ -41,8 +41,11 @@ max_connections = 16
 [cloudfs]
 # The namespace database (SQLite, WAL mode). (required)
 database = /var/lib/cloudfs/cloudfs.db
-# Local spool and cache directory (segments in flight are spooled here).
+# Local spool and cache directory (segments in flight are spooled here, and the write cache
+# of files written at random offsets lives here).
 cache_dir = /var/cache/cloudfs
+# Most bytes the write cache may hold; a write past it fails with ENOSPC.
+cache_size = 10G
 # Temporary segment size; never above Swift's max_file_size. Suffixes K, M, G (powers of 2).
 segment_size = 5G
 # Files up to this size are one plain object (no segment, no manifest).
@@ -92,6 +95,7 @@ class Config:
     max_connections: int = 16
     database: str = ""
     cache_dir: str = ""
+    cache_size: int = 10 * 2**30
     segment_size: int = 5 * 2**30
     small_file_threshold: int = 2**20
     shard_digits: int = 2
@@ -119,7 +123,7 @@ class Config:
 _FIELDS = {
     "swift": {"auth_url": str, "user": str, "key": str, "container": str, "timeout": float,
               "retry_deadline": float, "max_connections": int},
-    "cloudfs": {"database": str, "cache_dir": str, "segment_size": "size",
+    "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
                 "small_file_threshold": "size", "shard_digits": int, "log_level": str,
                 "verify_md5": "bool"},
     "ccd": {"grace": float, "interval": float, "retire_grace": float},

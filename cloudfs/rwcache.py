@@ -1,0 +1,201 @@
+"""Random writes: a local write cache over an immutable base version.
+
+A file written anywhere but sequentially (O_RDWR with reads back, writes at any offset,
+overwrites, truncates, sparse files, mmap writeback) gets a `RandomSession`: the bytes the
+application writes go to a sparse local cache file, the rest of the file stays where it is in
+Swift (the base version's pieces). Reads see the union: written ranges from the cache, the
+base below them, zeros past the base's end. Nothing is fetched that is not read.
+
+At commit (close or fsync) each written range is streamed through seqwrite as its own content
+and the new version is the list of pieces: untouched ranges of the base are reused as they
+are (no download, no re-upload), written ranges point at their new contents, gaps are holes.
+The cache counts against a process-wide limit (`CacheBudget`): a write that would exceed it
+fails with ENOSPC instead of filling the disk.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+
+from cloudfs.errors import FsError
+from sqlfsn import Piece
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 4 << 20
+
+
+def slice_pieces(pieces: list[Piece], start: int, end: int) -> list[Piece]:
+    """The pieces covering bytes [start, end) of a file made of `pieces`."""
+    out: list[Piece] = []
+    pos = 0
+    for p in pieces:
+        lo, hi = max(start, pos), min(end, pos + p.length)
+        if lo < hi:
+            offset = 0 if p.hash is None else p.obj_offset + lo - pos
+            out.append(Piece(p.hash, offset, hi - lo))
+        pos += p.length
+        if pos >= end:
+            break
+    return out
+
+
+class Ranges:
+    """A set of disjoint, sorted, non-adjacent half-open byte ranges."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(zip(self._starts, self._ends, strict=True))
+
+    def total(self) -> int:
+        return sum(e - s for s, e in self)
+
+    def add(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        i = bisect.bisect_left(self._ends, start)  # first range ending at/after start
+        j = bisect.bisect_right(self._starts, end)  # ranges starting at/before end
+        if i < j:
+            start = min(start, self._starts[i])
+            end = max(end, self._ends[j - 1])
+        self._starts[i:j] = [start]
+        self._ends[i:j] = [end]
+
+    def remove_from(self, cut: int) -> None:
+        """Drop everything at or past `cut`."""
+        i = bisect.bisect_left(self._ends, cut + 1)
+        del self._starts[i + 1:], self._ends[i + 1:]
+        if i < len(self._starts):
+            if self._starts[i] >= cut:
+                del self._starts[i], self._ends[i]
+            else:
+                self._ends[i] = cut
+
+    def split(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+        """[start, end) cut into (lo, hi, inside) runs, in order."""
+        pos = start
+        for s, e in self:
+            if e <= pos:
+                continue
+            if s >= end:
+                break
+            if s > pos:
+                yield pos, s, False
+            lo, hi = max(s, pos), min(e, end)
+            yield lo, hi, True
+            pos = hi
+        if pos < end:
+            yield pos, end, False
+
+
+class CacheBudget:
+    """The process-wide limit on bytes held in write caches."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int, what: str) -> None:
+        if self.used + n > self.limit:
+            raise FsError(errno.ENOSPC, f"{what}: the write cache is full ({self.used} of "
+                          f"{self.limit} bytes; raise cache_size or close files)")
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
+ReadBase = Callable[[int, int], Awaitable[bytes]]  # (offset, length) of the base version
+Upload = Callable[[Iterator[bytes]], Awaitable[tuple[str, int]]]  # chunks -> (hash, size)
+
+
+class RandomSession:
+    """The new version of one file being written at random offsets."""
+
+    def __init__(self, inode: int, base: list[Piece], base_size: int, cache_dir: str | None,
+                 budget: CacheBudget) -> None:
+        self.inode = inode
+        self.base = base
+        self.base_limit = base_size  # base bytes past this were truncated away: zeros
+        self.size = base_size
+        self.written = Ranges()
+        self._budget = budget
+        self._cached = 0  # bytes of `written` counted against the budget
+        self._file = tempfile.TemporaryFile(dir=cache_dir, prefix="cloudfs-rw-")  # noqa: SIM115
+
+    def write(self, off: int, data: bytes) -> None:
+        end = off + len(data)
+        new = sum(hi - lo for lo, hi, inside in self.written.split(off, end) if not inside)
+        if new:
+            self._budget.take(new, f"inode {self.inode}")  # ENOSPC before touching anything
+            self._cached += new
+        view = memoryview(data)
+        pos = off
+        while view:
+            n = os.pwrite(self._file.fileno(), view, pos)
+            view, pos = view[n:], pos + n
+        self.written.add(off, end)
+        self.size = max(self.size, end)
+
+    def truncate(self, size: int) -> None:
+        before = self.written.total()
+        self.written.remove_from(size)
+        freed = before - self.written.total()
+        self._budget.give(freed)
+        self._cached -= freed
+        self.base_limit = min(self.base_limit, size)
+        self.size = size
+        os.ftruncate(self._file.fileno(), size)
+
+    async def read(self, off: int, length: int, read_base: ReadBase) -> bytes:
+        end = min(self.size, off + length)
+        parts = []
+        for lo, hi, cached in self.written.split(off, end) if off < end else ():
+            if cached:
+                parts.append(os.pread(self._file.fileno(), hi - lo, lo))
+            else:
+                parts.append(await self._read_under(lo, hi, read_base))
+        return b"".join(parts)
+
+    async def _read_under(self, lo: int, hi: int, read_base: ReadBase) -> bytes:
+        """Bytes not written in this session: the base, zeros past its (truncated) end."""
+        base_hi = min(hi, self.base_limit)
+        data = await read_base(lo, base_hi - lo) if lo < base_hi else b""
+        return data + bytes(hi - max(lo, base_hi))
+
+    async def commit(self, upload: Upload) -> list[Piece]:
+        """Upload each written range; the new version's pieces."""
+        pieces: list[Piece] = []
+        for lo, hi, cached in self.written.split(0, self.size):
+            if cached:
+                digest, size = await upload(self._chunks(lo, hi))
+                pieces.append(Piece(digest, 0, size) if size else Piece(None, 0, 0))
+            else:
+                base_hi = min(hi, self.base_limit)
+                if lo < base_hi:
+                    pieces += slice_pieces(self.base, lo, base_hi)
+                if max(lo, base_hi) < hi:
+                    pieces.append(Piece(None, 0, hi - max(lo, base_hi)))
+        return [p for p in pieces if p.length]
+
+    def _chunks(self, lo: int, hi: int) -> Iterator[bytes]:
+        fd = self._file.fileno()
+        while lo < hi:
+            chunk = os.pread(fd, min(READ_CHUNK, hi - lo), lo)
+            if not chunk:
+                raise OSError(errno.EIO, "write cache shorter than expected")
+            lo += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self._budget.give(self._cached)
+        self._cached = 0
+        self._file.close()

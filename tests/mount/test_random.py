@@ -1,0 +1,92 @@
+"""Random writes through the local write cache: overwrite, read back, sparse files, truncate,
+mmap writes, fsx-style random operations, and the cache limit (ENOSPC)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.mount, pytest.mark.swift]
+
+MiB = 1 << 20
+FSX = Path(__file__).with_name("fsx_child.py")
+
+
+def test_overwrite_in_place_and_read_back(cloudfs_mount, fault_proxy):
+    """Writes at any offset, overwrites inside the file and reading back through the writing
+    descriptor work (O_RDWR); untouched ranges are neither downloaded nor re-uploaded."""
+    path = cloudfs_mount.path / "f"
+    data = bytearray(os.urandom(3 * MiB))
+    path.write_bytes(data)
+    fault_proxy.clear_requests()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"PATCH", 1_000_000)
+        data[1_000_000:1_000_005] = b"PATCH"
+        assert os.pread(fd, 10, 999_998) == bytes(data[999_998:1_000_008])
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(data)
+    puts = [p for m, p in fault_proxy.requests if m == "PUT"]
+    assert len(puts) == 1, f"only the 5 patched bytes are uploaded: {puts}"
+
+
+def test_sparse_file_holes_read_as_zeros(cloudfs_mount):
+    """Sparse files: holes read as zeros."""
+    path = cloudfs_mount.path / "sparse"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.pwrite(fd, b"end", 5 * MiB)
+        os.pwrite(fd, b"start", 0)
+    finally:
+        os.close(fd)
+    got = path.read_bytes()
+    assert len(got) == 5 * MiB + 3
+    assert got[:5] == b"start" and got[-3:] == b"end" and got[5:-3] == bytes(5 * MiB - 5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fsx_random_operations(cloudfs_mount, seed):
+    """fsx-style random write/read/truncate/mapwrite/fsync operations agree with an
+    in-memory copy after every step, and after close."""
+    out = subprocess.run([sys.executable, str(FSX), str(cloudfs_mount.path / f"fsx{seed}"),
+                          str(seed), "1500", str(3 * MiB)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert out.stdout.strip() == "ok 1500"
+
+
+def test_write_cache_limit_gives_enospc(cloudfs_mount, tmp_path):
+    """When the write cache is full, a write fails with ENOSPC (the disk is never filled);
+    the file keeps every write that succeeded."""
+    with open(cloudfs_mount.config, "a") as f:
+        f.write("cache_size = 1M\n")
+    cloudfs_mount.remount()
+    path = cloudfs_mount.path / "big"
+    path.write_bytes(os.urandom(4 * MiB))
+    expected = bytearray(path.read_bytes())
+    fd = os.open(path, os.O_RDWR)
+    failed = 0
+    try:
+        for i in range(8):
+            off, chunk = i * 500_000, os.urandom(300_000)
+            while chunk:  # write(2) returns a short count when a later part is refused
+                try:
+                    n = os.pwrite(fd, chunk, off)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC
+                    failed += 1
+                    break
+                expected[off:off + n] = chunk[:n]
+                off, chunk = off + n, chunk[n:]
+    finally:
+        os.close(fd)
+    assert failed, "the 1 MiB cache must have refused some of 2.4 MB of writes"
+    assert path.read_bytes() == bytes(expected)
+    assert "write cache is full" in cloudfs_mount.log_text()
