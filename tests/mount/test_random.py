@@ -90,3 +90,24 @@ def test_write_cache_limit_gives_enospc(cloudfs_mount, tmp_path):
     assert failed, "the 1 MiB cache must have refused some of 2.4 MB of writes"
     assert path.read_bytes() == bytes(expected)
     assert "write cache is full" in cloudfs_mount.log_text()
+
+
+def test_crash_before_close_keeps_previous_version(cloudfs_mount, tmp_path):
+    """The cache is committed at close or fsync, and close does not return before the upload:
+    a file closed successfully is in Swift; a crash before close loses what was in the cache
+    (the path keeps its previous version)."""
+    cloudfs_mount.expect_errors = True
+    path = cloudfs_mount.path / "doc"
+    old = os.urandom(MiB)
+    path.write_bytes(old)
+    code = ("import os,time\n"
+            f"fd=os.open({str(path)!r}, os.O_RDWR)\n"
+            "os.pwrite(fd, b'X'*1000, 5000)\n"
+            "print('written', flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout.readline().strip() == b"written"
+    cloudfs_mount.kill()
+    child.kill()
+    child.wait()
+    cloudfs_mount.start()
+    assert path.read_bytes() == old
