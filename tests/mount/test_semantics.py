@@ -257,3 +257,19 @@ def test_racing_appenders_lose_nothing(cloudfs_mount):
     assert len(content) == 5 + sum(map(len, done))
     for record in done:
         assert content.count(record) == 1
+
+
+@pytest.mark.slow
+def test_thousand_appends_read_back_as_the_concatenation(cloudfs_mount, fault_proxy):
+    """A program appending 1000 times: the file reads back as the concatenation, and every
+    append costs the same (one PUT of its own bytes, whatever the file's size)."""
+    path = cloudfs_mount.path / "journal"
+    records = [f"record {i:04d} ".encode() * (1 + i % 7) + b"\n" for i in range(1000)]
+    fault_proxy.clear_requests()
+    for record in records:
+        with open(path, "ab") as f:
+            f.write(record)
+    puts = [p for m, p in fault_proxy.requests if m == "PUT"]
+    assert len(puts) == 1000
+    assert not [p for m, p in fault_proxy.requests if m == "GET"], "appends read nothing"
+    assert path.read_bytes() == b"".join(records)
