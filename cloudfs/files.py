@@ -23,7 +23,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import trio
@@ -332,7 +332,8 @@ class Files:
                 return  # a concurrent flush (a dup'd descriptor) committed it already
             try:
                 if session.random is not None:
-                    pieces = await session.random.commit(self._uploader(session))
+                    pieces = await session.random.commit(self._uploader(session),
+                                                         self._base_reader(session.random))
                     size = session.random.size
                 else:
                     assert session.writer is not None
@@ -383,10 +384,10 @@ class Files:
         return pieces, max(end, base_size)
 
     def _uploader(self, session: WriteSession):  # noqa: ANN202 - a rwcache.Upload
-        async def upload(chunks: Iterator[bytes]) -> tuple[str, int]:
+        async def upload(chunks: AsyncIterator[bytes]) -> tuple[str, int]:
             writer = self._new_writer(session)
             try:
-                for chunk in chunks:
+                async for chunk in chunks:
                     await writer.write(chunk)
             except BaseException:
                 await writer.abort()

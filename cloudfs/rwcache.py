@@ -20,7 +20,7 @@ import errno
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from cloudfs.errors import FsError
 from sqlfsn import Piece
@@ -114,7 +114,11 @@ class CacheBudget:
 
 
 ReadBase = Callable[[int, int], Awaitable[bytes]]  # (offset, length) of the base version
-Upload = Callable[[Iterator[bytes]], Awaitable[tuple[str, int]]]  # chunks -> (hash, size)
+Upload = Callable[[AsyncIterator[bytes]], Awaitable[tuple[str, int]]]  # chunks -> (hash, size)
+
+# Written ranges closer than this are uploaded as one content, the bytes between them read from
+# the base (or zeros): one stream instead of many small uploads and many small pieces.
+MERGE_GAP = 1 << 20
 
 
 class RandomSession:
@@ -171,29 +175,59 @@ class RandomSession:
         data = await read_base(lo, base_hi - lo) if lo < base_hi else b""
         return data + bytes(hi - max(lo, base_hi))
 
-    async def commit(self, upload: Upload) -> list[Piece]:
-        """Upload each written range; the new version's pieces."""
+    async def commit(self, upload: Upload, read_base: ReadBase) -> list[Piece]:
+        """Upload the written ranges (merged across small gaps); the new version's pieces:
+        the base where nothing was written, holes past its end."""
         pieces: list[Piece] = []
-        for lo, hi, cached in self.written.split(0, self.size):
-            if cached:
-                digest, size = await upload(self._chunks(lo, hi))
-                pieces.append(Piece(digest, 0, size) if size else Piece(None, 0, 0))
-            else:
-                base_hi = min(hi, self.base_limit)
-                if lo < base_hi:
-                    pieces += slice_pieces(self.base, lo, base_hi)
-                if max(lo, base_hi) < hi:
-                    pieces.append(Piece(None, 0, hi - max(lo, base_hi)))
+        pos = 0
+        for lo, hi in self._extents():
+            pieces += self._unwritten(pos, lo)
+            digest, size = await upload(self._extent_chunks(lo, hi, read_base))
+            pieces.append(Piece(digest, 0, size))
+            pos = hi
+        pieces += self._unwritten(pos, self.size)
         return [p for p in pieces if p.length]
 
-    def _chunks(self, lo: int, hi: int) -> Iterator[bytes]:
+    def _extents(self) -> Iterator[tuple[int, int]]:
+        """Written ranges within the file, merged when the gap between them is small."""
+        current: list[int] | None = None
+        for lo, hi in self.written:
+            lo, hi = min(lo, self.size), min(hi, self.size)
+            if lo >= hi:
+                continue
+            if current is not None and lo - current[1] <= MERGE_GAP:
+                current[1] = hi
+                continue
+            if current is not None:
+                yield current[0], current[1]
+            current = [lo, hi]
+        if current is not None:
+            yield current[0], current[1]
+
+    def _unwritten(self, lo: int, hi: int) -> list[Piece]:
+        """Pieces of [lo, hi) where nothing was written: the base, then a hole."""
+        out: list[Piece] = []
+        base_hi = min(hi, self.base_limit)
+        if lo < base_hi:
+            out += slice_pieces(self.base, lo, base_hi)
+        if max(lo, base_hi) < hi:
+            out.append(Piece(None, 0, hi - max(lo, base_hi)))
+        return out
+
+    async def _extent_chunks(self, lo: int, hi: int, read_base: ReadBase
+                             ) -> AsyncIterator[bytes]:
         fd = self._file.fileno()
-        while lo < hi:
-            chunk = os.pread(fd, min(READ_CHUNK, hi - lo), lo)
-            if not chunk:
-                raise OSError(errno.EIO, "write cache shorter than expected")
-            lo += len(chunk)
-            yield chunk
+        for a, b, cached in self.written.split(lo, hi):
+            while a < b:
+                n = min(READ_CHUNK, b - a)
+                if cached:
+                    chunk = os.pread(fd, n, a)
+                    if len(chunk) != n:
+                        raise OSError(errno.EIO, "write cache shorter than expected")
+                else:
+                    chunk = await self._read_under(a, a + n, read_base)
+                yield chunk
+                a += n
 
     def close(self) -> None:
         self._budget.give(self._cached)

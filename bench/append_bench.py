@@ -1,0 +1,107 @@
+"""Benchmark: the cost of an append to a 1 KiB file vs to a 1 GiB file, and random-write
+throughput through the write cache. Own dev Swift, fresh filesystem, real mount.
+
+    .venv/bin/python bench/append_bench.py [--big 1G] [--appends 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cloudfs import devswift  # noqa: E402
+
+MiB = 1 << 20
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def append_ms(path: Path, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        with open(path, "ab") as f:
+            f.write(f"appended line {i}\n".encode())
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--big", default="1G")
+    p.add_argument("--appends", type=int, default=5)
+    p.add_argument("--random-mib", type=int, default=64, help="random-write volume")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cloudfs-abench-"))
+    swift = devswift.start(work / "swift", devswift.find_free_port_range(), die_with_parent=True)
+    mnt = work / "mnt"
+    mnt.mkdir()
+    daemon = None
+    try:
+        env = swift.env()
+        conf = work / "cloudfs.conf"
+        conf.write_text(f"[swift]\nauth_url = {env['ST_AUTH']}\nuser = {env['ST_USER']}\n"
+                        f"key = {env['ST_KEY']}\ncontainer = abench\n[cloudfs]\n"
+                        f"database = {work / 'ns.db'}\ncache_dir = {work / 'cache'}\n")
+        conf.chmod(0o600)
+        cli = [sys.executable, "-m", "cloudfs"]
+        subprocess.run([*cli, "mkfs", "--config", str(conf)], check=True, capture_output=True)
+        daemon = subprocess.Popen([*cli, "mount", "--foreground", "--config", str(conf),
+                                   str(mnt)], stderr=open(work / "mount.log", "wb"))  # noqa: SIM115
+        while not os.path.ismount(mnt):
+            time.sleep(0.05)
+        small, big = mnt / "small", mnt / "big"
+        small.write_bytes(os.urandom(1024))
+        with open(big, "wb") as f:
+            for _ in range(parse_size(args.big) // MiB):
+                f.write(os.urandom(MiB))
+        small_ms = append_ms(small, args.appends)
+        big_ms = append_ms(big, args.appends)
+        # random writes: 64 KiB writes at random offsets of a 256 MiB file, then close
+        target = mnt / "random"
+        with open(target, "wb") as f:
+            f.truncate(256 * MiB)
+        rng = os.urandom(args.random_mib * 16 * 4)
+        t = time.perf_counter()
+        fd = os.open(target, os.O_RDWR)
+        for i in range(args.random_mib * 16):
+            off = int.from_bytes(rng[4 * i:4 * i + 4], "little") % (256 * MiB - 65536)
+            os.pwrite(fd, os.urandom(65536), off)
+        written = time.perf_counter() - t
+        os.close(fd)
+        total = time.perf_counter() - t
+        result = {
+            "append_1KiB_file_ms_median": statistics.median(small_ms),
+            f"append_{args.big}_file_ms_median": statistics.median(big_ms),
+            "append_ms_all": {"small": small_ms, "big": big_ms},
+            "random_write_mib_s_until_close": args.random_mib / total,
+            "random_write_mib_s_writes_only": args.random_mib / written,
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        if daemon is not None:
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+            try:
+                daemon.wait(120)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+        devswift.stop(work / "swift")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
