@@ -74,16 +74,31 @@ class ObjectMap:
         self.store = store
         self.layout = layout
         self._extents: OrderedDict[str, list[Extent]] = OrderedDict()
+        self._resolving: dict[str, trio.Event] = {}  # one lookup per content at a time
 
     async def extents(self, digest: str, size_hint: int) -> list[Extent]:
-        cached = self._extents.get(digest)
-        if cached is not None:
-            self._extents.move_to_end(digest)
-            return cached
         container, name = self.layout.cas_path(digest)
         whole = [Extent(0, 1 << 62, container, name)]  # the object itself, any size
         if size_hint <= BLOCK:
             return whole  # one ranged GET either way: not worth a HEAD
+        while True:
+            cached = self._extents.get(digest)
+            if cached is not None:
+                self._extents.move_to_end(digest)
+                return cached
+            busy = self._resolving.get(digest)
+            if busy is None:
+                break
+            await busy.wait()  # another read is looking it up; use its answer
+        done = self._resolving[digest] = trio.Event()
+        try:
+            return await self._resolve(digest, container, name, whole)
+        finally:
+            del self._resolving[digest]
+            done.set()
+
+    async def _resolve(self, digest: str, container: str, name: str,
+                       whole: list[Extent]) -> list[Extent]:
         headers = await self.store.head(container, name)
         if headers is None:
             raise StoreError(f"content {digest} is missing from Swift")
@@ -103,12 +118,16 @@ class ObjectMap:
     async def read(self, digest: str, offset: int, length: int, *, size_hint: int) -> bytes:
         """`length` bytes of CAS object `digest` from `offset`."""
         for attempt in (1, 2):
+            extents = await self.extents(digest, size_hint)
             try:
-                data = await self._read(await self.extents(digest, size_hint), offset, length)
+                data = await self._read(extents, offset, length)
             except NotFound:
-                if attempt == 2 or self._extents.pop(digest, None) is None:
-                    raise
-                continue  # a segment retired by ccd: read the manifest again
+                if attempt == 2 or len(extents) == 1 and extents[0].offset == 0 \
+                        and extents[0].name == digest:
+                    raise  # the content itself is missing
+                if self._extents.get(digest) is extents:
+                    del self._extents[digest]  # a segment retired by ccd: read the manifest again
+                continue
             if len(data) != length:
                 raise StoreError(f"short read of {digest}: {len(data)} of {length} bytes")
             return data

@@ -277,6 +277,11 @@ class Writer:
                                   segments: Sequence[StoredSegment]) -> bool:
         """Whether the stored manifest names one of `segments` (True when unsure: keep them)."""
         try:
+            headers = await self.store.head(container, name)
+            if headers is None:
+                return True  # gone meanwhile (a collector?): keep ours, cleanup decides
+            if {k.lower(): v for k, v in headers.items()}.get("x-static-large-object") != "True":
+                return False  # a plain object (e.g. consolidated): not our manifest
             body = await self.store.get(container, name, query="multipart-manifest=get")
             stored = {e.name for e in parse_stored_manifest(body)}
         except (StoreError, ValueError, KeyError) as exc:

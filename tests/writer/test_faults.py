@@ -99,3 +99,19 @@ async def test_lost_answer_to_manifest_put_keeps_segments(faulty_store, fault_pr
     assert not content.deduplicated
     assert cas_get(raw_swift, layout, content.hash) == data
     assert_tagged(raw_swift, layout, content)
+
+
+async def test_dedup_against_a_consolidated_object_reads_nothing(faulty_store, fault_proxy,
+                                                                 layout, raw_swift):
+    """Writing content that ccd already consolidated into a plain object: the 412 is checked
+    with a HEAD (never by downloading the object), our segments are retired."""
+    data = os.urandom(3 * SEG)
+    first = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    status, _ = raw_swift.put_object(*layout.cas_path(first.hash), data, {})[:2]
+    assert status == 201  # what consolidation leaves: a plain object with the same bytes
+    fault_proxy.clear_requests()
+    second = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    assert second.deduplicated
+    assert not fault_proxy.seen("GET", layout.cas_path(first.hash)[1])
+    for seg in second.segments:
+        assert raw_swift.head_object(layout.tmp_container, seg.tmp_name)[0] == 404
