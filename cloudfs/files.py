@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import trio
 
 from cloudfs.errors import FsError
-from cloudfs.reader import BlockBudget, FileReader, ObjectMap, read_pieces
+from cloudfs.reader import BlockBudget, FileReader, ObjectMap
 from cloudfs.rwcache import CacheBudget, RandomSession, slice_pieces
 from seqwrite import Layout, PublishMode, StoredContent, SwiftStore, Writer
 from sqlfsn import Namespace, Piece
@@ -256,8 +256,15 @@ class Files:
         return session.random
 
     def _base_reader(self, rw: RandomSession):  # noqa: ANN202 - a ReadBase
+        """Reads of the session's (immutable) base, through one block-cached FileReader."""
+        if rw.base_reader is None:
+            size = sum(p.length for p in rw.base)
+            rw.base_reader = FileReader(self._objects, rw.base, size, self._nursery,
+                                        self._budget)
+
         async def read_base(start: int, length: int) -> bytes:
-            return await read_pieces(self._objects, rw.base, start, length)
+            assert rw.base_reader is not None
+            return await rw.base_reader.read(start, length)
 
         return read_base
 

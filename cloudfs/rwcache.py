@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 from cloudfs.errors import FsError
 from sqlfsn import Piece
@@ -134,6 +135,7 @@ class RandomSession:
         self._budget = budget
         self._cached = 0  # bytes of `written` counted against the budget
         self._file = tempfile.TemporaryFile(dir=cache_dir, prefix="cloudfs-rw-")  # noqa: SIM115
+        self.base_reader: Any = None  # set by the owner: a block-cached reader of `base`
 
     def write(self, off: int, data: bytes) -> None:
         end = off + len(data)
@@ -230,6 +232,9 @@ class RandomSession:
                 a += n
 
     def close(self) -> None:
+        if self.base_reader is not None:
+            self.base_reader.close()
+            self.base_reader = None
         self._budget.give(self._cached)
         self._cached = 0
         self._file.close()
