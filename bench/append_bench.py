@@ -10,16 +10,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cloudfs import devswift  # noqa: E402
+from devmount import dev_mount  # noqa: E402
 
 MiB = 1 << 20
 
@@ -45,24 +43,8 @@ def main() -> int:
     p.add_argument("--appends", type=int, default=5)
     p.add_argument("--random-mib", type=int, default=64, help="random-write volume")
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="cloudfs-abench-"))
-    swift = devswift.start(work / "swift", devswift.find_free_port_range(), die_with_parent=True)
-    mnt = work / "mnt"
-    mnt.mkdir()
-    daemon = None
-    try:
-        env = swift.env()
-        conf = work / "cloudfs.conf"
-        conf.write_text(f"[swift]\nauth_url = {env['ST_AUTH']}\nuser = {env['ST_USER']}\n"
-                        f"key = {env['ST_KEY']}\ncontainer = abench\n[cloudfs]\n"
-                        f"database = {work / 'ns.db'}\ncache_dir = {work / 'cache'}\n")
-        conf.chmod(0o600)
-        cli = [sys.executable, "-m", "cloudfs"]
-        subprocess.run([*cli, "mkfs", "--config", str(conf)], check=True, capture_output=True)
-        daemon = subprocess.Popen([*cli, "mount", "--foreground", "--config", str(conf),
-                                   str(mnt)], stderr=open(work / "mount.log", "wb"))  # noqa: SIM115
-        while not os.path.ismount(mnt):
-            time.sleep(0.05)
+    with dev_mount("abench") as m:
+        mnt = m.mnt
         small, big = mnt / "small", mnt / "big"
         small.write_bytes(os.urandom(1024))
         with open(big, "wb") as f:
@@ -91,15 +73,6 @@ def main() -> int:
             "random_write_mib_s_writes_only": args.random_mib / written,
         }
         print(json.dumps(result, indent=2))
-    finally:
-        if daemon is not None:
-            subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
-            try:
-                daemon.wait(120)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
-        devswift.stop(work / "swift")
     return 0
 
 

@@ -17,14 +17,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cloudfs import devswift  # noqa: E402
+from devmount import dev_mount  # noqa: E402
 
 CHUNK = 1 << 20
 
@@ -80,27 +79,8 @@ def main() -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     size = parse_size(args.size)
-    work = Path(tempfile.mkdtemp(prefix="cloudfs-mbench-"))
-    port = devswift.find_free_port_range()
-    swift = devswift.start(work / "swift", port, die_with_parent=True)
-    mnt = work / "mnt"
-    mnt.mkdir()
-    daemon = None
-    try:
-        env = swift.env()
-        conf = work / "cloudfs.conf"
-        conf.write_text(f"[swift]\nauth_url = {env['ST_AUTH']}\nuser = {env['ST_USER']}\n"
-                        f"key = {env['ST_KEY']}\ncontainer = bench\n[cloudfs]\n"
-                        f"database = {work / 'ns.db'}\ncache_dir = {work / 'cache'}\n")
-        conf.chmod(0o600)
-        cli = [sys.executable, "-m", "cloudfs"]
-        subprocess.run([*cli, "mkfs", "--config", str(conf)], check=True, capture_output=True)
-        daemon = subprocess.Popen([*cli, "mount", "--foreground", "--config", str(conf),
-                                   str(mnt)], stderr=open(work / "mount.log", "wb"))  # noqa: SIM115
-        while not os.path.ismount(mnt):
-            if daemon.poll() is not None:
-                raise SystemExit((work / "mount.log").read_text())
-            time.sleep(0.05)
+    with dev_mount("mbench") as m:
+        work, mnt, env, daemon = m.work, m.mnt, m.env, m.daemon
         data = work / "data"
         with open(data, "wb") as f:
             for _ in range(0, size, CHUNK):
@@ -131,15 +111,6 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
-    finally:
-        if daemon is not None:
-            subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
-        devswift.stop(work / "swift")
     return 0
 
 
