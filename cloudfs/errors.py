@@ -44,6 +44,8 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int, int], ...] = (
     (ns.InvalidArgument, errno.EINVAL, logging.INFO),
     (ns.NotPermitted, errno.EPERM, logging.DEBUG),  # e.g. a hard link to a directory
     (ns.NoSuchAttr, errno.ENODATA, logging.DEBUG),
+    # security.* and system.* xattrs: tools probe them on every file and cache this answer.
+    (ns.Unsupported, errno.EOPNOTSUPP, logging.DEBUG),
     # Another writer committed a new version first (compare-and-swap lost).
     (ns.Conflict, errno.ESTALE, logging.WARNING),
     (seqwrite.TooLarge, errno.EFBIG, logging.WARNING),

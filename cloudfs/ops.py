@@ -38,13 +38,19 @@ VIRTUAL_FREE = 1 << 50  # statfs: bytes reported free (Swift has no fixed capaci
 STATS_XATTR = b"user.cloudfs.stats"
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+#: FUSE requests answered, by handler (in `cloudfs stats`). One mount per process (pyfuse3 is a
+#: process-wide singleton), so one counter per process.
+REQUESTS: Counter[str] = Counter()
 
 
 def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Map every exception of a handler to FUSEError (see cloudfs.errors)."""
 
+    name = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        REQUESTS[name] += 1
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -239,7 +245,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
-            return json.dumps(self.files.statistics(), sort_keys=True).encode()
+            stats = {**self.files.statistics(), "fuse_requests": dict(REQUESTS)}
+            return json.dumps(stats, sort_keys=True).encode()
         return self.ns.getxattr(inode, name)
 
     @fuse_errors

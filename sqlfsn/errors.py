@@ -91,6 +91,12 @@ class NoSuchAttr(NamespaceError):
     reason = "no such extended attribute"
 
 
+class Unsupported(NamespaceError):
+    """The filesystem does not support this kind of request (e.g. an xattr namespace)."""
+
+    reason = "not supported"
+
+
 class Conflict(NamespaceError):
     """A compare-and-swap failed: the file's content version is not the expected one."""
 

@@ -18,6 +18,14 @@ from .types import NAME_MAX, ROOT_INODE, Attr, Piece
 log = logging.getLogger(__name__)
 
 
+#: xattr namespaces the kernel or a security module interprets (POSIX ACLs, SELinux labels,
+#: file capabilities). cloudfs enforces neither, so storing them would pretend a protection
+#: that does not exist: requests for them are Unsupported (EOPNOTSUPP). Tools cache that
+#: answer per filesystem (`ls -l` asks once, not twice per entry), which a "no such
+#: attribute" answer would not allow.
+UNSUPPORTED_XATTR_PREFIXES = (b"system.", b"security.")
+
+
 def _check_xattr_name(name: bytes) -> None:
     if not isinstance(name, bytes):
         raise TypeError(f"xattr names are bytes, not {type(name).__name__}")
@@ -25,6 +33,8 @@ def _check_xattr_name(name: bytes) -> None:
         raise errors.NameTooLong(f"xattr name of {len(name)} bytes")
     if not name or b"\0" in name:
         raise errors.InvalidName(f"xattr name {name!r}")
+    if name.startswith(UNSUPPORTED_XATTR_PREFIXES):
+        raise errors.Unsupported(f"xattr namespace of {name!r}")
 
 
 def _normalized(pieces: Sequence[Piece], size: int) -> list[Piece]:

@@ -165,6 +165,31 @@ def test_extended_attributes(cloudfs_mount):
     assert e.value.errno == errno.ENODATA
 
 
+def test_acl_and_security_xattrs_unsupported(cloudfs_mount, tmp_path):
+    """POSIX ACLs, SELinux labels and file capabilities are not supported: any xattr in the
+    `system.*` or `security.*` namespace gives EOPNOTSUPP, so `ls -l` asks once per filesystem
+    instead of twice per file."""
+    d = cloudfs_mount.path / "many"
+    d.mkdir()
+    for i in range(50):
+        (d / f"f{i}").write_bytes(b"")
+    calls = [lambda name=name: os.getxattr(d / "f0", name)
+             for name in ("system.posix_acl_access", "security.selinux", "security.capability")]
+    # (setting an ACL needs a well-formed value, or the kernel says EINVAL itself)
+    calls.append(lambda: os.setxattr(d / "f0", "security.selinux", b"x"))
+    for call in calls:
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EOPNOTSUPP
+    trace = tmp_path / "ls.strace"
+    syscalls = "trace=getxattr,lgetxattr,fgetxattr,listxattr,llistxattr"
+    subprocess.run(["strace", "-f", "-c", "-o", str(trace), "-e", syscalls, "ls", "-l", str(d)],
+                   check=True, stdout=subprocess.DEVNULL)
+    calls = {line.split()[-1]: int(line.split()[3]) for line in trace.read_text().splitlines()
+             if line.split() and line.split()[-1].endswith("xattr")}
+    assert 1 <= sum(calls.values()) <= 4, calls  # not 2 x 50
+
+
 def test_truncate_is_metadata_only(cloudfs_mount, fault_proxy):
     """truncate to a smaller size keeps a prefix of the stored content without moving data;
     to a larger size it adds zeros (a hole); neither sends data to Swift."""

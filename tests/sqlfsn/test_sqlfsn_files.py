@@ -307,6 +307,20 @@ def test_xattr_names(ns: Namespace) -> None:
     assert ns.check() == []
 
 
+@pytest.mark.parametrize("name", [b"system.posix_acl_access", b"security.selinux",
+                                  b"security.capability"])
+def test_xattr_namespaces_unsupported(ns: Namespace, name: bytes) -> None:
+    f = ns.create(R, b"f", 0o644, 0, 0)
+    with pytest.raises(errors.Unsupported):
+        ns.setxattr(f.inode, name, b"x")
+    with pytest.raises(errors.Unsupported):
+        ns.getxattr(f.inode, name)
+    with pytest.raises(errors.Unsupported):
+        ns.removexattr(f.inode, name)
+    ns.setxattr(f.inode, b"trusted.x", b"1")  # only those two namespaces are refused
+    assert ns.listxattr(f.inode) == [b"trusted.x"]
+
+
 def test_xattrs_go_with_the_inode(ns: Namespace) -> None:
     f = ns.create(R, b"f", 0o644, 0, 0)
     ns.setxattr(f.inode, b"user.x", b"1")
