@@ -20,13 +20,13 @@ from seqwrite.errors import (
 from seqwrite.layout import Layout, ManifestEntry
 from seqwrite.retry import RetryPolicy
 from seqwrite.segment import StoredSegment
-from seqwrite.store import Limits, SwiftAuth, SwiftStore
+from seqwrite.store import Limits, ObjectReader, SwiftAuth, SwiftStore
 from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer
 
 __all__ = [
     "EMPTY_HASH", "AlreadyExists", "AuthFailed", "Corrupted", "Layout", "Limits",
-    "ManifestEntry", "NotFound", "PublishMode", "Rejected", "RetryPolicy", "SpoolError",
-    "StoreError",
+    "ManifestEntry", "NotFound", "ObjectReader", "PublishMode", "Rejected", "RetryPolicy",
+    "SpoolError", "StoreError",
     "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore",
     "TooLarge", "Writer", "WriterAborted",
 ]

@@ -11,9 +11,10 @@ or cancelled request ends in a typed error, never a hang. Admission to the pool 
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
-import socket
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 import swiftclient
 import trio
+import urllib3.exceptions
 from requests.exceptions import RequestException
 from swiftclient.exceptions import ClientException
 
@@ -47,6 +49,10 @@ T = TypeVar("T")
 # style codes, plus request timeout and rate limiting.
 _PERMANENT_5XX = {501, 505, 508, 510, 511}
 _TRANSIENT_4XX = {408, 429, 498, 499}
+# Failures of the connection itself, whatever layer reports them (a response body cut short
+# surfaces from urllib3 or http.client, not as a requests exception).
+_TRANSPORT_ERRORS = (RequestException, OSError, urllib3.exceptions.HTTPError,
+                     http.client.HTTPException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,7 @@ def is_transient(exc: BaseException) -> bool:
         if status is None:
             return True  # connection-level failure reported by swiftclient
         return (status >= 500 and status not in _PERMANENT_5XX) or status in _TRANSIENT_4XX
-    return isinstance(exc, RequestException | socket.timeout | ConnectionError | OSError)
+    return isinstance(exc, _TRANSPORT_ERRORS)
 
 
 def describe(exc: BaseException) -> str:
@@ -193,18 +199,25 @@ class SwiftStore:
             timeout=self._timeout,
         )
 
+    def _take(self) -> swiftclient.Connection:
+        return self._idle.pop() if self._idle else self._new_connection()
+
+    def _give(self, conn: swiftclient.Connection) -> None:
+        """Back to the pool after a request that ended cleanly."""
+        if conn.token and conn.token != self._token:
+            self._storage_url, self._token = conn.url, conn.token  # re-authenticated
+        self._idle.append(conn)
+
     @contextmanager
     def _borrowed(self) -> Iterator[swiftclient.Connection]:
         """A pooled connection; discarded (not reused) if the request failed."""
-        conn = self._idle.pop() if self._idle else self._new_connection()
+        conn = self._take()
         try:
             yield conn
         except BaseException:
             conn.close()
             raise
-        if conn.token and conn.token != self._token:
-            self._storage_url, self._token = conn.url, conn.token  # re-authenticated
-        self._idle.append(conn)
+        self._give(conn)
 
     async def _once(self, method: str, call: Callable[[swiftclient.Connection], T]) -> T:
         """One request: a pool slot, a connection, a worker thread."""
@@ -290,19 +303,43 @@ class SwiftStore:
         )
 
     async def put_stream(
-        self, container: str, name: str, body: Iterable[bytes], *,
+        self, container: str, name: str, body: Iterable[bytes | memoryview], *,
         headers: dict[str, str] | None = None,
     ) -> str:
         """One chunked-encoding PUT of `body`, an iterable consumed IN THE WORKER THREAD.
 
-        Not retried here (a generator cannot be replayed): the caller owns replay. Raw
-        transport exceptions are translated; `is_transient()` tells the caller whether to replay.
-        Returns the ETag (md5 of the stored bytes)."""
-        with self._borrowed() as conn:
-            self.requests["PUT"] += 1
+        Not retried here (a generator cannot be replayed): the caller owns replay, and
+        `is_transient()` tells it whether to. An expired token (401) re-authenticates and is
+        reported as transient, so the caller replays with the new token. Returns the ETag
+        (md5 of the stored bytes).
+
+        The request is written with http.client on a connection of its own rather than through
+        swiftclient/requests: urllib3 frames each chunk by formatting it into a new bytes
+        object (`b"%x\r\n%b\r\n"`), a copy of every uploaded byte made while holding the GIL,
+        which the FUSE thread then waits for. Here each buffer goes to `sendall` as it is."""
+        if self._storage_url is None or self._token is None:
+            await self._reauthenticate()
+        assert self._storage_url is not None and self._token is not None
+        url, token = self._storage_url, self._token
+        self.requests["PUT"] += 1
+        try:
             return await trio.to_thread.run_sync(
-                partial(conn.put_object, container, name, body, headers=headers or {}),
+                partial(_chunked_put, url, token, container, name, body, headers or {},
+                        self._timeout),
                 limiter=self._streams)
+        except ClientException as exc:
+            if exc.http_status == 401:
+                if self._token == token:
+                    self._token = None  # the next request authenticates again
+                raise ConnectionError(f"PUT {container}/{name}: token expired (401)") from exc
+            raise
+
+    async def _reauthenticate(self) -> None:
+        def auth(conn: swiftclient.Connection) -> tuple[str, str]:
+            return conn.get_auth()
+
+        self._idle.clear()  # their tokens are stale
+        self._storage_url, self._token = await self._call("authenticate", "AUTH", auth)
 
     async def head(self, container: str, name: str) -> dict[str, str] | None:
         """Object headers, or None if it does not exist."""
@@ -330,6 +367,12 @@ class SwiftStore:
             return body
 
         return await self._call(f"GET {container}/{name}", "GET", call)
+
+    def open_read(self, container: str, name: str, offset: int, end: int) -> ObjectReader:
+        """Bytes [offset, end) of an object as one streamed GET, read in pieces in order: one
+        request for what ranged `get`s would fetch in many (each request costs Swift's proxy
+        and object server far more than the bytes). Opened lazily by the first read."""
+        return ObjectReader(self, container, name, offset, end)
 
     async def post(self, container: str, name: str, headers: dict[str, str]) -> None:
         """Replace the object's user metadata (POST replaces ALL X-Object-Meta-*)."""
@@ -372,3 +415,122 @@ class SwiftStore:
             if len(items) < limit:
                 return out
             marker = items[-1]["name"]
+
+
+def _chunked_put(url: str, token: str, container: str, name: str,
+                 body: Iterable[bytes | memoryview], headers: dict[str, str],
+                 timeout: float) -> str:
+    """PUT `body` with chunked transfer encoding (blocking; see SwiftStore.put_stream)."""
+    parsed = urllib.parse.urlsplit(url)
+    target = f"{parsed.path}/{urllib.parse.quote(container)}/{urllib.parse.quote(name)}"
+    http_cls = (http.client.HTTPSConnection if parsed.scheme == "https"
+                else http.client.HTTPConnection)
+    conn = http_cls(parsed.hostname or "", parsed.port, timeout=timeout)
+    try:
+        conn.putrequest("PUT", target, skip_accept_encoding=True)
+        conn.putheader("X-Auth-Token", token)
+        conn.putheader("Transfer-Encoding", "chunked")
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        for part in body:
+            if len(part):
+                conn.send(b"%x\r\n" % len(part))
+                conn.send(part)
+                conn.send(b"\r\n")
+        conn.send(b"0\r\n\r\n")
+        resp = conn.getresponse()
+        content = resp.read()
+        if not 200 <= resp.status < 300:
+            raise ClientException(
+                f"Object PUT failed: {parsed.scheme}://{parsed.netloc}{target} {resp.status} "
+                f"{resp.reason}", http_status=resp.status, http_reason=resp.reason,
+                http_response_content=content[:200])
+        return resp.getheader("Etag", "")
+    finally:
+        conn.close()
+
+
+class ObjectReader:
+    """A sequential read of [offset, end) of one object over one streamed GET.
+
+    `read(n)` returns the next n bytes (fewer only at the end). The GET is sent by the first
+    read; a transient failure (dropped connection, timeout, 5xx) re-opens the GET at the
+    current position, under the store's retry policy, whose deadline restarts after progress.
+    Its connection is its own until the stream is read to the end (then pooled again) or
+    closed (then discarded: the rest of the response is never read). Blocking reads run in the
+    store's streaming threads, so they do not take a slot from short requests.
+    """
+
+    def __init__(self, store: SwiftStore, container: str, name: str, offset: int,
+                 end: int) -> None:
+        self.store = store
+        self.container = container
+        self.name = name
+        self.pos = offset
+        self.end = end
+        self._conn: swiftclient.Connection | None = None
+        self._body: Any = None
+        self._read_at_failure = -1
+
+    @property
+    def what(self) -> str:
+        return f"GET {self.container}/{self.name} from {self.pos}"
+
+    async def read(self, n: int) -> bytes:
+        target = min(self.pos + n, self.end)
+        if target <= self.pos:
+            return b""
+        parts: list[bytes] = []  # what arrived, kept across a re-opened GET
+
+        def progressed() -> bool:
+            moved = self.pos != self._read_at_failure
+            self._read_at_failure = self.pos
+            return moved
+
+        try:
+            await retrying(self.what, partial(self._read_until, target, parts),
+                           policy=self.store.policy, is_transient=is_transient,
+                           describe=describe, progressed=progressed)
+        except (ClientException, *_TRANSPORT_ERRORS) as exc:
+            raise translate(exc, self.what) from exc
+        return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    async def _read_until(self, target: int, parts: list[bytes]) -> None:
+        if self._body is None:
+            await self._open()
+        try:
+            while self.pos < target:
+                chunk = await trio.to_thread.run_sync(self._body.read, target - self.pos,
+                                                      limiter=self.store._streams)
+                if not chunk:
+                    raise ConnectionError(f"{self.what}: the response ended early")
+                parts.append(chunk)
+                self.pos += len(chunk)
+        except BaseException:
+            self.close()  # a broken stream is never reused; the retry opens a new GET
+            raise
+        if self.pos == self.end:  # read to the end: the connection is clean again
+            conn, self._conn, self._body = self._conn, None, None
+            if conn is not None:
+                self.store._give(conn)
+
+    async def _open(self) -> None:
+        conn = self.store._take()
+        self.store.requests["GET"] += 1
+        headers = {"Range": f"bytes={self.pos}-{self.end - 1}"}
+        try:
+            _, body = await trio.to_thread.run_sync(
+                partial(conn.get_object, self.container, self.name, headers=headers,
+                        resp_chunk_size=1 << 20),
+                limiter=self.store._streams)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._body = conn, body
+
+    def close(self) -> None:
+        """Abandon the stream (its connection is closed, never pooled)."""
+        conn, self._conn, self._body = self._conn, None, None
+        if conn is not None:
+            conn.close()

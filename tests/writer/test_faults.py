@@ -45,6 +45,20 @@ async def test_transient_segment_fault_heals(faulty_store, fault_proxy, layout, 
     assert len(puts) == 2, "the faulted segment was sent again from the spool"
 
 
+async def test_expired_token_on_a_segment_reauthenticates(faulty_store, fault_proxy, layout,
+                                                          raw_swift):
+    """A 401 in the middle of a streamed segment (the token expired) is healed: the store
+    authenticates again and the segment is replayed from the spool."""
+    data = os.urandom(3 * SEG)
+    fault_proxy.add_rule("PUT", r"/\.tmp/.*/000001$", "status:401", times=1)
+    auths = faulty_store.statistics().get("AUTH", 0)
+    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    assert cas_get(raw_swift, layout, content.hash) == data
+    assert faulty_store.statistics().get("AUTH", 0) == auths + 1
+    puts = [p for m, p in fault_proxy.requests if m == "PUT" and p.endswith("/000001")]
+    assert len(puts) == 2
+
+
 async def test_transient_faults_on_tag_and_manifest_heal(faulty_store, fault_proxy, layout,
                                                          raw_swift):
     data = os.urandom(2 * SEG)
