@@ -7,7 +7,8 @@ resends anything and never sees the failure. Memory stays bounded (a few chunks 
 disk use is at most one segment per writer, freed as soon as the segment is verified.
 
 Threading: the PUT runs in a worker thread and pulls chunks from a trio channel
-(`trio.from_thread.run(receive)`); spool writes and md5 happen in that thread, in order.
+(`trio.from_thread.run(receive)`); spool writes and md5 happen in a helper thread beside it,
+in order. A chunk is a list of views of the application's buffers, never copied on the way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -60,7 +61,7 @@ class SegmentUpload:
         self.name = name
         self.seq = seq
         self.size = 0  # bytes sent so far (trio side)
-        self._send, self._recv = trio.open_memory_channel[bytes](CHANNEL_CHUNKS)
+        self._send, self._recv = trio.open_memory_channel[Sequence[memoryview]](CHANNEL_CHUNKS)
         # Closed by run() when the upload ends, whatever happens (lives across many calls).
         self._spool = tempfile.TemporaryFile(dir=spool_dir, prefix="cloudfs-spool-")  # noqa: SIM115
         self._spooled = 0  # bytes in the spool (thread side)
@@ -125,14 +126,15 @@ class SegmentUpload:
                             f"sent {self._attempt_md5}")
         return etag
 
-    async def send(self, chunk: bytes) -> None:
-        """Queue a (non-empty) chunk; waits while the upload is behind (backpressure)."""
+    async def send(self, chunk: Sequence[memoryview]) -> None:
+        """Queue a (non-empty) chunk, views the caller must not change; waits while the upload
+        is behind (backpressure)."""
         try:
             await self._send.send(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await self._done.wait()
             raise self.error or WriterAborted(f"segment {self.name}: upload ended") from None
-        self.size += len(chunk)
+        self.size += sum(len(view) for view in chunk)
 
     async def end(self) -> None:
         """No more bytes: the PUT completes once the thread drains the channel."""
@@ -167,31 +169,31 @@ class SegmentUpload:
                 if not chunk:
                     raise OSError(f"spool of {self.name} shorter than expected")
                 pos += len(chunk)
-                digester.add(chunk)
+                digester.add((chunk,))
                 yield chunk
             while not self._ended:
                 try:
-                    chunk = trio.from_thread.run(self._recv.receive)
+                    views = trio.from_thread.run(self._recv.receive)
                 except trio.EndOfChannel:
                     self._ended = True
                     break
-                digester.add(chunk, self._spool_write)
-                yield chunk
+                digester.add(views, self._spool_write)
+                yield from views
             if self._aborted:
                 raise _Aborted()
             self._attempt_md5 = digester.finish()
         finally:
             digester.shutdown()
 
-    def _spool_write(self, chunk: bytes) -> None:
+    def _spool_write(self, views: Sequence[memoryview]) -> None:
         """In the digest thread, in order: append a live chunk to the spool (all of it: a
         short write would leave a hole that a replay would send as zeros)."""
-        view = memoryview(chunk)
         try:
-            while view:
-                written = os.pwrite(self._spool.fileno(), view, self._spooled)
-                self._spooled += written
-                view = view[written:]
+            for view in views:
+                while view:
+                    written = os.pwrite(self._spool.fileno(), view, self._spooled)
+                    self._spooled += written
+                    view = view[written:]
         except OSError as exc:
             raise SpoolError(exc.errno, f"local spool of {self.name}: {exc.strerror}") from exc
 
@@ -206,16 +208,19 @@ class _Digester:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cloudfs-md5")
         self._pending: deque[Future[None]] = deque()
 
-    def add(self, chunk: bytes, before: Callable[[bytes], None] | None = None) -> None:
+    def add(self, chunk: Sequence[bytes | memoryview],
+            before: Callable[[Sequence[memoryview]], None] | None = None) -> None:
         while len(self._pending) >= 2:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._work, chunk, before))
 
-    def _work(self, chunk: bytes, before: Callable[[bytes], None] | None) -> None:
+    def _work(self, chunk: Sequence[bytes | memoryview],
+              before: Callable[[Sequence[memoryview]], None] | None) -> None:
         if before is not None:
-            before(chunk)
+            before(chunk)  # type: ignore[arg-type]
         if self._md5 is not None:
-            self._md5.update(chunk)
+            for part in chunk:
+                self._md5.update(part)
 
     def finish(self) -> str:
         """Wait for every queued chunk (errors surface here); the md5 so far."""

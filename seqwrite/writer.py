@@ -131,7 +131,9 @@ class Writer:
         self._pending: deque[memoryview] = deque()  # bytes not yet handed to a segment
         self._pending_len = 0
         self._current: SegmentUpload | None = None
-        self._current_hash = blake3.blake3()
+        # The blake3 of the segment in flight; None for segment 0, whose bytes are exactly the
+        # file's so far (the file hasher answers for it: most files hash every byte once).
+        self._current_hash: blake3.blake3 | None = None
         self._segments: list[tuple[SegmentUpload, str]] = []  # finished: (upload, blake3)
         self._closed = False
         self._publish_attempted = False  # the manifest PUT was sent (it may have landed)
@@ -146,7 +148,6 @@ class Writer:
             return
         if not isinstance(data, bytes):
             data = bytes(data)  # we keep a reference: never to a buffer the caller reuses
-        self._file_hash.update(data)
         self.size += len(data)
         self._pending.append(memoryview(data))
         self._pending_len += len(data)
@@ -154,14 +155,9 @@ class Writer:
             return  # still a candidate small file
         await self._drain(final=False)
 
-    def _take(self, n: int) -> bytes:
-        """The next `n` pending bytes as one bytes object (at most one copy)."""
+    def _take(self, n: int) -> list[memoryview]:
+        """The next `n` pending bytes, as views of the caller's buffers (no copy)."""
         self._pending_len -= n
-        first = self._pending[0]
-        if len(first) == n:
-            self._pending.popleft()
-            whole = first.obj  # the caller's bytes, unsliced: no copy at all
-            return whole if len(whole) == n else bytes(first)  # type: ignore[return-value]
         parts = []
         while n:
             piece = self._pending[0]
@@ -172,7 +168,7 @@ class Writer:
                 parts.append(piece[:n])
                 self._pending[0] = piece[n:]
                 n = 0
-        return b"".join(parts)
+        return parts
 
     async def _drain(self, *, final: bool) -> None:
         """Hand buffered bytes to segments in CHUNK pieces, rolling over at segment_size."""
@@ -182,7 +178,11 @@ class Writer:
             assert self._current is not None
             room = self.segment_size - self._current.size
             chunk = self._take(min(self._pending_len, CHUNK, room))
-            self._current_hash.update(chunk)
+            # Hashed as it goes out, so the file hash at a rollover is segment 0's hash.
+            for view in chunk:
+                self._file_hash.update(view)
+                if self._current_hash is not None:
+                    self._current_hash.update(view)
             await self._current.send(chunk)
             if self._current.size >= self.segment_size:
                 await self._end_segment()
@@ -194,13 +194,14 @@ class Writer:
         name = self.layout.tmp_name(self.upload_id, seq)
         self._current = SegmentUpload(self.store, self.layout.tmp_container, name, seq,
                                       self.spool_dir, verify_md5=self.verify_md5)
-        self._current_hash = blake3.blake3()
+        self._current_hash = None if seq == 0 else blake3.blake3()
         self._nursery.start_soon(self._current.run)
 
     async def _end_segment(self) -> None:
         assert self._current is not None
         await self._current.end()
-        self._segments.append((self._current, self._current_hash.hexdigest()))
+        hasher = self._file_hash if self._current_hash is None else self._current_hash
+        self._segments.append((self._current, hasher.hexdigest()))
         self._current = None
 
     # -- finishing ---------------------------------------------------------------------------
@@ -223,7 +224,8 @@ class Writer:
             raise
 
     async def _finish_small(self) -> StoredContent:
-        data = self._take(self._pending_len) if self._pending_len else b""
+        data = b"".join(self._take(self._pending_len))
+        self._file_hash.update(data)
         digest = self._file_hash.hexdigest()
         if not data:
             return StoredContent(EMPTY_HASH, 0, "empty")
