@@ -169,6 +169,9 @@ class Files:
         if session is None:
             session = self._start_session(h, off)
         elif session.owner != fh:
+            # Sticky: this descriptor's close and fsync fail too, so a program that does not
+            # check write() still learns, where it must look, that its bytes were not stored.
+            h.error = "another descriptor was writing the file (EBUSY)"
             raise FsError(errno.EBUSY, f"inode {h.inode} is being written by another handle; "
                           "cloudfs allows one writer per file at a time")
         async with session.lock:
