@@ -169,7 +169,7 @@ class Bench:
 
     def start_swift(self) -> None:
         port = devswift.find_free_port_range()
-        self.say(f"starting dev Swift on ports {port}-{port + 3}")
+        self.say(f"starting dev Swift on ports {port}-{port + devswift.PORT_COUNT - 1}")
         self.swift = devswift.start(self.work / "swift", port, die_with_parent=True)
 
     @property

@@ -1,21 +1,27 @@
 """`cloudfs dev-swift`: a real single-node OpenStack Swift on 127.0.0.1 for development and tests.
 
 This module owns the dev Swift's lifecycle: the Swift venv (created on first use, never the
-project's venv), the per-instance configuration under DIR, the four server processes (proxy P,
-account P+1, container P+2, object P+3), their pid files, health checks and shutdown. It exposes
+project's venv), the per-instance configuration under DIR, the five processes on ports P..P+4
+(proxy P, account P+1, container P+2, object P+3, and memcached P+4 behind the proxy's `cache`
+filter, as in every production Swift), their pid files, health checks and shutdown. It exposes
 the `cloudfs dev-swift {start,stop,status}` subcommands and a Python API for the tests and
 `scripts/run`: `start()`, `stop()`, `status()`, `find_free_port_range()`.
 
 Layout of DIR:
     etc/   swift.conf, <server>-server.conf, *.ring.gz, instance.json (credentials, hash suffix)
     srv/   the single device sdb1 (all data: survives stop/start)
-    log/   <server>.log (each server's stderr, `-v`)
-    run/   <server>.pid, lock
+    log/   <server>.log (each server's stderr, `-v`), memcached.log
+    run/   <server>.pid, memcached.pid, memcached.self.pid (memcached's own), lock
 
 Facts this relies on (measured here, see /work/shared/notes/swift.md): Swift binds with
 SO_REUSEPORT, so a busy port must be detected before starting; constraints such as
 max_file_size are read from swift.conf at import time (handled by devswift_runner.py);
-tempauth works without memcache when given fernet keys.
+tempauth works without memcache when given fernet keys (kept: its tokens need no cache).
+
+memcached is the system's binary (Debian package `memcached`, see scripts/install), but never
+the system's service: each instance runs its own on 127.0.0.1:P+4 (no UDP, 64 MiB, one thread).
+Without it the proxy has no account/container info cache, and every client request costs extra
+HEADs to the account and container servers, which no real cluster does.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import pwd
 import random
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +61,11 @@ DEFAULT_PORT = 8080
 USER = "test:tester"
 # Server name -> offset from the proxy port (the runner has the same table).
 SERVERS: dict[str, int] = {"proxy": 0, "account": 1, "container": 2, "object": 3}
+MEMCACHED = "memcached"
+# Every process of an instance -> offset from the proxy port: the Swift servers and memcached.
+PROCESSES: dict[str, int] = {**SERVERS, MEMCACHED: 4}
+PORT_COUNT = len(PROCESSES)
+MEMCACHED_MEMORY_MB = 64
 START_TIMEOUT = 60.0  # typically healthy in ~4 s; the box can be loaded
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this long
 LOG_TAIL_LINES = 20
@@ -158,7 +170,7 @@ def port_in_use(port: int) -> bool:
         return False
 
 
-def find_free_port_range(count: int = 4, low: int = 20000, high: int = 40000) -> int:
+def find_free_port_range(count: int = PORT_COUNT, low: int = 20000, high: int = 40000) -> int:
     """A random base port B in [low, high) with B..B+count-1 all free, preferring ports outside
     the kernel's ephemeral range (where a client's outgoing connection could grab them)."""
     try:
@@ -261,12 +273,14 @@ def _write_configs(
         dir,
         "proxy",
         port,
-        "catch_errors gatekeeper healthcheck proxy-logging listing_formats bulk tempauth "
+        "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempauth "
         "copy slo dlo proxy-logging proxy-server",
         "proxy",
         proxy_extra,
     )
     proxy += filters + (
+        f"\n[filter:cache]\nuse = egg:swift#memcache\n"
+        f"memcache_servers = 127.0.0.1:{port + PROCESSES[MEMCACHED]}\n"
         f"\n[filter:slo]\nuse = egg:swift#slo\n{slo}"
         f"\n[filter:tempauth]\nuse = egg:swift#tempauth\n"
         f"user_test_tester = {state['key']} .admin\n"
@@ -304,6 +318,10 @@ def _pid_file(dir: Path, server: str) -> Path:
     return dir / "run" / f"{server}.pid"
 
 
+def _memcached_own_pid_file(dir: Path) -> Path:
+    return dir / "run" / f"{MEMCACHED}.self.pid"
+
+
 def _read_pid(dir: Path, server: str) -> int | None:
     try:
         return int(_pid_file(dir, server).read_text().split()[0])
@@ -312,7 +330,8 @@ def _read_pid(dir: Path, server: str) -> int | None:
 
 
 def _is_running(pid: int, dir: Path) -> bool:
-    """True if pid is alive, not a zombie, and one of DIR's servers (never a recycled pid)."""
+    """True if pid is alive, not a zombie, and one of DIR's processes (never a recycled pid): its
+    command line names DIR/etc/ (a Swift server's config) or DIR/run/ (memcached's pid file)."""
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         del _children[pid]  # reaped
@@ -324,7 +343,7 @@ def _is_running(pid: int, dir: Path) -> bool:
         return False
     if stat.rpartition(")")[2].split()[0] == "Z":
         return False
-    return os.fsencode(f"{dir}/etc/") in cmdline
+    return any(os.fsencode(f"{dir}/{sub}/") in cmdline for sub in ("etc", "run"))
 
 
 def _preexec(parent: int, prctl: Callable[..., int] | None) -> None:
@@ -335,15 +354,44 @@ def _preexec(parent: int, prctl: Callable[..., int] | None) -> None:
             os._exit(1)
 
 
-def _spawn(python: Path, dir: Path, server: str, die_with_parent: bool) -> int:
+def _memcached_binary() -> str:
+    """The system's memcached (not its service: each instance starts one of its own)."""
+    binary = shutil.which(MEMCACHED)
+    if binary is None:
+        raise DevSwiftError(
+            "memcached is not installed (the dev Swift's proxy needs it): run scripts/install "
+            "(or apt-get install memcached)"
+        )
+    return binary
+
+
+def _command(name: str, dir: Path, port: int, python: Path, memcached: str) -> list[str]:
+    """The command line of one of DIR's processes; each one names DIR (see _is_running)."""
+    if name != MEMCACHED:
+        return [str(python), str(RUNNER), "serve", name, str(dir / "etc" / f"{name}-server.conf")]
+    cmd = [memcached, "-l", "127.0.0.1", "-p", str(port + PROCESSES[MEMCACHED]), "-U", "0"]
+    cmd += ["-m", str(MEMCACHED_MEMORY_MB), "-t", "1", "-v"]
+    # Names DIR in its command line. memcached (1.6.18) writes it also in the foreground, so not
+    # the pid file we write (it would warn that the file names a running pid: its own).
+    cmd += ["-P", str(_memcached_own_pid_file(dir))]
+    if os.geteuid() == 0:  # memcached refuses to run as root without -u
+        cmd += ["-u", pwd.getpwuid(os.geteuid()).pw_name]
+    return cmd
+
+
+def _label(name: str) -> str:
+    return name if name == MEMCACHED else f"{name} server"
+
+
+def _spawn(cmd: list[str], dir: Path, name: str, die_with_parent: bool) -> int:
     prctl = ctypes.CDLL(None, use_errno=True).prctl if die_with_parent else None
-    logfile = dir / "log" / f"{server}.log"
+    logfile = dir / "log" / f"{name}.log"
     parent = os.getpid()
     with open(logfile, "ab") as out:
         out.write(f"{START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            [str(python), str(RUNNER), "serve", server, str(dir / "etc" / f"{server}-server.conf")],
+            cmd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -353,14 +401,14 @@ def _spawn(python: Path, dir: Path, server: str, die_with_parent: bool) -> int:
             preexec_fn=lambda: _preexec(parent, prctl),
         )
     _children[proc.pid] = proc
-    _pid_file(dir, server).write_text(f"{proc.pid}\n")
+    _pid_file(dir, name).write_text(f"{proc.pid}\n")
     return proc.pid
 
 
 def _log_tails(dir: Path) -> str:
-    """The last lines each server logged since its latest start."""
+    """The last lines each process logged since its latest start."""
     parts = []
-    for server in SERVERS:
+    for server in PROCESSES:
         try:
             lines = (dir / "log" / f"{server}.log").read_text(errors="replace").splitlines()
         except OSError:
@@ -383,17 +431,33 @@ def _http(port: int, method: str, path: str, headers: dict[str, str] | None = No
         conn.close()
 
 
+def _memcached_ok(port: int) -> bool:
+    """True if memcached on 127.0.0.1:port answers the `version` command."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"version\r\n")
+        answer = b""
+        while not answer.endswith(b"\r\n") and len(answer) < 200:
+            if not (data := s.recv(200)):
+                break
+            answer += data
+    return answer.startswith(b"VERSION ")
+
+
 def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int]) -> None:
-    """Polls /healthcheck on the four ports, then a v1 auth and an account HEAD."""
+    """Polls memcached's `version` and /healthcheck on the four Swift ports, then a v1 auth and
+    an account HEAD (so the proxy's first request already finds memcached up)."""
     deadline = time.monotonic() + START_TIMEOUT
-    pending = set(SERVERS)
+    pending = set(PROCESSES)
     while True:
-        for server in list(pending):
-            if not _is_running(pids[server], dir):
-                raise DevSwiftError(f"the {server} server (pid {pids[server]}) exited")
+        for name in list(pending):
+            if not _is_running(pids[name], dir):
+                raise DevSwiftError(f"the {_label(name)} (pid {pids[name]}) exited")
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if _http(port + SERVERS[server], "GET", "/healthcheck").status == 200:
-                    pending.discard(server)
+                if name == MEMCACHED:
+                    if _memcached_ok(port + PROCESSES[name]):
+                        pending.discard(name)
+                elif _http(port + SERVERS[name], "GET", "/healthcheck").status == 200:
+                    pending.discard(name)
         if not pending:
             with contextlib.suppress(OSError, http.client.HTTPException):
                 auth = _http(port, "GET", "/auth/v1.0", {"X-Auth-User": USER, "X-Auth-Key": key})
@@ -412,12 +476,13 @@ def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int]) -> None:
 
 
 def status(dir: Path) -> dict[str, Any]:
-    """{"dir", "port", "running" (all four), "servers": {name: {"pid", "port", "running"}}}."""
+    """{"dir", "port", "running" (all five), "servers": {name: {"pid", "port", "running"}}}, the
+    servers being the four Swift servers and memcached."""
     dir = Path(dir).absolute()
     state_file = dir / "etc" / "instance.json"
     port = json.loads(state_file.read_text()).get("port") if state_file.exists() else None
     servers = {}
-    for server, offset in SERVERS.items():
+    for server, offset in PROCESSES.items():
         pid = _read_pid(dir, server)
         servers[server] = {
             "pid": pid,
@@ -429,7 +494,7 @@ def status(dir: Path) -> dict[str, Any]:
 
 
 def running(dir: Path) -> DevSwift | None:
-    """DIR's dev Swift if all four servers run, else None."""
+    """DIR's dev Swift if all its processes run, else None."""
     dir = Path(dir).absolute()
     st = status(dir)
     if not st["running"]:
@@ -449,12 +514,13 @@ def start(
     max_manifest_segments: int | None = None,
     die_with_parent: bool = False,
 ) -> DevSwift:
-    """Starts DIR's dev Swift on ports port..port+3 and waits until it serves a v1 auth.
+    """Starts DIR's dev Swift on ports port..port+4 and waits until it serves a v1 auth.
 
     If DIR's instance already runs with the same port and limits, returns it as is; with other
-    settings, raises UsageError. A busy port raises UsageError naming it. Any other failure
-    stops what was started and raises DevSwiftError with the servers' log tails.
-    `die_with_parent` makes the servers get SIGTERM when the calling *thread* exits (call it
+    settings, raises UsageError. A busy port raises UsageError naming it. A missing memcached
+    raises DevSwiftError saying so. Any other failure stops what was started and raises
+    DevSwiftError with the processes' log tails.
+    `die_with_parent` makes the processes get SIGTERM when the calling *thread* exits (call it
     from the main thread).
     """
     if die_with_parent and threading.current_thread() is not threading.main_thread():
@@ -488,11 +554,13 @@ def start(
         if any(s["running"] for s in current["servers"].values()):
             log.warning("the dev Swift in %s was partially running: restarting it", dir)
             _stop_locked(dir)
-        for server, offset in SERVERS.items():
+        memcached = _memcached_binary()
+        for server, offset in PROCESSES.items():
             if port_in_use(port + offset):
+                what = "the dev Swift's memcached" if server == MEMCACHED else f"the Swift {server}"
                 raise UsageError(
-                    f"port {port + offset} (for the Swift {server} server) is already in use: "
-                    f"choose another --port (ports {port}-{port + 3} must be free)"
+                    f"port {port + offset} (for {what} server) is already in use: "
+                    f"choose another --port (ports {port}-{port + PORT_COUNT - 1} must be free)"
                 )
         python = ensure_swift_venv()
         _write_configs(dir, port, state, max_file_size, max_manifest_segments)
@@ -501,8 +569,9 @@ def start(
         _write_private(dir / "etc" / "instance.json", json.dumps(state, indent=1) + "\n")
         pids: dict[str, int] = {}
         try:
-            for server in SERVERS:
-                pids[server] = _spawn(python, dir, server, die_with_parent)
+            for name in (MEMCACHED, *SERVERS):  # memcached first: the proxy connects to it
+                cmd = _command(name, dir, port, python, memcached)
+                pids[name] = _spawn(cmd, dir, name, die_with_parent)
             _wait_healthy(dir, port, state["key"], pids)
         except BaseException as exc:
             tails = _log_tails(dir)
@@ -514,8 +583,8 @@ def start(
 
 
 def stop(dir: Path) -> None:
-    """Stops DIR's servers by the pids in DIR/run (SIGTERM, then SIGKILL after ~10 s).
-    Only signals a pid whose command line still names DIR. Idempotent."""
+    """Stops DIR's processes (Swift servers, memcached) by the pids in DIR/run (SIGTERM, then
+    SIGKILL after ~10 s). Only signals a pid whose command line still names DIR. Idempotent."""
     dir = Path(dir).absolute()
     if not (dir / "run").is_dir():
         return
@@ -524,7 +593,7 @@ def stop(dir: Path) -> None:
 
 
 def _stop_locked(dir: Path) -> None:
-    pids = [p for s in SERVERS if (p := _read_pid(dir, s)) is not None and _is_running(p, dir)]
+    pids = [p for s in PROCESSES if (p := _read_pid(dir, s)) is not None and _is_running(p, dir)]
     for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -536,8 +605,9 @@ def _stop_locked(dir: Path) -> None:
         if not pids:
             break
         log.warning("dev Swift pids %s ignored %s", pids, sig.name)
-    for server in SERVERS:
+    for server in PROCESSES:
         _pid_file(dir, server).unlink(missing_ok=True)
+    _memcached_own_pid_file(dir).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -549,9 +619,9 @@ def register(subparsers: Any) -> None:
         help="run a real single-node Swift on 127.0.0.1 for development and tests",
         description=f"Runs a real single-node OpenStack Swift (swift=={SWIFT_VERSION}, in a venv "
         "of its own created on first use at $CLOUDFS_SWIFT_VENV or ~/.cache/cloudfs/swift-venv) "
-        "as four background processes on 127.0.0.1: proxy PORT, account PORT+1, container "
-        "PORT+2, "
-        "object PORT+3. Config, data, logs and pid files live in DIR.",
+        "as five background processes on 127.0.0.1: proxy PORT, account PORT+1, container "
+        "PORT+2, object PORT+3 and a memcached of its own on PORT+4 (the system's memcached "
+        "package, not its service). Config, data, logs and pid files live in DIR.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser(
@@ -563,15 +633,15 @@ def register(subparsers: Any) -> None:
         "so data and credentials survive restarts. If DIR's Swift is already running with the "
         "same settings (or if no option is given), prints its lines again and exits 0; with "
         "other settings it exits 2. "
-        "A busy port is refused (exit 2). A failed start prints the server logs' tails, stops "
-        "everything and exits 1.",
+        "A busy port is refused (exit 2). A missing memcached is reported in one line (exit 1). "
+        "A failed start prints the server logs' tails, stops everything and exits 1.",
     )
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument(
         "--port",
         type=int,
         default=None,
-        help=f"proxy port; PORT..PORT+3 must be free (default: the running "
+        help=f"proxy port; PORT..PORT+4 must be free (default: the running "
         f"instance's, else {DEFAULT_PORT})",
     )
     p.add_argument(

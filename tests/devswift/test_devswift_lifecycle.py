@@ -1,7 +1,9 @@
-"""The dev Swift launcher: start/stop/status, busy ports, limits, the CLI, cleanup on failure."""
+"""The dev Swift launcher: start/stop/status, busy ports, limits, the CLI, cleanup on failure,
+and the proxy's memcached (its own, started and stopped with the servers)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -60,6 +62,35 @@ def server_pids(dir: Path) -> list[int]:
     return [s["pid"] for s in devswift.status(dir)["servers"].values()]
 
 
+def memcached_pids(dir: Path) -> list[int]:
+    """Live memcached processes of dir's instance."""
+    return [p for p in processes_mentioning(dir) if memcached_comm(p)]
+
+
+def memcached_comm(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "memcached"
+    except OSError:
+        return False
+
+
+def memcached_stats(port: int) -> dict[str, str]:
+    """memcached's `stats` (get_hits, curr_items, ...)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    lines = [line.split() for line in data.decode().splitlines() if line.startswith("STAT ")]
+    return {fields[1]: fields[2] for fields in lines}
+
+
+def log_lines(dir: Path, server: str) -> int:
+    return len((dir / "log" / f"{server}.log").read_text(errors="replace").splitlines())
+
+
 # ------------------------------------------------------------------------------ own instances
 
 
@@ -72,15 +103,19 @@ def test_start_stop_twice_keeps_data_and_leaves_no_process(swift_dir: Path) -> N
     assert (swift.user, swift.port, swift.dir) == ("test:tester", port, swift_dir)
     st = devswift.status(swift_dir)
     assert st["running"] and st["port"] == port
-    assert [s["port"] for s in st["servers"].values()] == [port, port + 1, port + 2, port + 3]
+    assert [s["port"] for s in st["servers"].values()] == [port + i for i in range(5)]
+    assert list(st["servers"]) == ["proxy", "account", "container", "object", "memcached"]
     first_pids = server_pids(swift_dir)
+    assert memcached_pids(swift_dir) == [st["servers"]["memcached"]["pid"]]
+    assert devswift.port_in_use(port + 4)
     raw = SwiftRaw(swift.auth_url, swift.user, swift.key)
     assert raw.put_container("keep") == 201
     assert raw.put_object("keep", "o", b"survives restarts")[0] == 201
 
     devswift.stop(swift_dir)
     assert not any(Path(f"/proc/{pid}").exists() for pid in first_pids)
-    assert processes_mentioning(swift_dir) == []
+    assert processes_mentioning(swift_dir) == [] and memcached_pids(swift_dir) == []
+    assert not devswift.port_in_use(port + 4)
     st = devswift.status(swift_dir)
     assert not st["running"] and not any(s["running"] for s in st["servers"].values())
     devswift.stop(swift_dir)  # idempotent
@@ -122,7 +157,7 @@ def test_cli_prints_evaluable_lines_and_reports_status(swift_dir: Path) -> None:
         [*cli.split(), "status", str(swift_dir)], capture_output=True, text=True
     )
     assert status.returncode == 0, status.stdout
-    for name, pid in zip(devswift.SERVERS, server_pids(swift_dir), strict=True):
+    for name, pid in zip(devswift.PROCESSES, server_pids(swift_dir), strict=True):
         assert f"running, pid {pid}" in status.stdout and name in status.stdout
 
     # Already running: same lines again (exit 0); other settings: refused (exit 2).
@@ -185,7 +220,8 @@ def test_servers_die_with_a_killed_parent(swift_dir: Path) -> None:
     )
     try:
         assert parent.stdout is not None and parent.stdout.readline() == "started\n"
-        assert len(set(processes_mentioning(swift_dir)) - {parent.pid}) == 4
+        assert len(set(processes_mentioning(swift_dir)) - {parent.pid}) == 5
+        assert len(memcached_pids(swift_dir)) == 1
     finally:
         parent.kill()
         parent.wait()
@@ -207,6 +243,37 @@ def test_busy_port_is_refused_and_nothing_starts(tmp_path: Path) -> None:
     assert not list((tmp_path / "run").glob("*.pid"))
 
 
+def test_busy_memcached_port_is_refused_and_nothing_starts(tmp_path: Path) -> None:
+    port = devswift.find_free_port_range()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port + 4))
+        busy.listen()
+        with pytest.raises(UsageError, match=f"port {port + 4} .*memcached.*in use") as err:
+            devswift.start(tmp_path, port)
+    assert f"ports {port}-{port + 4} must be free" in str(err.value)
+    assert processes_mentioning(tmp_path) == []
+    assert not list((tmp_path / "run").glob("*.pid"))
+
+
+def test_missing_memcached_is_one_clear_line(tmp_path: Path) -> None:
+    """Without memcached on PATH, the CLI says what to do in one line: no traceback."""
+    port = devswift.find_free_port_range()
+    (tmp_path / "bin").mkdir()
+    env = dict(os.environ, PATH=str(tmp_path / "bin"))
+    cli = [sys.executable, "-m", "cloudfs", "dev-swift"]
+    out = subprocess.run(
+        [*cli, "start", str(tmp_path / "s"), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 1 and out.stdout == ""
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert "memcached is not installed" in out.stderr and "scripts/install" in out.stderr
+    assert processes_mentioning(tmp_path) == []
+
+
 def test_status_and_stop_of_a_directory_without_swift(tmp_path: Path) -> None:
     st = devswift.status(tmp_path / "nothing")
     assert st["running"] is False and st["port"] is None
@@ -216,9 +283,9 @@ def test_status_and_stop_of_a_directory_without_swift(tmp_path: Path) -> None:
 
 
 def test_free_port_range_is_free() -> None:
-    base = devswift.find_free_port_range(count=4)
+    base = devswift.find_free_port_range()  # the proxy, three servers and memcached
     assert 20000 <= base < 40000
-    assert not any(devswift.port_in_use(base + i) for i in range(4))
+    assert not any(devswift.port_in_use(base + i) for i in range(5))
 
 
 # ------------------------------------------------------------------------------ session Swift
@@ -231,6 +298,26 @@ def test_port_of_a_running_swift_is_refused(dev_swift: DevSwift, tmp_path: Path)
     with pytest.raises(UsageError, match=f"port {dev_swift.port + 3} .*proxy.*in use"):
         devswift.start(tmp_path, dev_swift.port + 3)  # the running one's object server
     assert processes_mentioning(tmp_path) == []
+
+
+def test_proxy_caches_account_and_container_info_in_memcached(
+    dev_swift: DevSwift, raw_swift: SwiftRaw, swift_container: str
+) -> None:
+    """As in a real cluster: once an object was read, reading it again costs the account and
+    container servers nothing (without memcache, every GET HEADs both)."""
+    assert raw_swift.put_object(swift_container, "o", b"x" * 1000)[0] == 201
+    assert raw_swift.get_object(swift_container, "o")[0] == 200  # fills the cache
+    time.sleep(0.3)  # the servers log a request after answering it
+    before = {s: log_lines(dev_swift.dir, s) for s in ("account", "container", "object")}
+    hits = int(memcached_stats(dev_swift.port + 4)["get_hits"])
+    for i in range(5):
+        status, _, body = raw_swift.get_object(swift_container, "o", range=f"bytes={i}-{i}")
+        assert (status, body) == (206, b"x")
+    time.sleep(0.5)
+    after = {s: log_lines(dev_swift.dir, s) for s in ("account", "container", "object")}
+    assert after["object"] >= before["object"] + 5  # the log does show requests
+    assert (after["account"], after["container"]) == (before["account"], before["container"])
+    assert int(memcached_stats(dev_swift.port + 4)["get_hits"]) >= hits + 5
 
 
 def test_start_of_a_running_swift(dev_swift: DevSwift) -> None:
