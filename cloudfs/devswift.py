@@ -342,6 +342,8 @@ def _is_running(pid: int, dir: Path) -> bool:
     except OSError:
         return False
     if stat.rpartition(")")[2].split()[0] == "Z":
+        if child is not None and child.poll() is not None:  # it exited since: reap it now
+            del _children[pid]
         return False
     return any(os.fsencode(f"{dir}/{sub}/") in cmdline for sub in ("etc", "run"))
 

@@ -146,7 +146,7 @@ class Files:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         h = self._handle(fh)
         session = self._sessions.get(h.inode)
         if session is not None and session.owner == fh:
@@ -158,7 +158,7 @@ class Files:
             return b""
         if h.reader is None:
             h.reader = FileReader(self._objects, h.pieces, h.size, self._nursery, self._budget)
-        return await h.reader.read(off, size)
+        return await h.reader.read_view(off, size)
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -421,11 +421,7 @@ def _chunked_put(url: str, token: str, container: str, name: str,
                  body: Iterable[bytes | memoryview], headers: dict[str, str],
                  timeout: float) -> str:
     """PUT `body` with chunked transfer encoding (blocking; see SwiftStore.put_stream)."""
-    parsed = urllib.parse.urlsplit(url)
-    target = f"{parsed.path}/{urllib.parse.quote(container)}/{urllib.parse.quote(name)}"
-    http_cls = (http.client.HTTPSConnection if parsed.scheme == "https"
-                else http.client.HTTPConnection)
-    conn = http_cls(parsed.hostname or "", parsed.port, timeout=timeout)
+    conn, target = _http_connection(url, container, name, timeout)
     try:
         conn.putrequest("PUT", target, skip_accept_encoding=True)
         conn.putheader("X-Auth-Token", token)
@@ -443,7 +439,7 @@ def _chunked_put(url: str, token: str, container: str, name: str,
         content = resp.read()
         if not 200 <= resp.status < 300:
             raise ClientException(
-                f"Object PUT failed: {parsed.scheme}://{parsed.netloc}{target} {resp.status} "
+                f"Object PUT failed: {url}/{container}/{name} {resp.status} "
                 f"{resp.reason}", http_status=resp.status, http_reason=resp.reason,
                 http_response_content=content[:200])
         return resp.getheader("Etag", "")
@@ -454,12 +450,13 @@ def _chunked_put(url: str, token: str, container: str, name: str,
 class ObjectReader:
     """A sequential read of [offset, end) of one object over one streamed GET.
 
-    `read(n)` returns the next n bytes (fewer only at the end). The GET is sent by the first
-    read; a transient failure (dropped connection, timeout, 5xx) re-opens the GET at the
-    current position, under the store's retry policy, whose deadline restarts after progress.
-    Its connection is its own until the stream is read to the end (then pooled again) or
-    closed (then discarded: the rest of the response is never read). Blocking reads run in the
-    store's streaming threads, so they do not take a slot from short requests.
+    `readinto(buf)` fills a buffer with the next bytes, received straight into it (no
+    intermediate copies: like `put_stream`, the request is made with http.client on a
+    connection of its own); `read(n)` does the same into a new buffer. The GET is sent by
+    the first read; a transient failure (dropped connection, timeout, 5xx, expired token)
+    re-opens the GET at the current position under the store's retry policy, whose deadline
+    restarts after progress. Blocking reads run in the store's streaming threads, so they
+    never take a slot from short requests. `close()` abandons the rest of the response.
     """
 
     def __init__(self, store: SwiftStore, container: str, name: str, offset: int,
@@ -469,19 +466,27 @@ class ObjectReader:
         self.name = name
         self.pos = offset
         self.end = end
-        self._conn: swiftclient.Connection | None = None
-        self._body: Any = None
+        self._conn: http.client.HTTPConnection | None = None
+        self._resp: http.client.HTTPResponse | None = None
         self._read_at_failure = -1
 
     @property
     def what(self) -> str:
         return f"GET {self.container}/{self.name} from {self.pos}"
 
-    async def read(self, n: int) -> bytes:
-        target = min(self.pos + n, self.end)
+    async def read(self, n: int) -> bytearray:
+        """The next min(n, what is left) bytes, in a new buffer."""
+        buf = bytearray(max(0, min(n, self.end - self.pos)))
+        await self.readinto(memoryview(buf))
+        return buf
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Fill `buf` with the next bytes (fewer only at the end: returns how many)."""
+        target = min(self.pos + len(buf), self.end)
         if target <= self.pos:
-            return b""
-        parts: list[bytes] = []  # what arrived, kept across a re-opened GET
+            return 0
+        start = self.pos
+        buf = buf[:target - start]  # what arrived is kept across a re-opened GET
 
         def progressed() -> bool:
             moved = self.pos != self._read_at_failure
@@ -489,48 +494,87 @@ class ObjectReader:
             return moved
 
         try:
-            await retrying(self.what, partial(self._read_until, target, parts),
+            await retrying(self.what, partial(self._read_into, buf, start),
                            policy=self.store.policy, is_transient=is_transient,
                            describe=describe, progressed=progressed)
         except (ClientException, *_TRANSPORT_ERRORS) as exc:
             raise translate(exc, self.what) from exc
-        return b"".join(parts) if len(parts) != 1 else parts[0]
+        return len(buf)
 
-    async def _read_until(self, target: int, parts: list[bytes]) -> None:
-        if self._body is None:
+    async def _read_into(self, buf: memoryview, start: int) -> None:
+        if self._resp is None:
             await self._open()
+        resp = self._resp
+        assert resp is not None
         try:
-            while self.pos < target:
-                chunk = await trio.to_thread.run_sync(self._body.read, target - self.pos,
-                                                      limiter=self.store._streams)
-                if not chunk:
+            while (got := self.pos - start) < len(buf):
+                n = await trio.to_thread.run_sync(resp.readinto, buf[got:],
+                                                  limiter=self.store._streams)
+                if not n:
                     raise ConnectionError(f"{self.what}: the response ended early")
-                parts.append(chunk)
-                self.pos += len(chunk)
+                self.pos += n
         except BaseException:
             self.close()  # a broken stream is never reused; the retry opens a new GET
             raise
-        if self.pos == self.end:  # read to the end: the connection is clean again
-            conn, self._conn, self._body = self._conn, None, None
-            if conn is not None:
-                self.store._give(conn)
+        if self.pos == self.end:
+            self.close()
 
     async def _open(self) -> None:
-        conn = self.store._take()
-        self.store.requests["GET"] += 1
-        headers = {"Range": f"bytes={self.pos}-{self.end - 1}"}
+        store = self.store
+        if store._storage_url is None or store._token is None:
+            await store._reauthenticate()
+        assert store._storage_url is not None and store._token is not None
+        token = store._token
+        store.requests["GET"] += 1
         try:
-            _, body = await trio.to_thread.run_sync(
-                partial(conn.get_object, self.container, self.name, headers=headers,
-                        resp_chunk_size=1 << 20),
-                limiter=self.store._streams)
-        except BaseException:
-            conn.close()
+            self._conn, self._resp = await trio.to_thread.run_sync(
+                partial(_ranged_get, store._storage_url, token, self.container, self.name,
+                        self.pos, self.end, store._timeout),
+                limiter=store._streams)
+        except ClientException as exc:
+            if exc.http_status == 401:
+                if store._token == token:
+                    store._token = None  # the next request authenticates again
+                raise ConnectionError(f"{self.what}: token expired (401)") from exc
             raise
-        self._conn, self._body = conn, body
 
     def close(self) -> None:
-        """Abandon the stream (its connection is closed, never pooled)."""
-        conn, self._conn, self._body = self._conn, None, None
+        """Abandon the stream (its connection is closed)."""
+        conn, self._conn, self._resp = self._conn, None, None
         if conn is not None:
             conn.close()
+
+
+def _ranged_get(url: str, token: str, container: str, name: str, start: int, end: int,
+                timeout: float) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Send GET with Range [start, end) and return the connection and the response, whose
+    body is still to be read (blocking)."""
+    conn, target = _http_connection(url, container, name, timeout)
+    try:
+        conn.putrequest("GET", target, skip_accept_encoding=True)
+        conn.putheader("X-Auth-Token", token)
+        conn.putheader("Range", f"bytes={start}-{end - 1}")
+        conn.endheaders()
+        resp = conn.getresponse()
+        if resp.status not in (200, 206):
+            content = resp.read(200)
+            raise ClientException(
+                f"Object GET failed: {url}/{container}/{name} {resp.status} {resp.reason}",
+                http_status=resp.status, http_reason=resp.reason,
+                http_response_content=content)
+        if resp.status == 200 and start:
+            raise Rejected(f"GET {container}/{name}: Swift ignored the Range header", 200)
+        return conn, resp
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _http_connection(url: str, container: str, name: str,
+                     timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A new connection to the storage URL's host, and the request target of the object."""
+    parsed = urllib.parse.urlsplit(url)
+    target = f"{parsed.path}/{urllib.parse.quote(container)}/{urllib.parse.quote(name)}"
+    http_cls = (http.client.HTTPSConnection if parsed.scheme == "https"
+                else http.client.HTTPConnection)
+    return http_cls(parsed.hostname or "", parsed.port, timeout=timeout), target

@@ -14,14 +14,15 @@ class FakeStream:
     def __init__(self, store: FakeStore, data: bytes, pos: int, end: int) -> None:
         self.store, self.data, self.pos, self.end = store, data, pos, end
 
-    async def read(self, n: int) -> bytes:
+    async def readinto(self, buf: memoryview) -> int:
         await trio.sleep(0)
         if self.store.fail_after is not None and self.store.streamed >= self.store.fail_after:
             raise OSError("stream cut")
-        chunk = self.data[self.pos:min(self.end, self.pos + n)]
+        chunk = self.data[self.pos:min(self.end, self.pos + len(buf))]
+        buf[:len(chunk)] = chunk
         self.pos += len(chunk)
         self.store.streamed += len(chunk)
-        return chunk
+        return len(chunk)
 
     def close(self) -> None:
         self.store.closed += 1
