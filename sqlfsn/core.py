@@ -168,19 +168,30 @@ class Core:
         self._conn.close()
 
     @contextmanager
-    def _txn(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error."""
+    def _txn(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error.
+
+        ``durable=False`` commits without syncing the WAL, for housekeeping whose loss in a
+        power failure is repaired anyway (e.g. dropping an orphan: purge_orphans at the next
+        mount). Its effect becomes durable with the next durable commit of any process, since
+        syncing the WAL syncs every frame before it: nothing durable can depend on it alone."""
         conn = self._conn
         if conn.in_transaction:
             raise RuntimeError("sqlfsn transactions do not nest")
-        conn.execute("BEGIN IMMEDIATE")
+        if not durable:
+            conn.execute("PRAGMA synchronous = NORMAL")
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:

@@ -232,6 +232,23 @@ def test_drop_if_orphan_keeps_named_inodes(ns: Namespace) -> None:
     assert ns.check() == []
 
 
+def test_dropping_an_orphan_skips_the_sync_and_only_that(ns: Namespace) -> None:
+    """drop_if_orphan commits without syncing the WAL (repaired by purge_orphans if lost);
+    every other commit stays synced."""
+    syncs = []
+    ns._conn.set_trace_callback(syncs.append)
+    f = file_with(ns, [Piece(H(7), 0, 10)], b"f")
+    ns.unlink(R, b"f")
+    assert ns.drop_if_orphan(f.inode) is True
+    ns._conn.set_trace_callback(None)
+    pragmas = [q for q in syncs if "synchronous" in q]
+    assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
+    assert ns._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    with pytest.raises(errors.NotFound):
+        ns.getattr(f.inode)
+    assert ns.check() == []
+
+
 def test_purge_orphans(ns: Namespace) -> None:
     for name in (b"a", b"b", b"c"):
         file_with(ns, [Piece(H(7), 0, 10)], name)
