@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 FAR_FUTURE_NS = 2**63 - 1
 DEFAULT_RETIRE_GRACE = 3600.0
 UNTAGGED_RECHECK = 600.0
-# Where a pass can be told to crash (tests, and CCD_CRASH_AFTER for the CLI).
-CRASH_POINTS = ("copy", "rewrite", "mark")
+# Where a pass can be told to crash (tests, and CCD_CRASH_AFTER for the CLI): after a
+# consolidation step, or (settle.py) after a settle published its content ("publish") or
+# committed it ("settle").
+CRASH_POINTS = ("copy", "rewrite", "mark", "publish", "settle")
 
 
 class CrashInjected(BaseException):
@@ -100,11 +102,13 @@ class Consolidator:
         self._scope: trio.CancelScope | None = None
         self._crashed: str | None = None
 
-    async def run_pass(self) -> Report:
-        """One pass over the temporary segments. Raises StoreError if they cannot be listed
-        (nothing was changed then); failures of single contents are counted in the report."""
+    async def run_pass(self, report: Report | None = None, *, dry_run: bool = False) -> Report:
+        """One pass over the temporary segments, counted in `report` (a new one if None).
+        Raises StoreError if they cannot be listed (nothing was changed then); failures of
+        single contents are counted in the report. `dry_run`: only list and read tags, and
+        count the files that would be consolidated."""
         ctx = self.ctx
-        report = Report("consolidation")
+        report = Report("consolidation", dry_run=dry_run) if report is None else report
         alive = ctx.ns.uploads_alive(ctx.since_ns(time.time()))
         listing = await list_tmp(ctx)
         listed = {seg.name for seg in listing}
@@ -143,6 +147,14 @@ class Consolidator:
             groups.setdefault(tag.file_hash, []).append(Member(seg, tag))
 
         await for_each(ctx, candidates, read_tag, label="reading segment tags")
+
+        if dry_run:
+            for file_hash, members in sorted(groups.items()):
+                if any(m.tag.retired_at is None for m in members):
+                    referenced = is_digest(file_hash) and ctx.ns.is_kept(
+                        file_hash, claimed_since_ns=FAR_FUTURE_NS)
+                    report.add("contents_consolidated" if referenced else "skipped_unreferenced")
+            return report
 
         async def group(file_hash: str) -> None:
             await self._group(file_hash, groups[file_hash], alive, report)
