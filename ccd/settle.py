@@ -49,10 +49,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SETTLE_GRACE = 600.0
 HEARTBEAT_INTERVAL = 60.0  # seconds between refreshes of a settle's upload lease (as the mount)
-# Files settled at once. Each streams at most (AHEAD + 1) chunks of 4 MiB from Swift plus the
-# writer's buffers (about 40 MiB); one big file already keeps both cores of a small host busy.
+# Files settled at once. Each holds at most seqwrite.spans.BUDGET + one chunk read from Swift
+# plus the writer's buffers (about 40 MiB); one big file keeps both cores of a small host busy.
 CONCURRENCY = 2
-READ_AHEAD = 6  # ranged GETs in flight per file (many small pieces: latency-bound)
 SPARSE_RATIO = 0.5  # a file whose holes exceed this share of its size is left as it is
 
 BeforeCommit = Callable[[int], Awaitable[None]]
@@ -170,7 +169,7 @@ class Settler:
             self._end_leases(leases)
             report.add("settle_refused")
             return
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, NamespaceError, sqlite3.Error) as exc:
             self._end_leases(leases)
             if self._changed(f.inode, attr.version):
                 report.add("settle_changed")  # e.g. rewritten and its old pieces collected
@@ -230,7 +229,7 @@ class Settler:
                                 on_first_segment=take_lease)
                 nursery.start_soon(self._heartbeat, leases)
                 try:
-                    read = await stream_spans(ctx.store, spans, writer.write, ahead=READ_AHEAD)
+                    read = await stream_spans(ctx.store, spans, writer.write)
                     if read != size or writer.size != size:
                         raise StoreError(f"read {read} bytes of a {size}-byte file")
                     content = await writer.finish()

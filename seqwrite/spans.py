@@ -2,11 +2,11 @@
 
 `stream_spans` reads the ranges with ranged GETs through `SwiftStore.get` (so every request
 has the store's pool, limiter, retries and deadline), keeps up to `ahead` chunks of at most
-`chunk` bytes in flight or waiting, and hands the bytes to a sink strictly in order. Many
-small ranges (a file appended 1000 times) thus cost about 1000 / `ahead` round trips, and
-one big range streams at several GETs in parallel. Holes (spans without an object) become
-zeros without a request. A GET that answers fewer bytes than asked fails the stream: a span
-must name bytes that exist.
+`chunk` bytes and `budget` bytes in all in flight or waiting, and hands the bytes to a sink
+strictly in order. Many small ranges (a file appended 1000 times) thus cost about
+1000 / `ahead` round trips, and one big range streams at several GETs in parallel. Holes
+(spans without an object) become zeros without a request. A GET that answers fewer bytes
+than asked fails the stream: a span must name bytes that exist.
 
 Used by ccd to re-store a file made of many pieces as one content (ccd/settle.py); it lives
 here because seqwrite is the only package that talks to Swift.
@@ -26,7 +26,8 @@ from seqwrite.store import SwiftStore
 log = logging.getLogger(__name__)
 
 CHUNK = 4 << 20  # bytes per GET at most (the Writer's chunk: its hand-offs stay whole)
-AHEAD = 6  # chunks in flight or waiting for the sink: memory <= (AHEAD + 1) * CHUNK
+AHEAD = 16  # chunks in flight or waiting for the sink (small ranges: latency-bound)
+BUDGET = 24 << 20  # bytes in flight or waiting: memory <= BUDGET + CHUNK (the one in the sink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +56,41 @@ def _chunks(spans: Sequence[Span], chunk: int) -> Iterator[Span]:
                        min(chunk, span.length - off))
 
 
+class _Window:
+    """Admission of chunks: at most `count` outstanding, and at most `budget` bytes unless
+    nothing is outstanding (one chunk always fits). One producer waits; the consumer frees."""
+
+    def __init__(self, count: int, budget: int) -> None:
+        self.count, self.budget = count, budget
+        self.outstanding = self.nbytes = 0
+        self._freed = trio.Event()
+
+    async def admit(self, n: int) -> None:
+        while self.outstanding >= self.count or (
+                self.outstanding and self.nbytes + n > self.budget):
+            await self._freed.wait()
+        self.outstanding += 1
+        self.nbytes += n
+
+    def free(self, n: int) -> None:
+        self.outstanding -= 1
+        self.nbytes -= n
+        self._freed.set()
+        self._freed = trio.Event()
+
+
 async def stream_spans(store: SwiftStore, spans: Sequence[Span],
                        sink: Callable[[bytes], Awaitable[None]], *, chunk: int = CHUNK,
-                       ahead: int = AHEAD) -> int:
+                       ahead: int = AHEAD, budget: int = BUDGET) -> int:
     """Call `sink` with the bytes of `spans`, in order (one call per chunk); returns the
     number of bytes. Raises the first StoreError (or the sink's exception); nothing more
     is handed to the sink after a failure."""
-    if chunk <= 0 or ahead <= 0:
-        raise ValueError("chunk and ahead must be positive")
+    if chunk <= 0 or ahead <= 0 or budget <= 0:
+        raise ValueError("chunk, ahead and budget must be positive")
     for span in spans:
         if span.length < 0 or span.offset < 0:
             raise ValueError(f"bad span {span!r}")
-    slots = trio.Semaphore(ahead)
+    window = _Window(ahead, budget)
     send, recv = trio.open_memory_channel[_Part](ahead)
     total = 0
     failure: BaseException | None = None
@@ -91,7 +115,7 @@ async def stream_spans(store: SwiftStore, spans: Sequence[Span],
     async def produce(nursery: trio.Nursery) -> None:
         async with send:
             for piece in _chunks(spans, chunk):
-                await slots.acquire()
+                await window.admit(piece.length)
                 part = _Part(piece, trio.Event())
                 nursery.start_soon(fetch, part)
                 await send.send(part)
@@ -105,7 +129,7 @@ async def stream_spans(store: SwiftStore, spans: Sequence[Span],
                     if part.error is not None:
                         raise part.error
                     data, part.data = part.data, b""
-                    slots.release()
+                    window.free(part.span.length)
                     total += len(data)
                     await sink(data)
         except Exception as exc:

@@ -151,7 +151,10 @@ async def test_once_settles_with_dry_run_crash_and_cleanup(fs: Fs, config: Path)
     dry = await run_ccd("--config", str(config), "once", "--settle-grace", "0", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "files to settle into one whole-file content: 1" in dry.stdout.decode()
+    assert "files to consolidate: " in dry.stdout.decode()
     assert settled not in fs.cas_names()
+    tags = fs.tmp_tags()
+    assert tags and all("x-object-meta-retired-at" not in h for h in tags.values())
     crashed = await run_ccd("--config", str(config), "once", "--settle-grace", "0",
                             CCD_CRASH_AFTER="publish")
     assert crashed.returncode == 70, crashed.stderr

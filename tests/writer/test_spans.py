@@ -60,6 +60,14 @@ async def test_prefetch_is_bounded_and_keeps_order(store, layout, raw_swift):
     assert len(seen) == 64
     for consumed, gets in enumerate(seen):
         assert gets <= consumed + 1 + 4, seen
+    assert seen[-1] == 64 and max(seen[:10]) >= 4, "it does read ahead"
+    # The byte budget binds before the count: 3 KiB = three 1 KiB chunks.
+    seen.clear()
+    before = store.statistics().get("GET", 0)
+    await stream_spans(store, [Span(c, "big", 0, 16 * KiB)], slow_sink, chunk=KiB, ahead=8,
+                       budget=3 * KiB)
+    for consumed, gets in enumerate(seen):
+        assert gets <= consumed + 1 + 3, seen
 
 
 async def test_short_and_missing_reads_fail_and_stop_the_sink(store, layout, raw_swift):
