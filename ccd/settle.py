@@ -162,7 +162,7 @@ class Settler:
         if dry_run:
             report.add("files_settled", attr.size)
             return
-        leases: list[str] = []
+        leases: list[str] = []  # the Writer's upload lease (one, taken at its first segment)
         try:
             content = await self._store(self._spans(pieces), attr.size, leases)
         except ClaimRefused:
@@ -192,8 +192,6 @@ class Settler:
             self._end_leases(leases)
             report.error(f"settling inode {f.inode}: {exc}; left as it was")
             return
-        for extra in leases[1:]:  # a Writer takes one lease; never more, but never leak one
-            self._end_leases([extra])
         log.debug("inode %d settled: %d pieces -> %s", f.inode, len(pieces), content.hash)
         report.add("files_settled", content.size)
         if content.deduplicated:
