@@ -23,8 +23,9 @@ from typing import TypeVar
 
 import trio
 
+from ccd import consolidate, settle
 from ccd.cleanup import cleanup_pass
-from ccd.consolidate import CRASH_POINTS, DEFAULT_RETIRE_GRACE, Consolidator, CrashInjected
+from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator, CrashInjected
 from ccd.context import CcdError, Context, open_context, sole_error
 from ccd.report import Progress, Report
 from ccd.sdnotify import notify
@@ -38,7 +39,8 @@ log = logging.getLogger("ccd")
 # The mount refreshes its upload leases every 60 s: a grace below a few heartbeats could
 # take a write in progress for a dead one.
 MIN_SAFE_GRACE = 300.0
-CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (see consolidate.py)
+CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (consolidate.py, settle.py)
+CRASH_POINTS = consolidate.CRASH_POINTS + settle.CRASH_POINTS
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
@@ -180,7 +182,14 @@ def _settler(ctx: Context, cfg: Config, args: argparse.Namespace,
     return Settler(ctx, settle_grace=cfg.settle_grace if args.settle_grace is None
                    else args.settle_grace, segment_size=cfg.segment_size,
                    small_threshold=cfg.small_file_threshold, spool_dir=_spool_dir(cfg),
-                   verify_md5=cfg.verify_md5, crash_after=crash_after)
+                   verify_md5=cfg.verify_md5,
+                   crash_after=crash_after if crash_after in settle.CRASH_POINTS else None)
+
+
+def _consolidator(ctx: Context, cfg: Config, args: argparse.Namespace,
+                  crash_after: str | None) -> Consolidator:
+    return Consolidator(ctx, retire_grace=_retire_grace(cfg, args), crash_after=crash_after
+                        if crash_after in consolidate.CRASH_POINTS else None)
 
 
 async def run_pass(settler: Settler | None, consolidator: Consolidator, *,
@@ -204,8 +213,7 @@ def cmd_once(cfg: Config, args: argparse.Namespace) -> int:
     async def once() -> Report:
         async with open_context(cfg, progress=Progress()) as ctx:
             settler = _settler(ctx, cfg, args, crash_after)
-            consolidator = Consolidator(ctx, retire_grace=_retire_grace(cfg, args),
-                                        crash_after=crash_after)
+            consolidator = _consolidator(ctx, cfg, args, crash_after)
             return await run_pass(settler, consolidator, dry_run=args.dry_run)
 
     return _print(run_trio(once))
@@ -236,8 +244,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
     async def daemon() -> None:
         async with open_context(cfg) as ctx:
-            consolidator = Consolidator(ctx, retire_grace=_retire_grace(cfg, args),
-                                        crash_after=crash_after)
+            consolidator = _consolidator(ctx, cfg, args, crash_after)
             settler = _settler(ctx, cfg, args, crash_after)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:

@@ -55,10 +55,8 @@ log = logging.getLogger(__name__)
 FAR_FUTURE_NS = 2**63 - 1
 DEFAULT_RETIRE_GRACE = 3600.0
 UNTAGGED_RECHECK = 600.0
-# Where a pass can be told to crash (tests, and CCD_CRASH_AFTER for the CLI): after a
-# consolidation step, or (settle.py) after a settle published its content ("publish") or
-# committed it ("settle").
-CRASH_POINTS = ("copy", "rewrite", "mark", "publish", "settle")
+# Where a pass can be told to crash (tests, and CCD_CRASH_AFTER for the CLI).
+CRASH_POINTS = ("copy", "rewrite", "mark")
 
 
 class CrashInjected(BaseException):

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from ccd.consolidate import CRASH_POINTS, CrashInjected
+from ccd.consolidate import CrashInjected
 from ccd.context import Context, for_each, sole_error
 from ccd.report import Report
 from seqwrite import PublishMode, Span, StoredContent, StoreError, Writer, stream_spans
@@ -55,6 +55,8 @@ CONCURRENCY = 2
 SPARSE_RATIO = 0.5  # a file whose holes exceed this share of its size is left as it is
 
 BeforeCommit = Callable[[int], Awaitable[None]]
+# Where a pass can be told to crash: after a settle published its content, or committed it.
+CRASH_POINTS = ("publish", "settle")
 
 
 class ClaimRefused(Exception):

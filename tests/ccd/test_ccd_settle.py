@@ -221,3 +221,19 @@ async def test_sparse_files_are_left_and_duplicates_dedup(fs: Fs):
     assert fs.ns.pieces(sparse)[0] == Piece(None, 0, SEG)
     assert fs.cas_bytes(digest(data)) == data
     assert KiB < len(data)
+
+
+async def test_crash_after_the_commit_then_the_next_pass_consolidates(fs: Fs):
+    inode, data = await appended(fs, b"log", 3)
+    with pytest.raises(CrashInjected):
+        await settle(fs, crash_after="settle")
+    h = digest(data)
+    assert fs.ns.pieces(inode) == [Piece(h, 0, len(data))]
+    assert fs.ns.uploads() == []  # the commit ended the lease
+    manifest = fs.stored_manifest(h)
+    assert len(manifest) == 4 and all(".tmp/" in e["name"] for e in manifest)
+    report = await Consolidator(fs.ctx(), retire_grace=0).run_pass()
+    assert report.kept_errors == 0, report.errors
+    assert [e for e in fs.stored_manifest(h) if ".tmp/" in e["name"]] == []
+    assert not [n for n, t in fs.tmp_tags().items() if t.get("x-object-meta-bigfile") == h]
+    assert fs.cas_bytes(h) == data and fs.file_bytes(inode) == data
