@@ -1,5 +1,8 @@
 """The `ccd` command line: `ccd [--config FILE] [--log-level L] {run,once,cleanup}`.
 
+A pass of `run` and `once` settles files made of many pieces (settle.py), then consolidates
+(consolidate.py): the content a settle just published is consolidated in the same pass.
+
 Errors the operator can fix (configuration, database, Swift unreachable at start) print one
 line naming the cause and exit 2; a pass that could not do everything (listing failed, objects
 kept because of errors) exits 1. Logs go to stderr as `LEVEL logger: message` (journald adds
@@ -15,15 +18,18 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import trio
 
+from ccd import consolidate, settle
 from ccd.cleanup import cleanup_pass
-from ccd.consolidate import CRASH_POINTS, DEFAULT_RETIRE_GRACE, Consolidator, CrashInjected
+from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator, CrashInjected
 from ccd.context import CcdError, Context, open_context, sole_error
 from ccd.report import Progress, Report
 from ccd.sdnotify import notify
+from ccd.settle import DEFAULT_SETTLE_GRACE, Settler
 from seqwrite import StoreError
 from seqwrite.config import Config, ConfigError, load
 from sqlfsn.errors import NamespaceError
@@ -33,7 +39,8 @@ log = logging.getLogger("ccd")
 # The mount refreshes its upload leases every 60 s: a grace below a few heartbeats could
 # take a write in progress for a dead one.
 MIN_SAFE_GRACE = 300.0
-CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (see consolidate.py)
+CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (consolidate.py, settle.py)
+CRASH_POINTS = consolidate.CRASH_POINTS + settle.CRASH_POINTS
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
@@ -64,19 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
                    "for readers of the old manifest (default: [ccd] retire_grace of the config, "
                    f"{DEFAULT_RETIRE_GRACE:.0f})")
 
+    settle_help = ("seconds a file made of several pieces (appends, random writes) must stay "
+                   "unchanged before it is settled into one whole-file object (default: [ccd] "
+                   f"settle_grace of the config, {DEFAULT_SETTLE_GRACE:.0f})")
+
     p = sub.add_parser("run", help="consolidate forever, one pass every `interval` seconds",
                        description="The consolidation daemon (systemd Type=notify): a "
-                       "consolidation pass every `interval` seconds until SIGTERM/SIGINT.")
+                       "pass every `interval` seconds until SIGTERM/SIGINT (files are "
+                       "settled every settle_grace/2 seconds).")
     p.add_argument("--interval", type=seconds, metavar="SECONDS",
                    help="seconds between passes (default: [ccd] interval of the config, 60)")
     p.add_argument("--retire-grace", type=seconds, metavar="SECONDS", help=retire_help)
+    p.add_argument("--settle-grace", type=seconds, metavar="SECONDS", help=settle_help)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("once", help="one consolidation pass, then exit",
-                       description="One consolidation pass: copy the temporary segments of "
-                       "published files to their CAS names, rewrite the manifests, retire "
-                       "the temporary segments. Prints what it did.")
+    p = sub.add_parser("once", help="one pass (settle, then consolidate), then exit",
+                       description="One pass: settle the files made of several pieces that "
+                       "did not change for settle_grace (re-store each as one whole-file CAS "
+                       "object), then consolidate: copy the temporary segments of published "
+                       "files to their CAS names, rewrite the manifests, retire the temporary "
+                       "segments. Prints what it did.")
     p.add_argument("--retire-grace", type=seconds, metavar="SECONDS", help=retire_help)
+    p.add_argument("--settle-grace", type=seconds, metavar="SECONDS", help=settle_help)
+    p.add_argument("--dry-run", action="store_true",
+                   help="report what would be settled and consolidated; change nothing")
     p.set_defaults(func=cmd_once)
 
     p = sub.add_parser("cleanup", help="delete leftovers and unreferenced content (cron)",
@@ -146,6 +164,47 @@ def _retire_grace(cfg: Config, args: argparse.Namespace) -> float:
     return cfg.retire_grace if args.retire_grace is None else args.retire_grace
 
 
+def _spool_dir(cfg: Config) -> str | None:
+    """Where a settle's Writer spools the segment in flight: the mount's spool directory
+    (`<cache_dir>/spool`), or the system's temporary directory if that cannot be made."""
+    spool = Path(cfg.cache_dir or Path(cfg.database).parent / "cache") / "spool"
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.info("cannot use %s as the spool directory (%s); using the temporary directory",
+                 spool, exc)
+        return None
+    return str(spool)
+
+
+def _settler(ctx: Context, cfg: Config, args: argparse.Namespace,
+             crash_after: str | None) -> Settler:
+    return Settler(ctx, settle_grace=cfg.settle_grace if args.settle_grace is None
+                   else args.settle_grace, segment_size=cfg.segment_size,
+                   small_threshold=cfg.small_file_threshold, spool_dir=_spool_dir(cfg),
+                   verify_md5=cfg.verify_md5,
+                   crash_after=crash_after if crash_after in settle.CRASH_POINTS else None)
+
+
+def _consolidator(ctx: Context, cfg: Config, args: argparse.Namespace,
+                  crash_after: str | None) -> Consolidator:
+    return Consolidator(ctx, retire_grace=_retire_grace(cfg, args), crash_after=crash_after
+                        if crash_after in consolidate.CRASH_POINTS else None)
+
+
+async def run_pass(settler: Settler | None, consolidator: Consolidator, *,
+                   dry_run: bool = False) -> Report:
+    """Settle (if `settler`), then consolidate, into one report. A settle pass that cannot
+    list the files is one error in the report; consolidation runs anyway."""
+    report = Report("consolidation", dry_run=dry_run)
+    if settler is not None:
+        try:
+            await settler.run_pass(report, dry_run=dry_run)
+        except (NamespaceError, sqlite3.Error) as exc:
+            report.error(f"settle pass failed: {exc}")
+    return await consolidator.run_pass(report, dry_run=dry_run)
+
+
 # -- once ---------------------------------------------------------------------------------------
 
 def cmd_once(cfg: Config, args: argparse.Namespace) -> int:
@@ -153,8 +212,9 @@ def cmd_once(cfg: Config, args: argparse.Namespace) -> int:
 
     async def once() -> Report:
         async with open_context(cfg, progress=Progress()) as ctx:
-            return await Consolidator(ctx, retire_grace=_retire_grace(cfg, args),
-                                      crash_after=crash_after).run_pass()
+            settler = _settler(ctx, cfg, args, crash_after)
+            consolidator = _consolidator(ctx, cfg, args, crash_after)
+            return await run_pass(settler, consolidator, dry_run=args.dry_run)
 
     return _print(run_trio(once))
 
@@ -184,8 +244,8 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
     async def daemon() -> None:
         async with open_context(cfg) as ctx:
-            consolidator = Consolidator(ctx, retire_grace=_retire_grace(cfg, args),
-                                        crash_after=crash_after)
+            consolidator = _consolidator(ctx, cfg, args, crash_after)
+            settler = _settler(ctx, cfg, args, crash_after)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
 
@@ -198,18 +258,20 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
                     nursery.start_soon(stop_on_signal)
                     notify("READY=1")
-                    log.info("consolidating %s every %.0f s", ctx.layout.base, interval)
-                    await _loop(ctx, consolidator, interval)
+                    log.info("consolidating %s every %.0f s, settling every %.0f s",
+                             ctx.layout.base, interval, max(interval, settler.settle_grace / 2))
+                    await _loop(ctx, settler, consolidator, interval)
 
     run_trio(daemon)
     log.info("stopped")
     return 0
 
 
-async def _loop(ctx: Context, consolidator: Consolidator, interval: float) -> None:
+async def _loop(ctx: Context, settler: Settler, consolidator: Consolidator,
+                interval: float) -> None:
     while True:
         try:
-            report = await consolidator.run_pass()
+            report = await run_pass(settler if settler.scan_due() else None, consolidator)
         except (StoreError, NamespaceError, sqlite3.Error) as exc:
             log.warning("consolidation pass failed: %s; next try in %.0f s", exc, interval)
             notify(f"STATUS=last pass failed: {str(exc)[:200]}")

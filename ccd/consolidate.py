@@ -100,11 +100,13 @@ class Consolidator:
         self._scope: trio.CancelScope | None = None
         self._crashed: str | None = None
 
-    async def run_pass(self) -> Report:
-        """One pass over the temporary segments. Raises StoreError if they cannot be listed
-        (nothing was changed then); failures of single contents are counted in the report."""
+    async def run_pass(self, report: Report | None = None, *, dry_run: bool = False) -> Report:
+        """One pass over the temporary segments, counted in `report` (a new one if None).
+        Raises StoreError if they cannot be listed (nothing was changed then); failures of
+        single contents are counted in the report. `dry_run`: only list and read tags, and
+        count the files that would be consolidated."""
         ctx = self.ctx
-        report = Report("consolidation")
+        report = Report("consolidation", dry_run=dry_run) if report is None else report
         alive = ctx.ns.uploads_alive(ctx.since_ns(time.time()))
         listing = await list_tmp(ctx)
         listed = {seg.name for seg in listing}
@@ -143,6 +145,14 @@ class Consolidator:
             groups.setdefault(tag.file_hash, []).append(Member(seg, tag))
 
         await for_each(ctx, candidates, read_tag, label="reading segment tags")
+
+        if dry_run:
+            for file_hash, members in sorted(groups.items()):
+                if any(m.tag.retired_at is None for m in members):
+                    referenced = is_digest(file_hash) and ctx.ns.is_kept(
+                        file_hash, claimed_since_ns=FAR_FUTURE_NS)
+                    report.add("contents_consolidated" if referenced else "skipped_unreferenced")
+            return report
 
         async def group(file_hash: str) -> None:
             await self._group(file_hash, groups[file_hash], alive, report)

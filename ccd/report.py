@@ -17,6 +17,14 @@ log = logging.getLogger(__name__)
 
 # event -> label. Events counting deletions carry bytes; "freed" sums those.
 LABELS: dict[str, str] = {
+    # settle (runs first in a pass)
+    "files_settled": "files settled into one whole-file content",
+    "settle_dedup": "settled files whose whole content was already stored",
+    "settle_young": "unsettled files changed within settle_grace (settled later)",
+    "settle_changed": "settles dropped: the file changed meanwhile (retried later)",
+    "settle_sparse": "sparse files left unsettled (more holes than data)",
+    "settle_too_large": "files left unsettled: too large for one manifest",
+    "settle_refused": "settles skipped: the content is being deleted by the garbage collector",
     # consolidation
     "contents_consolidated": "files consolidated",
     "segments_copied": "segments copied to their CAS names",
@@ -45,6 +53,11 @@ LABELS: dict[str, str] = {
     "kept_error": "kept because of errors",
 }
 DELETIONS = ("tmp_untagged", "tmp_unpublished", "segments_retired", "cas_deleted")
+# The labels of a dry run, where " deleted" -> " to delete" does not say it.
+DRY_LABELS: dict[str, str] = {
+    "files_settled": "files to settle into one whole-file content",
+    "contents_consolidated": "files to consolidate",
+}
 
 
 def human_bytes(n: int) -> str:
@@ -61,7 +74,8 @@ class Report:
     """Counts and bytes of the events of one pass.
 
     Attributes:
-        title: "consolidation" or "cleanup".
+        title: "consolidation" (a pass of `once`/`run`: settle, then consolidation) or
+            "cleanup".
         dry_run: nothing was changed; the counts say what would have been.
         counts: event -> number of times.
         nbytes: event -> bytes (deletions and copies).
@@ -100,7 +114,9 @@ class Report:
         """Whether the pass changed (or would change) anything."""
         quiet = {"waiting_retire", "skipped_alive", "skipped_untagged", "skipped_unreferenced",
                  "tmp_pending", "cas_deferred", "cas_foreign", "kept_error", "cas_rescued",
-                 "skipped_refused", "skipped_mismatch", "copies_skipped"}
+                 "skipped_refused", "skipped_mismatch", "copies_skipped", "settle_dedup",
+                 "settle_young", "settle_changed", "settle_sparse", "settle_too_large",
+                 "settle_refused"}
         return any(n for e, n in self.counts.items() if e not in quiet)
 
     def as_dict(self) -> dict[str, int]:
@@ -115,7 +131,8 @@ class Report:
             if not n:
                 continue
             if self.dry_run:
-                label = label.replace(" deleted", " to delete").replace(" removed", " to remove")
+                label = DRY_LABELS.get(event) or label.replace(
+                    " deleted", " to delete").replace(" removed", " to remove")
             extra = f" ({human_bytes(self.nbytes[event])})" if self.nbytes[event] else ""
             lines.append(f"  {label}: {n}{extra}")
         if len(lines) == 1:

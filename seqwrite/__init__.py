@@ -2,7 +2,8 @@
 
 `SwiftStore` (store.py) is the async facade over python-swiftclient; `Writer` (writer.py)
 streams a file into `.tmp` segments and publishes it under the blake3 name of its content;
-`Layout` (layout.py) says where everything lives (docs/LAYOUT.md).
+`Layout` (layout.py) says where everything lives (docs/LAYOUT.md); `stream_spans` (spans.py)
+reads byte ranges of objects back in order (ccd's settle).
 """
 
 from seqwrite.errors import (
@@ -20,13 +21,14 @@ from seqwrite.errors import (
 from seqwrite.layout import Layout, ManifestEntry
 from seqwrite.retry import RetryPolicy
 from seqwrite.segment import StoredSegment
+from seqwrite.spans import Span, stream_spans
 from seqwrite.store import Limits, ObjectReader, SwiftAuth, SwiftStore
 from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer
 
 __all__ = [
     "EMPTY_HASH", "AlreadyExists", "AuthFailed", "Corrupted", "Layout", "Limits",
     "ManifestEntry", "NotFound", "ObjectReader", "PublishMode", "Rejected", "RetryPolicy",
-    "SpoolError", "StoreError",
+    "Span", "SpoolError", "StoreError",
     "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore",
-    "TooLarge", "Writer", "WriterAborted",
+    "TooLarge", "Writer", "WriterAborted", "stream_spans",
 ]

@@ -65,6 +65,9 @@ interval = 60
 # Seconds a temporary segment is kept after its manifest stopped naming it (readers of the
 # old manifest finish meanwhile).
 retire_grace = 3600
+# Seconds a file made of several pieces (appends, random writes, truncations) must stay
+# unchanged before ccd settles it into one whole-file object (which re-uploads the file).
+settle_grace = 600
 """
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -104,6 +107,7 @@ class Config:
     grace: float = 86400.0
     interval: float = 60.0
     retire_grace: float = 3600.0
+    settle_grace: float = 600.0
     source: str = ""  # the file it came from, for messages
 
     @property
@@ -126,7 +130,7 @@ _FIELDS = {
     "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
                 "small_file_threshold": "size", "shard_digits": int, "log_level": str,
                 "verify_md5": "bool"},
-    "ccd": {"grace": float, "interval": float, "retire_grace": float},
+    "ccd": {"grace": float, "interval": float, "retire_grace": float, "settle_grace": float},
 }
 
 

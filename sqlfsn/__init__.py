@@ -22,6 +22,7 @@ from .types import (
     ContentInfo,
     DirEntry,
     Piece,
+    UnsettledFile,
     UploadInfo,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "DirEntry",
     "Namespace",
     "Piece",
+    "UnsettledFile",
     "UploadInfo",
     "errors",
 ]

@@ -3,6 +3,8 @@
 A regular file's content is a list of pieces (see the file_piece table): ranges of stored
 content objects, or holes. ``set_content`` replaces the whole list in one transaction (the
 commit point of a write); ``setattr(size=...)`` truncates or extends it without moving data.
+``unsettled_files`` and ``settle`` serve ccd's settle pass, which re-stores a file made of
+many pieces as one whole content and swaps it in without changing what the file is.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 
 from . import errors
 from .core import Core, check_count, check_hash, check_time
-from .types import NAME_MAX, ROOT_INODE, Attr, Piece
+from .types import NAME_MAX, ROOT_INODE, Attr, Piece, UnsettledFile
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,93 @@ class FileOps(Core):
                 (size, new_mtime, now, inode),
             )
             return self._attr(inode)
+
+    # -- settling (ccd) ---------------------------------------------------------------
+
+    def versioned_pieces(self, inode: int) -> tuple[Attr, list[Piece]]:
+        """The attributes and the content map of ``inode`` read in one snapshot, so the
+        pieces are exactly those of ``attr.version``; NotFound."""
+        with self._snapshot() as c:
+            attr = self._attr(inode)
+            rows = c.execute(
+                "SELECT hash, obj_offset, length FROM file_piece WHERE inode = ? ORDER BY idx",
+                (inode,),
+            ).fetchall()
+        return attr, [Piece(*row) for row in rows]
+
+    def unsettled_files(self) -> list[UnsettledFile]:
+        """The regular files with a name (nlink > 0) and at least one piece whose content is
+        not one whole stored content, i.e. not the single piece (H, 0, size of H): several
+        pieces, a hole, or part of a content. Ordered by inode. One scan of the files."""
+        rows = self._conn.execute(
+            "SELECT i.id, i.version, i.size, i.ctime_ns,"
+            "  (SELECT count(*) FROM file_piece q WHERE q.inode = i.id)"
+            " FROM file_piece p JOIN inode i ON i.id = p.inode"
+            " LEFT JOIN content c ON c.hash = p.hash"
+            " WHERE p.idx = 0 AND i.nlink > 0 AND NOT (p.hash IS NOT NULL"
+            "  AND p.obj_offset = 0 AND p.length = i.size AND c.size = i.size)"
+            " ORDER BY i.id"
+        ).fetchall()
+        return [UnsettledFile(*row) for row in rows]
+
+    def settle(
+        self,
+        inode: int,
+        hash: str,
+        size: int,
+        *,
+        expect_version: int,
+        upload_id: str | None = None,
+    ) -> Attr:
+        """Make regular file ``inode`` the one piece (``hash``, 0, ``size``), if it is still
+        at ``expect_version`` (ccd's settle; the caller stored the file's bytes of that
+        version under ``hash``).
+
+        Not a modification: size, times and version stay as they are, because the bytes
+        do. Writers that read the old version and commit later with ``expect_version``
+        still succeed, and what they commit is right (their pieces are positions in the
+        same bytes; old pieces stay valid, see below). One transaction: the pieces are
+        replaced, the lease ``upload_id`` (if given) deleted, and every content the old
+        pieces used is claimed again (claimed_ns = now), so the garbage collector keeps it
+        for its grace period after the settle, for readers that opened the old version.
+        Checked in this order, nothing changed on error: InvalidArgument (malformed);
+        NotFound; InvalidArgument (not a regular file); Conflict (not at
+        ``expect_version``); InvalidArgument (``size`` is not the file's size, or
+        "unclaimed content": ``hash`` has no live row of ``size`` bytes).
+        """
+        check_hash(hash)
+        check_count("size", size, minimum=1)
+        check_count("expect_version", expect_version)
+        now = self._clock()
+        with self._txn() as c:
+            old = self._attr(inode)
+            if not stat.S_ISREG(old.mode):
+                raise errors.InvalidArgument(f"inode {inode} is not a regular file")
+            if expect_version != old.version:
+                raise errors.Conflict(
+                    f"inode {inode} is at version {old.version}, not {expect_version}"
+                )
+            if size != old.size:
+                raise errors.InvalidArgument(f"inode {inode} has {old.size} bytes, not {size}")
+            row = c.execute(
+                "SELECT size FROM content WHERE hash = ? AND state = 'live'", (hash,)
+            ).fetchone()
+            if row is None or row[0] != size:
+                raise errors.InvalidArgument(f"unclaimed content {hash} of {size} bytes")
+            c.execute(
+                "UPDATE content SET claimed_ns = ? WHERE state = 'live' AND hash IN"
+                " (SELECT hash FROM file_piece WHERE inode = ? AND hash IS NOT NULL)",
+                (now, inode),
+            )
+            c.execute("DELETE FROM file_piece WHERE inode = ?", (inode,))
+            c.execute(
+                "INSERT INTO file_piece (inode, idx, hash, obj_offset, length)"
+                " VALUES (?, 0, ?, 0, ?)",
+                (inode, hash, size),
+            )
+            if upload_id is not None:
+                c.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
+            return old
 
     # -- orphans and statistics -------------------------------------------------------
 

@@ -26,7 +26,9 @@ from .types import ROOT_INODE
 log = logging.getLogger(__name__)
 
 #: Version of the schema below; stored in ``PRAGMA user_version`` and meta 'schema_version'.
-#: Bump it on any change to the statements, and teach ``Namespace.open`` to upgrade.
+#: Bump it on any change to the statements, and teach ``Namespace.open`` to upgrade. (Changes
+#: to the comments alone need no bump: SQLite ignores them; an older database's ``.schema``
+#: then shows the older wording.)
 SCHEMA_VERSION = 1
 
 # A content hash: 64 lowercase hex digits (blake3-256), also the object's name in the store.
@@ -67,7 +69,9 @@ SCHEMA: tuple[str, ...] = (
         ctime_ns INTEGER NOT NULL,  -- status change time (any change to this row or names)
         version  INTEGER NOT NULL DEFAULT 0 CHECK (version >= 0),
                     -- content generation of a regular file, 0 at creation, incremented each
-                    -- time its pieces or size change; writers compare-and-swap on it
+                    -- time its bytes or size change; writers compare-and-swap on it. A
+                    -- settle (ccd: the pieces replaced by one piece holding the same
+                    -- bytes) keeps it, as it keeps the times: the bytes are the same
         target   BLOB,  -- symlink target; NULL exactly when the inode is not a symlink
         CHECK ((target IS NOT NULL) = ((mode & 61440) = 40960)),
         CHECK (target IS NULL OR size = length(target))
@@ -132,7 +136,9 @@ SCHEMA: tuple[str, ...] = (
     f"""
     -- The content of each regular file: the concatenation of its pieces in idx order. An
     -- empty file has no pieces. Invariant: sum(length) = inode.size. Rewriting a file
-    -- replaces all its rows (set_content); truncation trims or appends rows, no data moves.
+    -- replaces all its rows (set_content); truncation trims or appends rows, no data moves;
+    -- appends and random writes add rows. ccd *settles* a file of several pieces (or holes,
+    -- or part of a content) into the one row (H, 0, size) of the same bytes (settle).
     CREATE TABLE file_piece (
         inode      INTEGER NOT NULL REFERENCES inode (id) ON DELETE CASCADE,
         idx        INTEGER NOT NULL CHECK (idx >= 0),  -- position, 0, 1, 2, ... no gaps

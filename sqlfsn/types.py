@@ -85,6 +85,17 @@ class ContentInfo(NamedTuple):
     deleting_ns: int | None
 
 
+class UnsettledFile(NamedTuple):
+    """A regular file whose content is not one whole stored content (see ``unsettled_files``):
+    ccd may *settle* it into one."""
+
+    inode: int
+    version: int  # the version these facts are about
+    size: int
+    ctime_ns: int  # set to now by every version change: "unchanged since"
+    pieces: int  # number of pieces (holes included)
+
+
 class UploadInfo(NamedTuple):
     """One upload lease (see the ``upload`` table)."""
 

@@ -51,6 +51,19 @@ class Fs:
         assert claim.ok, f"claim of {digest} refused"
         return PublishMode.CONDITIONAL
 
+    async def publish(self, data: bytes, *,
+                      segment_size: int = SEG) -> tuple[StoredContent, str]:
+        """Store `data` as a content, as a mount's writer does (lease, claim, publish), without
+        committing it to a file. Returns (content, upload id); the lease is left taken."""
+        async with trio.open_nursery() as nursery:
+            w = Writer(self.store, self.layout, nursery, segment_size=segment_size,
+                       small_threshold=SMALL_THRESHOLD, claim=self._claim)
+            self.ns.upload_begin(w.upload_id)
+            for off in range(0, len(data), PIECE):
+                await w.write(data[off:off + PIECE])
+            content = await w.finish()
+        return content, w.upload_id
+
     async def write(self, name: bytes, data: bytes, *, segment_size: int = SEG,
                     commit: bool = True) -> tuple[int, StoredContent, str]:
         """Create (or replace) file `name` with `data`. Returns (inode, content, upload id).
@@ -60,17 +73,24 @@ class Fs:
             inode = self.ns.lookup(ROOT_INODE, name).inode
         except errors.NotFound:
             inode = self.ns.create(ROOT_INODE, name, 0o644, 0, 0).inode
-        async with trio.open_nursery() as nursery:
-            w = Writer(self.store, self.layout, nursery, segment_size=segment_size,
-                       small_threshold=SMALL_THRESHOLD, claim=self._claim)
-            self.ns.upload_begin(w.upload_id)
-            for off in range(0, len(data), PIECE):
-                await w.write(data[off:off + PIECE])
-            content = await w.finish()
+        content, upload_id = await self.publish(data, segment_size=segment_size)
         if commit:
             self.ns.set_content(inode, [Piece(content.hash, 0, content.size)], content.size,
-                                upload_id=w.upload_id)
-        return inode, content, w.upload_id
+                                upload_id=upload_id)
+        return inode, content, upload_id
+
+    async def append(self, inode: int, data: bytes, *, base_version: int | None = None,
+                     segment_size: int = SEG) -> StoredContent:
+        """Append `data` to file `inode` as the mount does: a content of its own, then a
+        commit of (the pieces current at commit) + the new piece, compare-and-swap on the
+        version the append started from (`base_version`, default: the current one)."""
+        version = self.ns.getattr(inode).version if base_version is None else base_version
+        content, upload_id = await self.publish(data, segment_size=segment_size)
+        pieces = self.ns.pieces(inode)
+        size = sum(p.length for p in pieces)
+        self.ns.set_content(inode, [*pieces, Piece(content.hash, 0, content.size)],
+                            size + content.size, expect_version=version, upload_id=upload_id)
+        return content
 
     async def write_interrupted(self, *, segment_size: int = SEG) -> str:
         """A write that never finishes (the mount died): the segments it completed are stored,
@@ -99,6 +119,19 @@ class Fs:
         return name
 
     # -- oracles ----------------------------------------------------------------------------
+
+    def file_bytes(self, inode: int) -> bytes:
+        """What file `inode` reads as: its pieces fetched with raw ranged GETs (holes: zeros)."""
+        out = []
+        for p in self.ns.pieces(inode):
+            if p.hash is None:
+                out.append(bytes(p.length))
+                continue
+            status, _, body = self.raw.get_object(*self.layout.cas_path(p.hash), headers={
+                "Range": f"bytes={p.obj_offset}-{p.obj_offset + p.length - 1}"})
+            assert status in (200, 206) and len(body) == p.length, (p, status, len(body))
+            out.append(body)
+        return b"".join(out)
 
     def cas_bytes(self, digest: str) -> bytes:
         status, _, body = self.raw.get_object(*self.layout.cas_path(digest))

@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import blake3
 import pytest
 import trio
 from ccdhelpers import SEG, Fs
 
 from cloudfs.devswift import find_free_port_range
-from sqlfsn import Namespace
+from sqlfsn import Namespace, Piece
 
 CCD = [sys.executable, "-m", "ccd.cli"]
 
@@ -63,6 +64,10 @@ def test_help(args: list[str]):
             assert command in proc.stdout
     if args == ["cleanup"]:
         assert "--dry-run" in proc.stdout and "--grace" in proc.stdout
+    if args in (["run"], ["once"]):
+        assert "--settle-grace" in proc.stdout
+    if args == ["once"]:
+        assert "--dry-run" in proc.stdout
 
 
 def test_missing_config_is_one_line_exit_2(tmp_path: Path):
@@ -125,6 +130,55 @@ async def test_once_cleanup_and_crash_injection(fs: Fs, config: Path, dev_swift)
     assert "dry run" in dry.stdout.decode() and "nothing to do" in dry.stdout.decode()
     quiet = await run_ccd("--config", str(config), "cleanup", "--quiet", "--grace", "3600")
     assert quiet.returncode == 0 and quiet.stdout == b""
+
+
+async def test_once_settles_with_dry_run_crash_and_cleanup(fs: Fs, config: Path):
+    """`ccd once` settles a file of many pieces (after a dry run and a crash injected
+    between publishing and committing), consolidates it in the same pass, and `ccd cleanup
+    --grace 0` then collects the old pieces."""
+    data = os.urandom(4 * SEG + 1)  # settled: above the 1 MiB small-file threshold
+    inode, _, _ = await fs.write(b"log", data)
+    for i in range(10):
+        extra = os.urandom(500 + 300 * i)
+        await fs.append(inode, extra)
+        data += extra
+    old = {p.hash for p in fs.ns.pieces(inode)}
+    settled = blake3.blake3(data).hexdigest()
+    dry = await run_ccd("--config", str(config), "once", "--settle-grace", "0", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "files to settle into one whole-file content: 1" in dry.stdout.decode()
+    assert "files to consolidate: " in dry.stdout.decode()
+    assert settled not in fs.cas_names()
+    tags = fs.tmp_tags()
+    assert tags and all("x-object-meta-retired-at" not in h for h in tags.values())
+    young = await run_ccd("--config", str(config), "once", "--settle-grace", "3600")
+    assert young.returncode == 0, young.stderr
+    assert "unsettled files changed within settle_grace (settled later): 1" in \
+        young.stdout.decode()
+    crashed = await run_ccd("--config", str(config), "once", "--settle-grace", "0",
+                            CCD_CRASH_AFTER="publish")
+    assert crashed.returncode == 70, crashed.stderr
+    assert len(fs.ns.pieces(inode)) == 11 and fs.file_bytes(inode) == data
+    # The crashed pass's lease counts as a write in progress for the grace (2 s here): the
+    # settle below dedups against the content it published, whose temporary segments are
+    # consolidated once that lease is dead.
+    await trio.sleep(2.5)
+    proc = await run_ccd("--config", str(config), "once", "--settle-grace", "0",
+                         "--retire-grace", "0")
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr
+    assert "files settled into one whole-file content: 1" in out, out
+    assert fs.ns.pieces(inode) == [Piece(settled, 0, len(data))]
+    assert fs.cas_bytes(settled) == data
+    # Consolidated in the same pass: a plain object, no temporary segment left for it.
+    assert "x-static-large-object" not in fs.cas_head(settled)[1]
+    assert not [n for n, h in fs.tmp_tags().items()
+                if h.get("x-object-meta-bigfile") == settled]
+    cleaned = await run_ccd("--config", str(config), "cleanup", "--grace", "0")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not old & fs.cas_names()
+    assert fs.cas_bytes(settled) == data and fs.file_bytes(inode) == data
+    assert fs.ns.check() == []
 
 
 @pytest.mark.slow

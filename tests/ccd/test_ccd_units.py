@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ccd import Consolidator, Report
+from ccd import Consolidator, Context, Report, Settler
 from ccd.report import Progress, human_bytes
 from ccd.sdnotify import notify
 from ccd.segments import Tag, parse_tag, parse_time
+from seqwrite import Layout
+from sqlfsn import Namespace
 
 H, S = "a" * 64, "b" * 64
 
@@ -68,6 +70,37 @@ def test_progress_only_on_a_terminal():
 def test_crash_points_are_checked():
     with pytest.raises(ValueError):
         Consolidator(None, crash_after="nowhere")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Settler(None, crash_after="nowhere")  # type: ignore[arg-type]
+
+
+async def test_the_daemon_scans_for_settling_every_half_settle_grace():
+    with Namespace.open(":memory:", create=True) as ns:
+        ctx = Context(ns, None, Layout("b", 1))  # type: ignore[arg-type] - no file: no Swift
+        slow, eager = Settler(ctx, settle_grace=100), Settler(ctx, settle_grace=0)
+        assert slow.scan_due() and eager.scan_due()
+        for settler in (slow, eager):
+            report = Report("consolidation")
+            await settler.run_pass(report)
+            assert report.as_dict() == {}
+        assert not slow.scan_due() and eager.scan_due()
+
+
+def test_settle_report_wording():
+    report = Report("consolidation")
+    report.add("files_settled", 3 * 1024, n=2)
+    report.add("settle_young")
+    assert "files settled into one whole-file content: 2 (3.0 KiB)" in report.summary()
+    assert report.changed
+    young = Report("consolidation")
+    young.add("settle_young")
+    young.add("settle_changed")
+    assert not young.changed, "skips change nothing"
+    dry = Report("consolidation", dry_run=True)
+    dry.add("files_settled", 10)
+    dry.add("contents_consolidated")
+    assert "files to settle into one whole-file content: 1 (10 B)" in dry.summary()
+    assert "files to consolidate: 1" in dry.summary()
 
 
 def test_sd_notify(tmp_path: Path, monkeypatch):

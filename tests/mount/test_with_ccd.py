@@ -1,5 +1,6 @@
 """The mount and ccd together: files written through the mount are consolidated by
-`ccd once` and read back identical, also by a mount that had cached the old segment map."""
+`ccd once` and read back identical, also by a mount that had cached the old segment map;
+files appended through the mount are settled by `ccd once` into one whole-file object."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 import subprocess
 import sys
 
+import blake3
 import pytest
+
+from sqlfsn import ROOT_INODE, Namespace, Piece
 
 pytestmark = [pytest.mark.mount, pytest.mark.swift]
 
@@ -52,3 +56,48 @@ def test_ccd_once_after_mount_writes(cloudfs_mount, raw_swift, fault_proxy):
     cloudfs_mount.remount()
     for name, data in files.items():
         assert (m / name).read_bytes() == data
+
+
+def test_ccd_settles_a_file_appended_through_the_mount(cloudfs_mount, raw_swift, fault_proxy):
+    """Many small pieces make reads slower, so ccd settles such a file in the background once
+    it has not changed for settle_grace (default 10 minutes): the file becomes one object
+    named by the blake3 of its whole content, and its bytes, size and times do not change."""
+    path = cloudfs_mount.path / "journal"
+    records = [os.urandom(300 + (i * 37) % 400) for i in range(200)]
+    for record in records:
+        with open(path, "ab") as f:
+            f.write(record)
+    data = b"".join(records)  # ~100 KiB: above the mount's 64 KiB small-file threshold
+    before = os.stat(path)
+    with Namespace.open(cloudfs_mount.database) as ns:
+        inode = ns.lookup(ROOT_INODE, b"journal").inode
+        old = ns.pieces(inode)
+    assert len(old) == 200
+    held = open(path, "rb")  # noqa: SIM115 - a descriptor opened before the settle
+    try:
+        out = ccd(cloudfs_mount.config, "once", "--settle-grace", "0", "--retire-grace", "0")
+        assert "files settled into one whole-file content: 1" in out, out
+        digest = blake3.blake3(data).hexdigest()
+        with Namespace.open(cloudfs_mount.database) as ns:
+            assert ns.pieces(inode) == [Piece(digest, 0, len(data))]
+        layout = cloudfs_mount.layout
+        status, headers, body = raw_swift.get_object(*layout.cas_path(digest))
+        assert status == 200 and body == data
+        assert "x-static-large-object" not in headers  # consolidated in the same pass
+        fault_proxy.clear_requests()
+        assert path.read_bytes() == data  # a new open reads the settled piece
+        gets = [p for m, p in fault_proxy.requests if m == "GET"]
+        assert gets and all(digest in p for p in gets), gets
+        after = os.stat(path)
+        assert (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == \
+            (before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+        assert held.read() == data  # the old pieces, still stored
+    finally:
+        held.close()
+    ccd(cloudfs_mount.config, "cleanup", "--grace", "0")
+    for piece in old:
+        assert raw_swift.head_object(*layout.cas_path(piece.hash))[0] == 404
+    assert path.read_bytes() == data
+    with open(path, "ab") as f:  # appending goes on as before, on top of the settled piece
+        f.write(b"more\n")
+    assert path.read_bytes() == data + b"more\n"
