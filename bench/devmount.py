@@ -2,12 +2,14 @@
 
     with dev_mount("mbench") as m:   # m.work, m.mnt, m.env, m.daemon, m.config
         ...
-Everything is unmounted and stopped on exit, also on errors.
+Everything is unmounted and stopped on exit, also on errors, and the work directory (with the
+dev Swift's data) is deleted unless BENCH_KEEP is set.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,3 +66,7 @@ def dev_mount(name: str) -> Iterator[DevMount]:
                 daemon.kill()
                 subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
         devswift.stop(work / "swift")
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {work} (BENCH_KEEP)", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)  # its Swift data: GBs per run

@@ -56,14 +56,15 @@ def child_seqwrite(env: dict[str, str], path: str, container: str, segment: int)
         layout = Layout(container, 0)
         for c in layout.all_containers():
             await store.put_container(c)
-        spool = tempfile.mkdtemp(prefix="bench-spool-", dir=os.environ.get("BENCH_SPOOL_DIR"))
-        started = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            writer = Writer(store, layout, nursery, segment_size=segment, spool_dir=spool)
-            for data in chunks(path):
-                await writer.write(data)
-            await writer.finish()
-        return time.perf_counter() - started
+        with tempfile.TemporaryDirectory(prefix="bench-spool-",
+                                         dir=os.environ.get("BENCH_SPOOL_DIR")) as spool:
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                writer = Writer(store, layout, nursery, segment_size=segment, spool_dir=spool)
+                for data in chunks(path):
+                    await writer.write(data)
+                await writer.finish()
+            return time.perf_counter() - started
 
     return trio.run(run)
 
