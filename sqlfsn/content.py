@@ -88,6 +88,11 @@ class ContentOps(Core):
         takeover: the object may be half deleted, so the writer must publish its own copy
         unconditionally instead of relying on what is stored. InvalidArgument for malformed
         arguments, segments not summing to ``size``, or a live row of another size.
+
+        Committed without a WAL sync of its own: the claim fences the collector, which sees
+        it at once, and only a later commit that references the content (synced, and so
+        syncing this claim before it) can make anything depend on it. A claim lost in a power
+        failure leaves an object nobody references, which is what the collector is for.
         """
         check_hash(hash)
         check_count("size", size)
@@ -95,7 +100,7 @@ class ContentOps(Core):
         if segs and sum(s for _, s in segs) != size:
             raise errors.InvalidArgument(f"segments of {hash} do not sum to {size}")
         now = self._clock()
-        with self._txn() as c:
+        with self._txn(durable=False) as c:
             condemned: list[str] = []
             took_over_since: int | None = None  # oldest condemnation taken over
             for h in dict.fromkeys([hash, *(h for h, _ in segs)]):

@@ -43,6 +43,27 @@ def test_claim_registers_live_content(ns: Namespace, clock: FakeClock) -> None:
     assert ns.check() == []
 
 
+def test_claim_fences_other_processes_at_once_without_its_own_sync(tmp_path: Path) -> None:
+    """A claim commits without a WAL sync of its own (the set_content that references the
+    content is synced, and syncs the claim with it), yet another connection (ccd's collector)
+    sees it immediately."""
+    db = tmp_path / "ns.db"
+    mount = Namespace.open(str(db), create=True)
+    collector = Namespace.open(str(db))
+    pragmas: list[str] = []
+    mount._conn.set_trace_callback(lambda q: pragmas.append(q) if "synchronous" in q else None)
+    assert mount.claim_content(H(1), 100).ok
+    assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
+    assert collector.is_kept(H(1), claimed_since_ns=0)
+    assert [c.hash for c in collector.contents("live")] == [H(1)]
+    pragmas.clear()
+    use(mount, b"f", H(1), 100)  # create + set_content: synced
+    assert pragmas == []
+    assert mount._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    mount.close()
+    collector.close()
+
+
 def test_claim_with_segments(ns: Namespace) -> None:
     segs = [(H(11), 60), (H(12), 40)]
     assert ns.claim_content(H(1), 100, segs).ok

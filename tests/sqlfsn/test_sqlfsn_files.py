@@ -234,10 +234,10 @@ def test_drop_if_orphan_keeps_named_inodes(ns: Namespace) -> None:
 
 def test_dropping_an_orphan_skips_the_sync_and_only_that(ns: Namespace) -> None:
     """drop_if_orphan commits without syncing the WAL (repaired by purge_orphans if lost);
-    every other commit stays synced."""
-    syncs = []
-    ns._conn.set_trace_callback(syncs.append)
+    the unlink before it stays synced."""
     f = file_with(ns, [Piece(H(7), 0, 10)], b"f")
+    syncs: list[str] = []
+    ns._conn.set_trace_callback(syncs.append)
     ns.unlink(R, b"f")
     assert ns.drop_if_orphan(f.inode) is True
     ns._conn.set_trace_callback(None)
