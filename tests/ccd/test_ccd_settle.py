@@ -212,11 +212,17 @@ async def test_sparse_files_are_left_and_duplicates_dedup(fs: Fs):
     fs.ns.setattr(sparse, size=SEG)
     await fs.append(sparse, os.urandom(100))
     a, data = await appended(fs, b"a", 2)
-    b = fs.ns.create(ROOT_INODE, b"b", 0o644, 0, 0).inode
-    fs.ns.set_content(b, fs.ns.pieces(a), len(data))  # same pieces, same bytes
+    old_pieces = fs.ns.pieces(a)
     report = await settle(fs)
-    assert report.counts["settle_sparse"] == 1 and report.counts["files_settled"] == 2
-    assert report.counts["settle_dedup"] == 1
+    assert report.counts["settle_sparse"] == 1 and report.counts["files_settled"] == 1
+    assert report.counts["settle_dedup"] == 0
+    # A file of the same pieces, settled once `a` is: its content is already stored. (Two
+    # such files settled in the same pass may both publish, the second manifest replacing
+    # the first with the same bytes: which of the two counts as the dedup is timing.)
+    b = fs.ns.create(ROOT_INODE, b"b", 0o644, 0, 0).inode
+    fs.ns.set_content(b, old_pieces, len(data))  # same pieces, same bytes
+    report = await settle(fs)
+    assert report.counts["files_settled"] == 1 and report.counts["settle_dedup"] == 1
     assert fs.ns.pieces(a) == fs.ns.pieces(b) == [Piece(digest(data), 0, len(data))]
     assert fs.ns.pieces(sparse)[0] == Piece(None, 0, SEG)
     assert fs.cas_bytes(digest(data)) == data
