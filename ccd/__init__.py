@@ -15,8 +15,9 @@ ccd talks to Swift only through `seqwrite.SwiftStore` and to the namespace only 
 """
 
 from ccd.cleanup import cleanup_pass
-from ccd.consolidate import CRASH_POINTS, Consolidator, CrashInjected
+from ccd.consolidate import CRASH_POINTS, Consolidator
 from ccd.context import CcdError, Context, open_context
+from ccd.crash import CrashInjected
 from ccd.report import Report
 from ccd.settle import Settler
 

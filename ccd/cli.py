@@ -25,8 +25,9 @@ import trio
 
 from ccd import consolidate, settle
 from ccd.cleanup import cleanup_pass
-from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator, CrashInjected
+from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator
 from ccd.context import CcdError, Context, open_context, sole_error
+from ccd.crash import CrashInjected
 from ccd.report import Progress, Report
 from ccd.sdnotify import notify
 from ccd.settle import DEFAULT_SETTLE_GRACE, Settler

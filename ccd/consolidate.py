@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import trio
 
 from ccd.context import Context, for_each
+from ccd.crash import CrashInjected, CrashPoints
 from ccd.report import Report
 from ccd.segments import (
     Tag,
@@ -59,10 +60,6 @@ UNTAGGED_RECHECK = 600.0
 CRASH_POINTS = ("copy", "rewrite", "mark")
 
 
-class CrashInjected(BaseException):
-    """The pass was told to crash at this point and stopped dead there (tests only)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Member:
     """A tagged temporary segment of the content being consolidated."""
@@ -71,7 +68,7 @@ class Member:
     tag: Tag
 
 
-class Consolidator:
+class Consolidator(CrashPoints):
     """Runs consolidation passes; `ccd run` keeps one across passes.
 
     Attributes:
@@ -165,15 +162,6 @@ class Consolidator:
         if self._crashed:
             raise CrashInjected(self._crashed)
         return report
-
-    async def _crash(self, point: str) -> None:
-        """If told to crash here: cancel the whole pass at once, as if the process died."""
-        if self.crash_after != point or self._scope is None:
-            return
-        log.warning("crash injected after step %r", point)
-        self._crashed = point
-        self._scope.cancel()
-        await trio.lowlevel.checkpoint()  # raises Cancelled: nothing after this point runs
 
     async def _group(self, file_hash: str, members: list[Member], alive: set[str],
                      report: Report) -> None:

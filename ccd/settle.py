@@ -37,8 +37,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from ccd.consolidate import CrashInjected
 from ccd.context import Context, for_each, sole_error
+from ccd.crash import CrashInjected, CrashPoints
 from ccd.report import Report
 from seqwrite import PublishMode, Span, StoredContent, StoreError, Writer, stream_spans
 from seqwrite.writer import DEFAULT_SEGMENT_SIZE, DEFAULT_SMALL_THRESHOLD
@@ -63,7 +63,7 @@ class ClaimRefused(Exception):
     """The garbage collector is deleting this content right now: try again next pass."""
 
 
-class Settler:
+class Settler(CrashPoints):
     """Runs settle passes; `ccd run` keeps one across passes.
 
     Attributes:
@@ -131,15 +131,6 @@ class Settler:
         self._scope = None
         if self._crashed:
             raise CrashInjected(self._crashed)
-
-    async def _crash(self, point: str) -> None:
-        """If told to crash here: cancel the whole pass at once, as if the process died."""
-        if self.crash_after != point or self._scope is None:
-            return
-        log.warning("crash injected after step %r", point)
-        self._crashed = point
-        self._scope.cancel()
-        await trio.lowlevel.checkpoint()  # raises Cancelled: nothing after this point runs
 
     # -- one file ----------------------------------------------------------------------------
 

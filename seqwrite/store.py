@@ -329,10 +329,16 @@ class SwiftStore:
                 limiter=self._streams)
         except ClientException as exc:
             if exc.http_status == 401:
-                if self._token == token:
-                    self._token = None  # the next request authenticates again
-                raise ConnectionError(f"PUT {container}/{name}: token expired (401)") from exc
+                raise self._expired(token, f"PUT {container}/{name}") from exc
             raise
+
+    def _expired(self, token: str, what: str) -> ConnectionError:
+        """For a 401 to a request of our own (http.client) made with `token`: forget the token
+        (the next request authenticates again) and report a transient failure, so that the
+        caller's retry runs with a new one."""
+        if self._token == token:
+            self._token = None
+        return ConnectionError(f"{what}: token expired (401)")
 
     async def _reauthenticate(self) -> None:
         def auth(conn: swiftclient.Connection) -> tuple[str, str]:
@@ -533,9 +539,7 @@ class ObjectReader:
                 limiter=store._streams)
         except ClientException as exc:
             if exc.http_status == 401:
-                if store._token == token:
-                    store._token = None  # the next request authenticates again
-                raise ConnectionError(f"{self.what}: token expired (401)") from exc
+                raise store._expired(token, self.what) from exc
             raise
 
     def close(self) -> None:
