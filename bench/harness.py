@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import scenarios  # noqa: E402
 from scenarios import Row  # noqa: E402
+from units import parse_size  # noqa: E402
 
 from cloudfs import devswift  # noqa: E402
 from seqwrite import Layout  # noqa: E402
@@ -54,12 +55,6 @@ DEFAULTS = {"size_big": "1G", "size_rss": "4G", "small_files": 1000, "dir_entrie
             "empty_files": 10000, "rounds": 3}
 QUICK = {"size_big": "256M", "size_rss": "512M", "small_files": 200, "dir_entries": 2000,
          "empty_files": 2000, "rounds": 1}
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper()
-    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
 # -- results -----------------------------------------------------------------------------------

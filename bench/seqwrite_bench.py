@@ -20,12 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from units import parse_size
+
 CHUNK = 1 << 20
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
 def chunks(path: str):

@@ -83,11 +83,9 @@ class Consolidator(CrashPoints):
 
     def __init__(self, ctx: Context, *, retire_grace: float = DEFAULT_RETIRE_GRACE,
                  crash_after: str | None = None) -> None:
-        if crash_after not in (None, *CRASH_POINTS):
-            raise ValueError(f"crash_after must be one of {CRASH_POINTS}, not {crash_after!r}")
         self.ctx = ctx
         self.retire_grace = retire_grace
-        self.crash_after = crash_after
+        self._crash_after(crash_after, CRASH_POINTS)
         # Tags of tagged segments seen so far: a tag never changes once set (only our own
         # retire mark is added), so a segment is HEADed once, not once per pass.
         self._tags: dict[str, Tag] = {}

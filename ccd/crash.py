@@ -19,9 +19,15 @@ class CrashPoints:
     """Mixin of a pass runner: `crash_after` names a step; `run_pass` runs inside `_scope`
     and raises CrashInjected if `_crashed` is set when the scope ends."""
 
-    crash_after: str | None
+    crash_after: str | None = None
     _scope: trio.CancelScope | None = None
     _crashed: str | None = None
+
+    def _crash_after(self, point: str | None, points: tuple[str, ...]) -> None:
+        """Set `crash_after`, one of this pass's `points` (or None)."""
+        if point not in (None, *points):
+            raise ValueError(f"crash_after must be one of {points}, not {point!r}")
+        self.crash_after = point
 
     async def _crash(self, point: str) -> None:
         """If told to crash here: cancel the whole pass at once, as if the process died."""

@@ -84,15 +84,13 @@ class Settler(CrashPoints):
                  small_threshold: int = DEFAULT_SMALL_THRESHOLD, spool_dir: str | None = None,
                  verify_md5: bool = False, crash_after: str | None = None,
                  before_commit: BeforeCommit | None = None) -> None:
-        if crash_after not in (None, *CRASH_POINTS):
-            raise ValueError(f"crash_after must be one of {CRASH_POINTS}, not {crash_after!r}")
         self.ctx = ctx
         self.settle_grace = settle_grace
         self.segment_size = segment_size
         self.small_threshold = small_threshold
         self.spool_dir = spool_dir
         self.verify_md5 = verify_md5
-        self.crash_after = crash_after
+        self._crash_after(crash_after, CRASH_POINTS)
         self.before_commit = before_commit
         self._last_scan: float | None = None
         self._scope: trio.CancelScope | None = None
