@@ -199,25 +199,18 @@ class SwiftStore:
             timeout=self._timeout,
         )
 
-    def _take(self) -> swiftclient.Connection:
-        return self._idle.pop() if self._idle else self._new_connection()
-
-    def _give(self, conn: swiftclient.Connection) -> None:
-        """Back to the pool after a request that ended cleanly."""
-        if conn.token and conn.token != self._token:
-            self._storage_url, self._token = conn.url, conn.token  # re-authenticated
-        self._idle.append(conn)
-
     @contextmanager
     def _borrowed(self) -> Iterator[swiftclient.Connection]:
         """A pooled connection; discarded (not reused) if the request failed."""
-        conn = self._take()
+        conn = self._idle.pop() if self._idle else self._new_connection()
         try:
             yield conn
         except BaseException:
             conn.close()
             raise
-        self._give(conn)
+        if conn.token and conn.token != self._token:
+            self._storage_url, self._token = conn.url, conn.token  # re-authenticated
+        self._idle.append(conn)
 
     async def _once(self, method: str, call: Callable[[swiftclient.Connection], T]) -> T:
         """One request: a pool slot, a connection, a worker thread."""
@@ -247,14 +240,10 @@ class SwiftStore:
     async def open(self) -> None:
         """Authenticate and read the cluster's limits from /info."""
 
-        def auth(conn: swiftclient.Connection) -> tuple[str, str]:
-            return conn.get_auth()
-
         try:
-            self._storage_url, self._token = await self._call("authenticate", "AUTH", auth)
+            await self._authenticate()
         except (Rejected, NotFound) as exc:
             raise AuthFailed(f"authentication at {self._auth.auth_url} failed: {exc}") from exc
-        self._idle.clear()  # connections made before auth have no token
         try:
             info = await self._call("GET /info", "GET", lambda c: c.get_capabilities())
         except StoreError as exc:
@@ -318,7 +307,7 @@ class SwiftStore:
         object (`b"%x\r\n%b\r\n"`), a copy of every uploaded byte made while holding the GIL,
         which the FUSE thread then waits for. Here each buffer goes to `sendall` as it is."""
         if self._storage_url is None or self._token is None:
-            await self._reauthenticate()
+            await self._authenticate()
         assert self._storage_url is not None and self._token is not None
         url, token = self._storage_url, self._token
         self.requests["PUT"] += 1
@@ -340,12 +329,14 @@ class SwiftStore:
             self._token = None
         return ConnectionError(f"{what}: token expired (401)")
 
-    async def _reauthenticate(self) -> None:
+    async def _authenticate(self) -> None:
+        """A new token (at open, and after one expired)."""
+
         def auth(conn: swiftclient.Connection) -> tuple[str, str]:
             return conn.get_auth()
 
-        self._idle.clear()  # their tokens are stale
         self._storage_url, self._token = await self._call("authenticate", "AUTH", auth)
+        self._idle.clear()  # pooled connections carry no token or an old one
 
     async def head(self, container: str, name: str) -> dict[str, str] | None:
         """Object headers, or None if it does not exist."""
@@ -528,7 +519,7 @@ class ObjectReader:
     async def _open(self) -> None:
         store = self.store
         if store._storage_url is None or store._token is None:
-            await store._reauthenticate()
+            await store._authenticate()
         assert store._storage_url is not None and store._token is not None
         token = store._token
         store.requests["GET"] += 1
