@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cloudfs import devswift  # noqa: E402
+from devtools import swift as devswift  # noqa: E402
 
 
 @dataclass

@@ -41,7 +41,7 @@ import scenarios  # noqa: E402
 from scenarios import Row  # noqa: E402
 from units import parse_size  # noqa: E402
 
-from cloudfs import devswift  # noqa: E402
+from devtools import swift as devswift  # noqa: E402
 from seqwrite import Layout  # noqa: E402
 
 MiB = 1 << 20

@@ -95,7 +95,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from cloudfs import devswift
+    from devtools import swift as devswift
 
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="cloudfs-bench-"))

@@ -12,12 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cloudfs import commands, devswift
+from cloudfs import commands
 from cloudfs.errors import UsageError
+from devtools import cli as devcli
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (commands, devswift)
+SUBCOMMANDS = (commands, devcli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Shared pytest fixtures: the session's real dev Swift and the tests' own clients of it.
 
 Fixtures (all lazy: a test that requests none of them never starts Swift):
-    dev_swift       session: a `cloudfs.devswift.DevSwift` on a random free port range, with a
+    dev_swift       session: a `devtools.swift.DevSwift` on a random free port range, with a
                     lowered max_file_size (DEV_SWIFT_MAX_FILE_SIZE) for segment-rollover tests.
     raw_swift       session: a `swiftraw.SwiftRaw` (independent oracle client) bound to it.
     swift_container function: a fresh, unique container name (created), emptied afterwards.
@@ -27,9 +27,9 @@ import pytest
 from faultproxy import FaultProxy
 from swiftraw import SwiftRaw
 
-from cloudfs import devswift
-from cloudfs.devswift import DevSwift
-from cloudfs.errors import UsageError
+from devtools import swift as devswift
+from devtools.errors import UsageError
+from devtools.swift import DevSwift
 
 # Small enough that tests can cross it cheaply; SLO manifests (~210 B per segment) must still fit.
 DEV_SWIFT_MAX_FILE_SIZE = 4 * 1024 * 1024

@@ -9,11 +9,12 @@ Swift reads its constraints (`max_file_size`, ...) and storage policies from
 *imported*, and the per-server `swift_dir` only re-reads [swift-hash]. So we point
 `SWIFT_CONF_FILE` at the instance's own swift.conf before importing any server module.
 
-It is executed by path (`<swift-venv>/bin/python devswift_runner.py ...`), so it imports nothing
-from cloudfs and only the standard library plus swift.
+It is executed by path (`<swift-venv>/bin/python swift_runner.py ...`), so it imports nothing
+from the project, only the standard library plus swift. Its directory holds no module named
+like a package it imports (Python puts the script's directory first on sys.path).
 
-    devswift_runner.py rings ETC_DIR PORT
-    devswift_runner.py serve {proxy,account,container,object} CONF_FILE
+    swift_runner.py rings ETC_DIR PORT
+    swift_runner.py serve {proxy,account,container,object} CONF_FILE
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import importlib
 import os
 import sys
 
-# Server name -> (module with main(), offset from the proxy port). Kept in step with devswift.py.
+# Server name -> (module with main(), offset from the proxy port). Kept in step with swift.py.
 SERVERS = {
     "proxy": ("swift.proxy.server", 0),
     "account": ("swift.account.server", 1),

@@ -1,11 +1,11 @@
-"""`cloudfs dev-swift`: a real single-node OpenStack Swift on 127.0.0.1 for development and tests.
+"""A real single-node OpenStack Swift on 127.0.0.1 for development and tests (`cloudfs dev-swift`).
 
 This module owns the dev Swift's lifecycle: the Swift venv (created on first use, never the
 project's venv), the per-instance configuration under DIR, the five processes on ports P..P+4
 (proxy P, account P+1, container P+2, object P+3, and memcached P+4 behind the proxy's `cache`
-filter, as in every production Swift), their pid files, health checks and shutdown. It exposes
-the `cloudfs dev-swift {start,stop,status}` subcommands and a Python API for the tests and
-`scripts/run`: `start()`, `stop()`, `status()`, `find_free_port_range()`.
+filter, as in every production Swift), their pid files, health checks and shutdown. Its Python API
+serves the tests, `scripts/run` and the benchmarks: `start()`, `stop()`, `status()`,
+`running()`, `find_free_port_range()`; devtools/cli.py makes it `cloudfs dev-swift`.
 
 Layout of DIR:
     etc/   swift.conf, <server>-server.conf, *.ring.gz, instance.json (credentials, hash suffix)
@@ -13,9 +13,9 @@ Layout of DIR:
     log/   <server>.log (each server's stderr, `-v`), memcached.log
     run/   <server>.pid, memcached.pid, memcached.self.pid (memcached's own), lock
 
-Facts this relies on (measured here, see /work/shared/notes/swift.md): Swift binds with
+Facts this relies on (measured on the development machines): Swift binds with
 SO_REUSEPORT, so a busy port must be detected before starting; constraints such as
-max_file_size are read from swift.conf at import time (handled by devswift_runner.py);
+max_file_size are read from swift.conf at import time (handled by swift_runner.py);
 tempauth works without memcache when given fernet keys (kept: its tokens need no cache).
 
 memcached is the system's binary (Debian package `memcached`, see scripts/install), but never
@@ -26,33 +26,26 @@ HEADs to the account and container servers, which no real cluster does.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
-import ctypes
-import fcntl
 import http.client
 import json
 import logging
 import os
 import pwd
-import random
 import secrets
-import shlex
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudfs.errors import UsageError
+from devtools import ports, process
+from devtools.errors import ServiceError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +60,13 @@ PROCESSES: dict[str, int] = {**SERVERS, MEMCACHED: 4}
 PORT_COUNT = len(PROCESSES)
 MEMCACHED_MEMORY_MB = 64
 START_TIMEOUT = 60.0  # typically healthy in ~4 s; the box can be loaded
-STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this long
-LOG_TAIL_LINES = 20
-RUNNER = Path(__file__).with_name("devswift_runner.py")
+# Run by path in the Swift venv, from a directory of its own: beside this module, Python would
+# import this swift.py for the runner's `import swift`.
+RUNNER = Path(__file__).parent / "runners" / "swift_runner.py"
 CHUNK = 1048576  # 1 MiB server chunk sizes: ~+20 % throughput on loopback
-START_MARK = "=== cloudfs dev-swift start"
-PR_SET_PDEATHSIG = 1
-
-# Popen objects of the servers this process started, so stop() can reap them (no zombies).
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class DevSwiftError(Exception):
+class DevSwiftError(ServiceError):
     """The dev Swift failed to start (the message carries the servers' log tails)."""
 
 
@@ -115,74 +103,22 @@ def ensure_swift_venv() -> Path:
     if stamp.exists():
         return python
     venv.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(venv.parent / f"{venv.name}.lock"):
+    with process.locked(venv.parent / f"{venv.name}.lock"):
         if stamp.exists():  # another process built it while we waited
             return python
         print(f"creating Swift venv (first use, ~20 s): {venv}", file=sys.stderr, flush=True)
         if venv.exists():
-            _run([sys.executable, "-c", "import shutil, sys; shutil.rmtree(sys.argv[1])", venv])
-        _run([sys.executable, "-m", "venv", venv])
-        _run([python, "-m", "pip", "install", "-q", f"swift=={SWIFT_VERSION}"])
+            process.run([sys.executable, "-c", "import shutil, sys; shutil.rmtree(sys.argv[1])",
+                         venv])
+        process.run([sys.executable, "-m", "venv", venv])
+        process.run([python, "-m", "pip", "install", "-q", f"swift=={SWIFT_VERSION}"])
         stamp.touch()
     return python
 
 
-def _run(cmd: list[Any]) -> None:
-    env = dict(_clean_env(), PIP_DISABLE_PIP_VERSION_CHECK="1")
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL_LINES:])
-        raise DevSwiftError(f"{shlex.join(map(str, cmd))} failed ({proc.returncode}):\n{tail}")
-
-
-def _clean_env() -> dict[str, str]:
-    """Our environment minus what would make the Swift venv's python see the project's venv."""
-    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-# ------------------------------------------------------------------------------ ports
-
-
-def port_in_use(port: int) -> bool:
-    """True if 127.0.0.1:port is taken. Binds WITHOUT SO_REUSEPORT (Swift's sockets have it, so
-    a bind that also set it would succeed next to a running Swift), then tries to connect."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def find_free_port_range(count: int = PORT_COUNT, low: int = 20000, high: int = 40000) -> int:
-    """A random base port B in [low, high) with B..B+count-1 all free, preferring ports outside
-    the kernel's ephemeral range (where a client's outgoing connection could grab them)."""
-    try:
-        eph_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        eph_low = high
-    top = min(high, eph_low) - count if min(high, eph_low) - count > low + 100 else high - count
-    for _ in range(200):
-        base = random.randrange(low, top)
-        if not any(port_in_use(base + i) for i in range(count)):
-            return base
-    raise DevSwiftError(f"no {count} consecutive free ports found in {low}-{high}")
+def find_free_port_range() -> int:
+    """A base port P with P..P+4 free (the proxy, three servers and memcached)."""
+    return ports.find_free_port_range(PORT_COUNT)
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -199,16 +135,8 @@ def _instance_state(dir: Path) -> dict[str, Any]:
         "hash_path_suffix": secrets.token_hex(16),
         "hash_path_prefix": secrets.token_hex(16),
     }
-    _write_private(path, json.dumps(state, indent=1) + "\n")
+    process.write_private(path, json.dumps(state, indent=1) + "\n")
     return state
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _server_conf(dir: Path, server: str, port: int, pipeline: str, app: str, extra: str) -> str:
@@ -286,7 +214,7 @@ def _write_configs(
         f"user_test_tester = {state['key']} .admin\n"
         f"fernet_key_1 = {state['fernet_key']}\nactive_fernet_key_id = 1\n"
     )
-    _write_private(etc / "proxy-server.conf", proxy)
+    process.write_private(etc / "proxy-server.conf", proxy)
     obj_extra = (
         f"network_chunk_size = {CHUNK}\ndisk_chunk_size = {CHUNK}\n"
         # Without an object-updater, a container update that times out is only queued: a
@@ -306,54 +234,16 @@ def _build_rings(python: Path, dir: Path, port: int, state: dict[str, Any]) -> N
     rings = [etc / f"{n}.ring.gz" for n in ("account", "container", "object")]
     if state.get("ring_port") == port and all(r.exists() for r in rings):
         return
-    _run([python, RUNNER, "rings", etc, str(port)])
+    process.run([python, RUNNER, "rings", etc, str(port)])
     state["ring_port"] = port
-    _write_private(etc / "instance.json", json.dumps(state, indent=1) + "\n")
+    process.write_private(etc / "instance.json", json.dumps(state, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------ processes
 
 
-def _pid_file(dir: Path, server: str) -> Path:
-    return dir / "run" / f"{server}.pid"
-
-
 def _memcached_own_pid_file(dir: Path) -> Path:
     return dir / "run" / f"{MEMCACHED}.self.pid"
-
-
-def _read_pid(dir: Path, server: str) -> int | None:
-    try:
-        return int(_pid_file(dir, server).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _is_running(pid: int, dir: Path) -> bool:
-    """True if pid is alive, not a zombie, and one of DIR's processes (never a recycled pid): its
-    command line names DIR/etc/ (a Swift server's config) or DIR/run/ (memcached's pid file)."""
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        del _children[pid]  # reaped
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    if stat.rpartition(")")[2].split()[0] == "Z":
-        if child is not None and child.poll() is not None:  # it exited since: reap it now
-            del _children[pid]
-        return False
-    return any(os.fsencode(f"{dir}/{sub}/") in cmdline for sub in ("etc", "run"))
-
-
-def _preexec(parent: int, prctl: Callable[..., int] | None) -> None:
-    """Runs in the child between fork and exec: die with the parent (thread) if asked."""
-    if prctl is not None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
 
 
 def _memcached_binary() -> str:
@@ -383,43 +273,6 @@ def _command(name: str, dir: Path, port: int, python: Path, memcached: str) -> l
 
 def _label(name: str) -> str:
     return name if name == MEMCACHED else f"{name} server"
-
-
-def _spawn(cmd: list[str], dir: Path, name: str, die_with_parent: bool) -> int:
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if die_with_parent else None
-    logfile = dir / "log" / f"{name}.log"
-    parent = os.getpid()
-    with open(logfile, "ab") as out:
-        out.write(f"{START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=dir,
-            env=_clean_env(),
-            start_new_session=True,  # a Ctrl-C in the starting terminal must not reach them
-            preexec_fn=lambda: _preexec(parent, prctl),
-        )
-    _children[proc.pid] = proc
-    _pid_file(dir, name).write_text(f"{proc.pid}\n")
-    return proc.pid
-
-
-def _log_tails(dir: Path) -> str:
-    """The last lines each process logged since its latest start."""
-    parts = []
-    for server in PROCESSES:
-        try:
-            lines = (dir / "log" / f"{server}.log").read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        marks = [i for i, line in enumerate(lines) if line.startswith(START_MARK)]
-        lines = lines[marks[-1] + 1 :] if marks else lines
-        body = "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)"
-        parts.append(f"--- {dir / 'log' / f'{server}.log'} (last lines) ---\n{body}")
-    return "\n".join(parts)
 
 
 def _http(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
@@ -452,7 +305,7 @@ def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int]) -> None:
     pending = set(PROCESSES)
     while True:
         for name in list(pending):
-            if not _is_running(pids[name], dir):
+            if not process.is_running(pids[name], dir):
                 raise DevSwiftError(f"the {_label(name)} (pid {pids[name]}) exited")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 if name == MEMCACHED:
@@ -485,11 +338,11 @@ def status(dir: Path) -> dict[str, Any]:
     port = json.loads(state_file.read_text()).get("port") if state_file.exists() else None
     servers = {}
     for server, offset in PROCESSES.items():
-        pid = _read_pid(dir, server)
+        pid = process.read_pid(dir, server)
         servers[server] = {
             "pid": pid,
             "port": port + offset if port else None,
-            "running": pid is not None and _is_running(pid, dir),
+            "running": pid is not None and process.is_running(pid, dir),
         }
     running = all(s["running"] for s in servers.values())
     return {"dir": str(dir), "port": port, "running": running, "servers": servers}
@@ -536,7 +389,7 @@ def start(
     dir = Path(dir).absolute()
     for sub in ("etc", "srv/sdb1", "log", "run"):
         (dir / sub).mkdir(parents=True, exist_ok=True)
-    with _locked(dir / "run" / "lock"):
+    with process.locked(dir / "run" / "lock"):
         state = _instance_state(dir)
         current = status(dir)
         wanted = {
@@ -558,7 +411,7 @@ def start(
             _stop_locked(dir)
         memcached = _memcached_binary()
         for server, offset in PROCESSES.items():
-            if port_in_use(port + offset):
+            if ports.port_in_use(port + offset):
                 what = "the dev Swift's memcached" if server == MEMCACHED else f"the Swift {server}"
                 raise UsageError(
                     f"port {port + offset} (for {what} server) is already in use: "
@@ -568,15 +421,15 @@ def start(
         _write_configs(dir, port, state, max_file_size, max_manifest_segments)
         _build_rings(python, dir, port, state)
         state.update(wanted)
-        _write_private(dir / "etc" / "instance.json", json.dumps(state, indent=1) + "\n")
+        process.write_private(dir / "etc" / "instance.json", json.dumps(state, indent=1) + "\n")
         pids: dict[str, int] = {}
         try:
             for name in (MEMCACHED, *SERVERS):  # memcached first: the proxy connects to it
                 cmd = _command(name, dir, port, python, memcached)
-                pids[name] = _spawn(cmd, dir, name, die_with_parent)
+                pids[name] = process.spawn(cmd, dir, name, die_with_parent=die_with_parent)
             _wait_healthy(dir, port, state["key"], pids)
         except BaseException as exc:
-            tails = _log_tails(dir)
+            tails = process.log_tails(dir, PROCESSES)
             _stop_locked(dir)
             if isinstance(exc, DevSwiftError):
                 raise DevSwiftError(f"dev Swift in {dir} failed to start: {exc}\n{tails}") from exc
@@ -590,119 +443,10 @@ def stop(dir: Path) -> None:
     dir = Path(dir).absolute()
     if not (dir / "run").is_dir():
         return
-    with _locked(dir / "run" / "lock"):
+    with process.locked(dir / "run" / "lock"):
         _stop_locked(dir)
 
 
 def _stop_locked(dir: Path) -> None:
-    pids = [p for s in PROCESSES if (p := _read_pid(dir, s)) is not None and _is_running(p, dir)]
-    for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.05)
-            pids = [p for p in pids if _is_running(p, dir)]
-        if not pids:
-            break
-        log.warning("dev Swift pids %s ignored %s", pids, sig.name)
-    for server in PROCESSES:
-        _pid_file(dir, server).unlink(missing_ok=True)
+    process.stop_all(dir, PROCESSES, "dev Swift")
     _memcached_own_pid_file(dir).unlink(missing_ok=True)
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "dev-swift",
-        help="run a real single-node Swift on 127.0.0.1 for development and tests",
-        description=f"Runs a real single-node OpenStack Swift (swift=={SWIFT_VERSION}, in a venv "
-        "of its own created on first use at $CLOUDFS_SWIFT_VENV or ~/.cache/cloudfs/swift-venv) "
-        "as five background processes on 127.0.0.1: proxy PORT, account PORT+1, container "
-        "PORT+2, object PORT+3 and a memcached of its own on PORT+4 (the system's memcached "
-        "package, not its service). Config, data, logs and pid files live in DIR.",
-    )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser(
-        "start",
-        help="start DIR's Swift, print ST_AUTH/ST_USER/ST_KEY export lines",
-        description="Start DIR's Swift and wait until it is healthy, then print "
-        '`export ST_AUTH=... ST_USER=... ST_KEY=...` lines for `eval "$(cloudfs dev-swift '
-        'start DIR)"`. The user is test:tester (admin), its key is random and kept in DIR, '
-        "so data and credentials survive restarts. If DIR's Swift is already running with the "
-        "same settings (or if no option is given), prints its lines again and exits 0; with "
-        "other settings it exits 2. "
-        "A busy port is refused (exit 2). A missing memcached is reported in one line (exit 1). "
-        "A failed start prints the server logs' tails, stops everything and exits 1.",
-    )
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help=f"proxy port; PORT..PORT+4 must be free (default: the running "
-        f"instance's, else {DEFAULT_PORT})",
-    )
-    p.add_argument(
-        "--max-file-size",
-        type=int,
-        metavar="BYTES",
-        help="lower Swift's max_file_size for this instance (a bigger PUT gets 413; "
-        "keep it >= 64 KiB: an SLO manifest is an object too, ~210 B per segment)",
-    )
-    p.add_argument(
-        "--max-manifest-segments",
-        type=int,
-        metavar="N",
-        help="lower the SLO max_manifest_segments (default 1000)",
-    )
-    p.set_defaults(func=_cmd_start)
-    p = actions.add_parser(
-        "stop",
-        help="stop DIR's Swift (idempotent)",
-        description="Stop the servers DIR's pid files name: SIGTERM, SIGKILL "
-        "after ~10 s. Exits 0 also when nothing ran.",
-    )
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_cmd_stop)
-    p = actions.add_parser("status", help="show DIR's servers (exit 0 if all run, else 3)")
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_cmd_status)
-
-
-def _cmd_start(args: argparse.Namespace) -> int:
-    settings = (args.port, args.max_file_size, args.max_manifest_segments)
-    swift = running(args.dir)
-    if swift is not None and settings == (None, None, None):
-        print(f"the dev Swift in {swift.dir} is already running", file=sys.stderr)
-    else:
-        try:
-            swift = start(
-                args.dir,
-                DEFAULT_PORT if args.port is None else args.port,
-                max_file_size=args.max_file_size,
-                max_manifest_segments=args.max_manifest_segments,
-            )
-        except DevSwiftError as exc:
-            print(f"cloudfs dev-swift start: {exc}", file=sys.stderr)
-            return 1
-    for name, value in swift.env().items():
-        print(f"export {name}={shlex.quote(value)}")
-    return 0
-
-
-def _cmd_stop(args: argparse.Namespace) -> int:
-    stop(args.dir)
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    st = status(args.dir)
-    print(f"dev Swift in {st['dir']}: {'running' if st['running'] else 'not running'}")
-    for name, s in st["servers"].items():
-        state = f"running, pid {s['pid']}" if s["running"] else "stopped"
-        print(f"  {name:<9} port {s['port'] or '-'}  {state}")
-    return 0 if st["running"] else 3

@@ -9,7 +9,7 @@ import pytest
 from faultproxy import FaultProxy
 from swiftraw import SwiftRaw
 
-from cloudfs.devswift import DevSwift
+from devtools.swift import DevSwift
 
 MiB = 1024 * 1024
 NETWORK_ERRORS = (OSError, http.client.HTTPException)

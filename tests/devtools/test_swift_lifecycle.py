@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from swiftraw import SwiftRaw
 
-from cloudfs import devswift
-from cloudfs.devswift import DevSwift, DevSwiftError
-from cloudfs.errors import UsageError
+from devtools import ports
+from devtools import swift as devswift
+from devtools.errors import UsageError
+from devtools.swift import DevSwift, DevSwiftError
 
 MiB = 1024 * 1024
 
@@ -107,7 +108,7 @@ def test_start_stop_twice_keeps_data_and_leaves_no_process(swift_dir: Path) -> N
     assert list(st["servers"]) == ["proxy", "account", "container", "object", "memcached"]
     first_pids = server_pids(swift_dir)
     assert memcached_pids(swift_dir) == [st["servers"]["memcached"]["pid"]]
-    assert devswift.port_in_use(port + 4)
+    assert ports.port_in_use(port + 4)
     raw = SwiftRaw(swift.auth_url, swift.user, swift.key)
     assert raw.put_container("keep") == 201
     assert raw.put_object("keep", "o", b"survives restarts")[0] == 201
@@ -115,7 +116,7 @@ def test_start_stop_twice_keeps_data_and_leaves_no_process(swift_dir: Path) -> N
     devswift.stop(swift_dir)
     assert not any(Path(f"/proc/{pid}").exists() for pid in first_pids)
     assert processes_mentioning(swift_dir) == [] and memcached_pids(swift_dir) == []
-    assert not devswift.port_in_use(port + 4)
+    assert not ports.port_in_use(port + 4)
     st = devswift.status(swift_dir)
     assert not st["running"] and not any(s["running"] for s in st["servers"].values())
     devswift.stop(swift_dir)  # idempotent
@@ -208,7 +209,7 @@ def test_servers_die_with_a_killed_parent(swift_dir: Path) -> None:
         """
         import sys, time
         from pathlib import Path
-        from cloudfs import devswift
+        from devtools import swift as devswift
         devswift.start(Path(sys.argv[1]), int(sys.argv[2]), die_with_parent=True)
         print("started", flush=True)
         time.sleep(600)
@@ -285,7 +286,7 @@ def test_status_and_stop_of_a_directory_without_swift(tmp_path: Path) -> None:
 def test_free_port_range_is_free() -> None:
     base = devswift.find_free_port_range()  # the proxy, three servers and memcached
     assert 20000 <= base < 40000
-    assert not any(devswift.port_in_use(base + i) for i in range(5))
+    assert not any(ports.port_in_use(base + i) for i in range(5))
 
 
 # ------------------------------------------------------------------------------ session Swift

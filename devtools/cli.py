@@ -1,0 +1,133 @@
+"""The `cloudfs dev-*` subcommands: start, stop and inspect development services.
+
+`register(subparsers)` adds them to the cloudfs command line (cloudfs/cli.py). Usage errors
+(a busy port, other settings already running) print one line and exit 2; a failed start prints
+the servers' log tails and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devtools import swift
+from devtools.errors import ServiceError, UsageError
+
+
+def _one_line_errors(prog: str, func: Callable[[argparse.Namespace], int]
+                     ) -> Callable[[argparse.Namespace], int]:
+    """A usage error is one line on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except UsageError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+def register(subparsers: Any) -> None:
+    """Add every development service's subcommand."""
+    register_swift(subparsers)
+
+
+def register_swift(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "dev-swift",
+        help="run a real single-node Swift on 127.0.0.1 for development and tests",
+        description="Runs a real single-node OpenStack Swift "
+        f"(swift=={swift.SWIFT_VERSION}, in a venv of its own created on first use at "
+        "$CLOUDFS_SWIFT_VENV or ~/.cache/cloudfs/swift-venv) "
+        "as five background processes on 127.0.0.1: proxy PORT, account PORT+1, container "
+        "PORT+2, object PORT+3 and a memcached of its own on PORT+4 (the system's memcached "
+        "package, not its service). Config, data, logs and pid files live in DIR.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "start",
+        help="start DIR's Swift, print ST_AUTH/ST_USER/ST_KEY export lines",
+        description="Start DIR's Swift and wait until it is healthy, then print "
+        '`export ST_AUTH=... ST_USER=... ST_KEY=...` lines for `eval "$(cloudfs dev-swift '
+        'start DIR)"`. The user is test:tester (admin), its key is random and kept in DIR, '
+        "so data and credentials survive restarts. If DIR's Swift is already running with the "
+        "same settings (or if no option is given), prints its lines again and exits 0; with "
+        "other settings it exits 2. "
+        "A busy port is refused (exit 2). A missing memcached is reported in one line (exit 1). "
+        "A failed start prints the server logs' tails, stops everything and exits 1.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"proxy port; PORT..PORT+4 must be free (default: the running "
+        f"instance's, else {swift.DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--max-file-size",
+        type=int,
+        metavar="BYTES",
+        help="lower Swift's max_file_size for this instance (a bigger PUT gets 413; "
+        "keep it >= 64 KiB: an SLO manifest is an object too, ~210 B per segment)",
+    )
+    p.add_argument(
+        "--max-manifest-segments",
+        type=int,
+        metavar="N",
+        help="lower the SLO max_manifest_segments (default 1000)",
+    )
+    p.set_defaults(func=_one_line_errors("cloudfs dev-swift start", _cmd_start))
+    p = actions.add_parser(
+        "stop",
+        help="stop DIR's Swift (idempotent)",
+        description="Stop the servers DIR's pid files name: SIGTERM, SIGKILL "
+        "after ~10 s. Exits 0 also when nothing ran.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.set_defaults(func=_one_line_errors("cloudfs dev-swift stop", _cmd_stop))
+    p = actions.add_parser("status", help="show DIR's servers (exit 0 if all run, else 3)")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.set_defaults(func=_one_line_errors("cloudfs dev-swift status", _cmd_status))
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    settings = (args.port, args.max_file_size, args.max_manifest_segments)
+    dev = swift.running(args.dir)
+    if dev is not None and settings == (None, None, None):
+        print(f"the dev Swift in {dev.dir} is already running", file=sys.stderr)
+    else:
+        try:
+            dev = swift.start(
+                args.dir,
+                swift.DEFAULT_PORT if args.port is None else args.port,
+                max_file_size=args.max_file_size,
+                max_manifest_segments=args.max_manifest_segments,
+            )
+        except ServiceError as exc:
+            print(f"cloudfs dev-swift start: {exc}", file=sys.stderr)
+            return 1
+    for name, value in dev.env().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    swift.stop(args.dir)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    st = swift.status(args.dir)
+    print(f"dev Swift in {st['dir']}: {'running' if st['running'] else 'not running'}")
+    for name, s in st["servers"].items():
+        state = f"running, pid {s['pid']}" if s["running"] else "stopped"
+        print(f"  {name:<9} port {s['port'] or '-'}  {state}")
+    return 0 if st["running"] else 3
