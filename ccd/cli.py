@@ -18,7 +18,6 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 import trio
@@ -29,17 +28,20 @@ from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator
 from ccd.context import CcdError, Context, open_context, sole_error
 from ccd.crash import CrashInjected
 from ccd.report import Progress, Report
-from ccd.sdnotify import notify
 from ccd.settle import DEFAULT_SETTLE_GRACE, Settler
 from seqwrite import StoreError
-from seqwrite.config import Config, ConfigError, load
 from sqlfsn.errors import NamespaceError
+from wiring.config import Config, load
+from wiring.errors import SetupError
+from wiring.filesystem import spool_dir, writer_settings
+from wiring.leases import HEARTBEAT_INTERVAL
+from wiring.sdnotify import notify
 
 log = logging.getLogger("ccd")
 
-# The mount refreshes its upload leases every 60 s: a grace below a few heartbeats could
+# Upload leases are refreshed every HEARTBEAT_INTERVAL: a grace below a few heartbeats could
 # take a write in progress for a dead one.
-MIN_SAFE_GRACE = 300.0
+MIN_SAFE_GRACE = 5 * HEARTBEAT_INTERVAL
 CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (consolidate.py, settle.py)
 CRASH_POINTS = consolidate.CRASH_POINTS + settle.CRASH_POINTS
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -119,14 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level or "INFO"), format=LOG_FORMAT,
                         stream=sys.stderr)
     try:
-        try:
-            cfg = load(args.config)
-        except ConfigError as exc:
-            raise CcdError(str(exc)) from None
+        cfg = load(args.config)
         if not args.log_level:
             logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
         return int(args.func(cfg, args))
-    except CcdError as exc:
+    except SetupError as exc:
         print(f"ccd {args.command}: {exc}", file=sys.stderr)
         return 2
     except (StoreError, NamespaceError, sqlite3.Error) as exc:
@@ -165,25 +164,10 @@ def _retire_grace(cfg: Config, args: argparse.Namespace) -> float:
     return cfg.retire_grace if args.retire_grace is None else args.retire_grace
 
 
-def _spool_dir(cfg: Config) -> str | None:
-    """Where a settle's Writer spools the segment in flight: the mount's spool directory
-    (`<cache_dir>/spool`), or the system's temporary directory if that cannot be made."""
-    spool = Path(cfg.cache_dir or Path(cfg.database).parent / "cache") / "spool"
-    try:
-        spool.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        log.info("cannot use %s as the spool directory (%s); using the temporary directory",
-                 spool, exc)
-        return None
-    return str(spool)
-
-
 def _settler(ctx: Context, cfg: Config, args: argparse.Namespace,
              crash_after: str | None) -> Settler:
     return Settler(ctx, settle_grace=cfg.settle_grace if args.settle_grace is None
-                   else args.settle_grace, segment_size=cfg.segment_size,
-                   small_threshold=cfg.small_file_threshold, spool_dir=_spool_dir(cfg),
-                   verify_md5=cfg.verify_md5,
+                   else args.settle_grace, writers=writer_settings(cfg, spool_dir(cfg)),
                    crash_after=crash_after if crash_after in settle.CRASH_POINTS else None)
 
 

@@ -1,8 +1,8 @@
 """The resources every pass works with: the namespace, the Swift store, the layout, the grace.
 
-`open_context(cfg)` opens them from the configuration and turns every way that can fail at
-start (missing setting, no database, Swift unreachable, containers missing) into one
-`CcdError` line, printed by the CLI with exit status 2.
+`open_context(cfg)` opens them from the configuration (wiring.filesystem), which turns every
+way that can fail at start (missing setting, no database, Swift unreachable, containers
+missing) into one `SetupError` line, printed by the CLI with exit status 2.
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 import trio
 
 from ccd.report import Progress
-from seqwrite import Layout, RetryPolicy, StoreError, SwiftStore
-from seqwrite.config import Config, ConfigError
-from seqwrite.layout import layout_from_meta
+from seqwrite import Layout, SwiftStore
 from sqlfsn import Namespace
-from sqlfsn.errors import NotAFilesystem
+from wiring.config import Config
+from wiring.errors import SetupError
+from wiring.filesystem import open_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,8 @@ NS_PER_S = 1_000_000_000
 T = TypeVar("T")
 
 
-class CcdError(Exception):
-    """ccd cannot start: a one-line message naming the cause (exit status 2)."""
+class CcdError(SetupError):
+    """ccd cannot start as asked: a one-line message naming the cause (exit status 2)."""
 
 
 @dataclass
@@ -62,54 +61,15 @@ class Context:
         return int((now - (self.grace if seconds is None else seconds)) * NS_PER_S)
 
 
-def layout_of(ns: Namespace) -> Layout:
-    try:
-        return layout_from_meta(ns.get_meta)
-    except ValueError as exc:
-        raise CcdError(str(exc)) from None
-
-
 @asynccontextmanager
 async def open_context(cfg: Config, *, grace: float | None = None,
                        progress: Progress | None = None) -> AsyncIterator[Context]:
-    """Open the namespace and Swift named by `cfg`; close both at exit."""
-    try:
-        cfg.require("database", "auth_url", "user", "key")
-    except ConfigError as exc:
-        raise CcdError(str(exc)) from None
-    if not Path(cfg.database).is_file():
-        raise CcdError(f"no filesystem database at {cfg.database}: run `cloudfs mkfs` first")
-    try:
-        ns = Namespace.open(cfg.database)
-    except NotAFilesystem as exc:
-        raise CcdError(f"{cfg.database}: {exc}") from None
-    try:
-        layout = layout_of(ns)
-        store = SwiftStore(cfg.auth, max_connections=cfg.max_connections, timeout=cfg.timeout,
-                           policy=RetryPolicy(deadline=min(OPEN_DEADLINE, cfg.retry_deadline)))
-        retry_log = logging.getLogger("seqwrite.retry")
-        level = retry_log.level
-        retry_log.setLevel(logging.ERROR)  # the failure is said once, below
-        try:
-            await store.open()
-            exists = await store.head_container(layout.tmp_container)
-        except StoreError as exc:
-            await store.aclose()
-            raise CcdError(f"cannot reach Swift at {cfg.auth_url}: {exc}") from None
-        finally:
-            retry_log.setLevel(level)
-        store.policy = RetryPolicy(deadline=cfg.retry_deadline)
-        try:
-            if exists is None:
-                raise CcdError(f"container {layout.tmp_container} does not exist in Swift: "
-                               "run `cloudfs mkfs`")
-            yield Context(ns, store, layout, cfg.grace if grace is None else grace,
-                          concurrency=max(1, cfg.max_connections // 2),
-                          progress=progress or Progress(enabled=False))
-        finally:
-            await store.aclose()
-    finally:
-        ns.close()
+    """Open the filesystem named by `cfg` (wiring.filesystem: one SetupError line for every
+    way that can fail); close it at exit."""
+    async with open_filesystem(cfg, open_deadline=min(OPEN_DEADLINE, cfg.retry_deadline)) as fs:
+        yield Context(fs.ns, fs.store, fs.layout, cfg.grace if grace is None else grace,
+                      concurrency=max(1, cfg.max_connections // 2),
+                      progress=progress or Progress(enabled=False))
 
 
 async def for_each(ctx: Context, items: Sequence[T], fn: Callable[[T], Awaitable[None]], *,

@@ -40,15 +40,14 @@ import trio
 from ccd.context import Context, for_each, sole_error
 from ccd.crash import CrashInjected, CrashPoints
 from ccd.report import Report
-from seqwrite import PublishMode, Span, StoredContent, StoreError, Writer, stream_spans
-from seqwrite.writer import DEFAULT_SEGMENT_SIZE, DEFAULT_SMALL_THRESHOLD
+from seqwrite import PublishMode, Span, StoredContent, StoreError, WriterSettings, stream_spans
 from sqlfsn import Piece, UnsettledFile
 from sqlfsn.errors import Conflict, NamespaceError, NotFound
+from wiring.leases import Leases
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SETTLE_GRACE = 600.0
-HEARTBEAT_INTERVAL = 60.0  # seconds between refreshes of a settle's upload lease (as the mount)
 # Files settled at once. Each holds at most seqwrite.spans.BUDGET + one chunk read from Swift
 # plus the writer's buffers (about 40 MiB); one big file keeps both cores of a small host busy.
 CONCURRENCY = 2
@@ -69,7 +68,9 @@ class Settler(CrashPoints):
     Attributes:
         ctx: namespace, store, layout (the grace is the cleanup's business, not used here).
         settle_grace: seconds a file's version must have been unchanged (its ctime).
-        segment_size, small_threshold, spool_dir, verify_md5: the Writer's, as the mount's.
+        writers: the Writers' settings, as the mount's.
+        leases: the upload leases of settles in progress (one per file, taken at its first
+            segment), refreshed while streaming.
         crash_after: "publish" (content published, not committed) or "settle" (committed):
             stop the pass dead there (tests, CCD_CRASH_AFTER).
         before_commit: awaited with the inode right before the commit (tests: races).
@@ -80,17 +81,13 @@ class Settler(CrashPoints):
     crash_after: str | None
 
     def __init__(self, ctx: Context, *, settle_grace: float = DEFAULT_SETTLE_GRACE,
-                 segment_size: int = DEFAULT_SEGMENT_SIZE,
-                 small_threshold: int = DEFAULT_SMALL_THRESHOLD, spool_dir: str | None = None,
-                 verify_md5: bool = False, crash_after: str | None = None,
+                 writers: WriterSettings | None = None, crash_after: str | None = None,
                  before_commit: BeforeCommit | None = None) -> None:
         self.ctx = ctx
         self.settle_grace = settle_grace
-        self.segment_size = segment_size
-        self.small_threshold = small_threshold
-        self.spool_dir = spool_dir
-        self.verify_md5 = verify_md5
+        self.writers = writers or WriterSettings()
         self._crash_after(crash_after, CRASH_POINTS)
+        self.leases = Leases(ctx.ns)
         self.before_commit = before_commit
         self._last_scan: float | None = None
         self._scope: trio.CancelScope | None = None
@@ -125,7 +122,13 @@ class Settler(CrashPoints):
         self._crashed = None
         with trio.CancelScope() as scope:
             self._scope = scope
-            await for_each(self.ctx, due, one, label="settling", limit=CONCURRENCY)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.leases.keep_alive)
+                    await for_each(self.ctx, due, one, label="settling", limit=CONCURRENCY)
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise sole_error(group) from None
         self._scope = None
         if self._crashed:
             raise CrashInjected(self._crashed)
@@ -146,8 +149,9 @@ class Settler(CrashPoints):
             report.add("settle_sparse")  # settling would store the zeros of the holes
             return
         limits = self.ctx.store.limits
-        segment = min(self.segment_size, limits.max_file_size)
-        if attr.size > self.small_threshold and attr.size > segment * limits.max_manifest_segments:
+        segment = min(self.writers.segment_size, limits.max_file_size)
+        if (attr.size > self.writers.small_threshold
+                and attr.size > segment * limits.max_manifest_segments):
             report.add("settle_too_large")
             return
         if dry_run:
@@ -157,11 +161,11 @@ class Settler(CrashPoints):
         try:
             content = await self._store(self._spans(pieces), attr.size, leases)
         except ClaimRefused:
-            self._end_leases(leases)
+            self.leases.end(leases)
             report.add("settle_refused")
             return
         except (StoreError, OSError, NamespaceError, sqlite3.Error) as exc:
-            self._end_leases(leases)
+            self.leases.end(leases)
             if self._changed(f.inode, attr.version):
                 report.add("settle_changed")  # e.g. rewritten and its old pieces collected
             else:
@@ -173,14 +177,15 @@ class Settler(CrashPoints):
         try:
             ns.settle(f.inode, content.hash, content.size, expect_version=attr.version,
                       upload_id=leases[0] if leases else None)
+            self.leases.forget(leases)
         except (Conflict, NotFound):
             # Written (or deleted) since step 1: the new content is referenced by nothing
             # and goes with the cleanup after its grace.
-            self._end_leases(leases)
+            self.leases.end(leases)
             report.add("settle_changed")
             return
         except (NamespaceError, sqlite3.Error) as exc:
-            self._end_leases(leases)
+            self.leases.end(leases)
             report.error(f"settling inode {f.inode}: {exc}; left as it was")
             return
         log.debug("inode %d settled: %d pieces -> %s", f.inode, len(pieces), content.hash)
@@ -202,21 +207,18 @@ class Settler(CrashPoints):
 
     async def _store(self, spans: list[Span], size: int, leases: list[str]) -> StoredContent:
         """Stream the spans into a Writer and publish them as one content (module docstring,
-        step 2). Takes the upload lease at the first segment (into `leases`), heartbeats it
-        while streaming; on failure the Writer deletes what it uploaded (best effort)."""
+        step 2). Takes the upload lease at the first segment (into `leases`; the pass keeps
+        it alive); on failure the Writer deletes what it uploaded (best effort)."""
         ctx = self.ctx
 
         def take_lease(upload_id: str) -> None:
-            ctx.ns.upload_begin(upload_id)
+            self.leases.take(upload_id)
             leases.append(upload_id)
 
         try:
             async with trio.open_nursery() as nursery:
-                writer = Writer(ctx.store, ctx.layout, nursery, segment_size=self.segment_size,
-                                small_threshold=self.small_threshold, spool_dir=self.spool_dir,
-                                claim=self._claim, verify_md5=self.verify_md5,
-                                on_first_segment=take_lease)
-                nursery.start_soon(self._heartbeat, leases)
+                writer = self.writers.writer(ctx.store, ctx.layout, nursery, claim=self._claim,
+                                             on_first_segment=take_lease)
                 try:
                     read = await stream_spans(ctx.store, spans, writer.write)
                     if read != size or writer.size != size:
@@ -225,7 +227,6 @@ class Settler(CrashPoints):
                 except BaseException:
                     await writer.abort()  # nothing if finish() already cleaned up
                     raise
-                nursery.cancel_scope.cancel()  # the heartbeat
         except BaseExceptionGroup as group:
             raise sole_error(group) from None
         return content
@@ -237,23 +238,3 @@ class Settler(CrashPoints):
         if not self.ctx.ns.claim_content(digest, size, segments).ok:
             raise ClaimRefused(f"content {digest} is being deleted by the garbage collector")
         return PublishMode.CONDITIONAL
-
-    async def _heartbeat(self, leases: list[str]) -> None:
-        while True:
-            await trio.sleep(HEARTBEAT_INTERVAL)
-            if not leases:
-                continue
-            try:
-                lost = self.ctx.ns.upload_heartbeat(leases)
-            except (NamespaceError, sqlite3.Error) as exc:
-                log.warning("could not refresh upload lease %s: %s", leases, exc)
-                continue
-            if lost:
-                log.error("upload lease %s was lost: the settle will fail", sorted(lost))
-
-    def _end_leases(self, leases: list[str]) -> None:
-        for upload_id in leases:
-            try:
-                self.ctx.ns.upload_end(upload_id)
-            except (NamespaceError, sqlite3.Error) as exc:  # a stale lease only delays cleanup
-                log.warning("could not end upload lease %s: %s", upload_id, exc)

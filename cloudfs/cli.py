@@ -1,8 +1,8 @@
 """The `cloudfs` command line: one parser, one subcommand module each.
 
 Each subcommand module exposes `register(subparsers)`, which adds its parser and sets
-`func(args) -> int` as the default. Errors the user can fix are `UsageError`s: they print one
-line and exit 2, never a traceback.
+`func(args) -> int` as the default. Errors the user can fix are `SetupError`s (cloudfs's
+`UsageError` among them): they print one line and exit 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from cloudfs import commands
-from cloudfs.errors import UsageError
 from devtools import cli as devcli
+from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except UsageError as exc:
+    except SetupError as exc:
         print(f"cloudfs {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

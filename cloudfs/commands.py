@@ -13,11 +13,12 @@ from pathlib import Path
 import trio
 
 from cloudfs.errors import UsageError
-from cloudfs.mount import MountOptions, make_store, run
+from cloudfs.mount import MountOptions, run
 from seqwrite import Layout, StoreError
-from seqwrite.config import EXAMPLE, Config, ConfigError, load, parse_size
 from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace
+from wiring.config import EXAMPLE, Config, ConfigError, load, parse_size
+from wiring.filesystem import make_store
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,12 @@ import logging
 
 import seqwrite
 import sqlfsn.errors as ns
+from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
 
 
-class UsageError(Exception):
+class UsageError(SetupError):
     """A problem the user can fix; printed as one line, no traceback, exit status 2."""
 
 

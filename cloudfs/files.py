@@ -31,17 +31,15 @@ import trio
 from cloudfs.errors import FsError
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
 from cloudfs.rwcache import CacheBudget, RandomSession, slice_pieces
-from seqwrite import Layout, PublishMode, StoredContent, SwiftStore, Writer
+from seqwrite import Layout, PublishMode, StoredContent, SwiftStore, Writer, WriterSettings
 from sqlfsn import Namespace, Piece
 from sqlfsn.errors import Conflict
+from wiring.filesystem import STALE_DELETION_NS
+from wiring.leases import Leases
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 60.0  # seconds between refreshes of the upload leases
 CLAIM_WAIT = 60.0  # seconds a writer waits for the garbage collector to finish a deletion
-# A 'deleting' mark older than this is taken over (the collector died): longer than any one
-# collector request can take, see `stale_deletion_ns` in Files.
-STALE_DELETION_NS = 15 * 60 * 10**9
 
 
 @dataclass(eq=False, slots=True)
@@ -88,17 +86,15 @@ class Files:
     """The open-file table and the content paths (read, write, commit)."""
 
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
-                 *, segment_size: int, small_threshold: int, spool_dir: str | None,
-                 read_budget: BlockBudget, verify_md5: bool = False,
+                 *, writers: WriterSettings, read_budget: BlockBudget,
                  stale_deletion_ns: int = STALE_DELETION_NS,
                  cache_budget: CacheBudget | None = None) -> None:
         self.ns = ns
         self.store = store
         self.layout = layout
-        self.segment_size = segment_size
-        self.small_threshold = small_threshold
-        self.spool_dir = spool_dir
-        self.verify_md5 = verify_md5
+        self.writers = writers
+        self.spool_dir = writers.spool_dir
+        self.leases = Leases(ns)
         self.stale_deletion_ns = stale_deletion_ns
         self._nursery = nursery
         self._budget = read_budget
@@ -224,13 +220,11 @@ class Files:
 
     def _new_writer(self, session: WriteSession) -> Writer:
         def take_lease(upload_id: str) -> None:
-            self.ns.upload_begin(upload_id)
+            self.leases.take(upload_id)
             session.leases.append(upload_id)
 
-        return Writer(self.store, self.layout, self._nursery, segment_size=self.segment_size,
-                      small_threshold=self.small_threshold, spool_dir=self.spool_dir,
-                      claim=self._claim, verify_md5=self.verify_md5,
-                      on_first_segment=take_lease)
+        return self.writers.writer(self.store, self.layout, self._nursery, claim=self._claim,
+                                   on_first_segment=take_lease)
 
     async def _to_random(self, session: WriteSession, h: Handle) -> RandomSession:
         """Switch `session` to the write cache (under its lock): what was streamed so far is
@@ -411,11 +405,7 @@ class Files:
         """Release what a session holds: its write cache and its upload leases."""
         if session.random is not None:
             session.random.close()
-        for upload_id in session.leases:
-            try:
-                self.ns.upload_end(upload_id)
-            except Exception as exc:  # a stale lease only delays cleanup
-                log.warning("could not end upload lease %s: %s", upload_id, exc)
+        self.leases.end(session.leases)
         session.leases.clear()
 
     async def _discard(self, session: WriteSession) -> None:
@@ -452,22 +442,6 @@ class Files:
                 "writes_in_progress": len(self._sessions)}
 
     # -- background --------------------------------------------------------------------------
-
-    async def heartbeat(self) -> None:
-        """Keep the upload leases of writes in progress fresh (the cleanup never touches them)."""
-        while True:
-            await trio.sleep(HEARTBEAT_INTERVAL)
-            ids = [u for s in self._sessions.values() for u in s.leases]
-            if not ids:
-                continue
-            try:
-                lost = self.ns.upload_heartbeat(ids)
-            except Exception as exc:  # never take the mount down; retried next interval
-                log.error("could not refresh upload leases: %s", exc)
-                continue
-            for upload_id in lost:
-                log.error("upload lease %s was lost: cleanup may delete its segments; the "
-                          "write will fail at close", upload_id)
 
     async def close_all(self) -> None:
         """At unmount: commit what is pending (loudly on failure)."""

@@ -22,18 +22,24 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from cloudfs import systemd
 from cloudfs.errors import UsageError
-from cloudfs.files import STALE_DELETION_NS, Files
+from cloudfs.files import Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
 from cloudfs.rwcache import CacheBudget
-from seqwrite import Layout, StoreError, SwiftStore
-from seqwrite.config import Config
-from seqwrite.layout import layout_from_meta
-from seqwrite.retry import RetryPolicy
-from sqlfsn import Namespace
-from sqlfsn.errors import NotAFilesystem
+from seqwrite import Layout
+from wiring import sdnotify
+from wiring.config import Config
+from wiring.errors import SetupError
+from wiring.filesystem import (
+    cache_dir,
+    open_filesystem,
+    open_namespace,
+    private_dir,
+    spool_dir,
+    stale_deletion_ns,
+    writer_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,36 +53,6 @@ class MountOptions:
     foreground: bool = False
     allow_other: bool = False
     fuse_options: tuple[str, ...] = ()
-
-
-def open_namespace(cfg: Config) -> Namespace:
-    cfg.require("database")
-    if not Path(cfg.database).exists():
-        raise UsageError(f"no filesystem at {cfg.database}: run `cloudfs mkfs` first")
-    try:
-        return Namespace.open(cfg.database)
-    except NotAFilesystem as exc:
-        raise UsageError(f"{cfg.database}: {exc}") from None
-
-
-def layout_of(ns: Namespace) -> Layout:
-    try:
-        return layout_from_meta(ns.get_meta)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def make_store(cfg: Config) -> SwiftStore:
-    cfg.require("auth_url", "user", "key")
-    return SwiftStore(cfg.auth, max_connections=cfg.max_connections, timeout=cfg.timeout,
-                      policy=RetryPolicy(deadline=cfg.retry_deadline))
-
-
-def stale_deletion_ns(cfg: Config) -> int:
-    """When a writer may take over a 'deleting' mark: well after any collector request that
-    was in flight when the mark was set has ended (ccd retries for retry_deadline, each
-    request lasting at most timeout)."""
-    return max(STALE_DELETION_NS, int(2 * (cfg.retry_deadline + cfg.timeout) * 1e9))
 
 
 def fuse_options(opts: MountOptions, layout: Layout) -> set[str]:
@@ -105,34 +81,22 @@ def raise_read_ahead(mountpoint: str) -> None:
 
 async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -> None:
     """Mount, serve until unmounted or signalled, tear down."""
-    ns = open_namespace(cfg)
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(ns.close)
-        store = make_store(cfg)
-        try:
-            await store.open()
-        except StoreError as exc:
-            raise UsageError(f"cannot reach Swift at {cfg.auth_url}: {exc}") from None
-        stack.push_async_callback(store.aclose)
-        layout = layout_of(ns)
-        if await store.head_container(layout.tmp_container) is None:
-            raise UsageError(f"container {layout.tmp_container} does not exist in Swift: "
-                             "run `cloudfs mkfs`")
+        fs = await stack.enter_async_context(open_filesystem(cfg))
+        ns, store, layout = fs.ns, fs.store, fs.layout
         purged = ns.purge_orphans()
         if purged:
             log.info("removed %d files that were unlinked while open at the last unmount", purged)
-        spool = Path(cfg.cache_dir or Path(cfg.database).parent / "cache") / "spool"
-        spool.mkdir(parents=True, exist_ok=True)
         nursery = await stack.enter_async_context(trio.open_nursery())
-        files = Files(ns, store, layout, nursery, segment_size=cfg.segment_size,
-                      small_threshold=cfg.small_file_threshold, spool_dir=str(spool),
-                      read_budget=BlockBudget(READ_BUDGET_BLOCKS), verify_md5=cfg.verify_md5,
+        files = Files(ns, store, layout, nursery,
+                      writers=writer_settings(cfg, spool_dir(cfg)),
+                      read_budget=BlockBudget(READ_BUDGET_BLOCKS),
                       stale_deletion_ns=stale_deletion_ns(cfg),
                       cache_budget=CacheBudget(cfg.cache_size))
         ops = Operations(ns, files)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)
-        nursery.start_soon(files.heartbeat)
+        nursery.start_soon(files.leases.keep_alive)
         nursery.start_soon(_terminate_on_signals)
         nursery.start_soon(_tune_read_ahead, opts.mountpoint)
         log.info("mounted %s (Swift container %s, database %s)", opts.mountpoint,
@@ -161,13 +125,13 @@ async def _terminate_on_signals() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
-            systemd.notify("STOPPING=1")
+            sdnotify.notify("STOPPING=1")
             pyfuse3.terminate()
 
 
 async def _main(cfg: Config, opts: MountOptions, report: int | None) -> None:
     def on_ready() -> None:
-        systemd.notify("READY=1")
+        sdnotify.notify("READY=1")
         if report is not None:
             os.write(report, b"ok\n")
             os.close(report)
@@ -209,7 +173,7 @@ def run(cfg: Config, opts: MountOptions) -> int:
     _detach_stdio(cfg)
     try:
         trio.run(_main, cfg, opts, wfd)
-    except UsageError as exc:
+    except SetupError as exc:
         _report(wfd, str(exc))
         os._exit(1)
     except BaseException as exc:
@@ -226,8 +190,7 @@ def _report(fd: int, message: str) -> None:
 
 def _detach_stdio(cfg: Config) -> None:
     """The background daemon logs to <cache_dir>/mount.log."""
-    logdir = Path(cfg.cache_dir or Path(cfg.database).parent / "cache")
-    logdir.mkdir(parents=True, exist_ok=True)
+    logdir = private_dir(cache_dir(cfg))
     fd = os.open(logdir / "mount.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

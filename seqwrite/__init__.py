@@ -23,12 +23,12 @@ from seqwrite.retry import RetryPolicy
 from seqwrite.segment import StoredSegment
 from seqwrite.spans import Span, stream_spans
 from seqwrite.store import Limits, ObjectReader, SwiftAuth, SwiftStore
-from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer
+from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer, WriterSettings
 
 __all__ = [
     "EMPTY_HASH", "AlreadyExists", "AuthFailed", "Corrupted", "Layout", "Limits",
     "ManifestEntry", "NotFound", "ObjectReader", "PublishMode", "Rejected", "RetryPolicy",
     "Span", "SpoolError", "StoreError",
     "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore",
-    "TooLarge", "Writer", "WriterAborted", "stream_spans",
+    "TooLarge", "Writer", "WriterAborted", "WriterSettings", "stream_spans",
 ]

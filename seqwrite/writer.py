@@ -81,6 +81,25 @@ class StoredContent:
     deduplicated: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class WriterSettings:
+    """How a filesystem's writers store content (one value per filesystem: the mount and ccd's
+    settle make their Writers from the same settings)."""
+
+    segment_size: int = DEFAULT_SEGMENT_SIZE
+    small_threshold: int = DEFAULT_SMALL_THRESHOLD
+    spool_dir: str | None = None
+    verify_md5: bool = False
+
+    def writer(self, store: SwiftStore, layout: Layout, nursery: trio.Nursery, *,
+               claim: ClaimHook, on_first_segment: Callable[[str], None] | None = None
+               ) -> Writer:
+        return Writer(store, layout, nursery, segment_size=self.segment_size,
+                      small_threshold=self.small_threshold, spool_dir=self.spool_dir,
+                      claim=claim, verify_md5=self.verify_md5,
+                      on_first_segment=on_first_segment)
+
+
 class Writer:
     """Streams one file's bytes into Swift. Sequential `write()`s, then `finish()` or `abort()`.
 

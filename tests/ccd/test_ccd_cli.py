@@ -15,7 +15,7 @@ import pytest
 import trio
 from ccdhelpers import SEG, Fs
 
-from devtools.swift import find_free_port_range
+from devtools.ports import find_free_port_range
 from sqlfsn import Namespace, Piece
 
 CCD = [sys.executable, "-m", "ccd.cli"]

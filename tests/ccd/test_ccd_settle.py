@@ -10,6 +10,7 @@ import pytest
 from ccdhelpers import SEG, SMALL_THRESHOLD, Fs, KiB, mutations
 
 from ccd import Consolidator, CrashInjected, Report, Settler, cleanup_pass
+from seqwrite import WriterSettings
 from sqlfsn import ROOT_INODE, Piece
 
 pytestmark = pytest.mark.swift
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.swift
 
 def settler(fs: Fs, **kw) -> Settler:
     kw.setdefault("settle_grace", 0)
-    return Settler(fs.ctx(), segment_size=SEG, small_threshold=SMALL_THRESHOLD, **kw)
+    return Settler(fs.ctx(), writers=WriterSettings(segment_size=SEG,
+                                                   small_threshold=SMALL_THRESHOLD), **kw)
 
 
 async def settle(fs: Fs, **kw) -> Report:

@@ -10,10 +10,10 @@ import pytest
 
 from ccd import Consolidator, Context, Report, Settler
 from ccd.report import Progress, human_bytes
-from ccd.sdnotify import notify
 from ccd.segments import Tag, parse_tag, parse_time
 from seqwrite import Layout
 from sqlfsn import Namespace
+from wiring.sdnotify import notify
 
 H, S = "a" * 64, "b" * 64
 

@@ -1,10 +1,9 @@
 """The filesystem's configuration file, shared by the mount (cloudfs) and ccd.
 
-One INI file (`--config`), every key documented in `docs/CONFIG.md` and in `EXAMPLE` below.
+One INI file (`--config`), every key documented in `EXAMPLE` below (`cloudfs config-example`).
 Precedence, highest first: command-line flags, the swift CLI's ST_AUTH/ST_USER/ST_KEY
 environment variables, the file, the defaults. A missing or malformed setting raises
-ConfigError naming the key (printed as one line by the CLIs, never a traceback). It lives in
-seqwrite because both daemons need it and dependencies only point down.
+ConfigError naming the key (printed as one line by the CLIs, never a traceback).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seqwrite.store import SwiftAuth
+from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
-class ConfigError(Exception):
+class ConfigError(SetupError):
     """A setting is missing or malformed; the message names it."""
 
 

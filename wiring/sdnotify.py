@@ -1,4 +1,4 @@
-"""sd_notify without libsystemd: tell systemd (Type=notify) that ccd is ready or stopping."""
+"""sd_notify without libsystemd: tell systemd (Type=notify) that a daemon is ready or stopping."""
 
 from __future__ import annotations
 

@@ -1,0 +1,143 @@
+"""Opening a cloudfs filesystem from its Config: namespace, Swift store, layout, directories.
+
+Both daemons start the same way: the namespace database (which names the Swift containers),
+then Swift (authenticate, read the cluster's limits, check the containers exist). Every way
+that can fail is one `SetupError` line naming the cause, never a traceback. The local
+directories (cache, spool, logs) are created readable by their owner only: they hold file
+content in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqwrite import Layout, RetryPolicy, StoreError, SwiftStore, WriterSettings
+from seqwrite.layout import layout_from_meta
+from sqlfsn import Namespace
+from sqlfsn.errors import NotAFilesystem
+from wiring.config import Config
+from wiring.errors import SetupError
+
+log = logging.getLogger(__name__)
+
+# A 'deleting' mark older than this may be taken over by a writer (the collector died): longer
+# than any one collector request can take (see `stale_deletion_ns`).
+STALE_DELETION_NS = 15 * 60 * 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem:
+    """An opened filesystem: its namespace, its (authenticated) store and its layout."""
+
+    ns: Namespace
+    store: SwiftStore
+    layout: Layout
+
+
+def cache_dir(cfg: Config) -> Path:
+    """The local cache directory: `cache_dir`, or `cache` beside the database."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.database).parent / "cache"
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory readable by its owner only (created with its parents);
+    SetupError if it cannot be made."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SetupError(f"cannot create {path}: {exc.strerror}") from None
+    return path
+
+
+def spool_dir(cfg: Config) -> Path:
+    """Where segments in flight are spooled: `<cache_dir>/spool`."""
+    return private_dir(cache_dir(cfg) / "spool")
+
+
+def writer_settings(cfg: Config, spool: Path | None) -> WriterSettings:
+    """The Writer's settings, the same for the mount and ccd's settle."""
+    return WriterSettings(segment_size=cfg.segment_size,
+                          small_threshold=cfg.small_file_threshold,
+                          spool_dir=None if spool is None else str(spool),
+                          verify_md5=cfg.verify_md5)
+
+
+def stale_deletion_ns(cfg: Config) -> int:
+    """When a writer may take over a 'deleting' mark: well after any collector request that
+    was in flight when the mark was set has ended (ccd retries for retry_deadline, each
+    request lasting at most timeout)."""
+    return max(STALE_DELETION_NS, int(2 * (cfg.retry_deadline + cfg.timeout) * 1e9))
+
+
+def open_namespace(cfg: Config) -> Namespace:
+    """The filesystem's namespace database; SetupError if it is missing or not a namespace."""
+    cfg.require("database")
+    if not Path(cfg.database).is_file():
+        raise SetupError(f"no filesystem at {cfg.database}: run `cloudfs mkfs` first")
+    try:
+        return Namespace.open(cfg.database)
+    except NotAFilesystem as exc:
+        raise SetupError(f"{cfg.database}: {exc}") from None
+
+
+def layout_of(ns: Namespace) -> Layout:
+    """The Swift layout the namespace records (written by `cloudfs mkfs`)."""
+    try:
+        return layout_from_meta(ns.get_meta)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def make_store(cfg: Config, *, deadline: float | None = None) -> SwiftStore:
+    """A store for the configured account (not yet authenticated)."""
+    cfg.require("auth_url", "user", "key")
+    return SwiftStore(cfg.auth, max_connections=cfg.max_connections, timeout=cfg.timeout,
+                      policy=RetryPolicy(deadline=cfg.retry_deadline if deadline is None
+                                         else deadline))
+
+
+async def open_store(cfg: Config, layout: Layout | None, *,
+                     open_deadline: float | None = None) -> SwiftStore:
+    """An authenticated store (and, given a layout, its containers checked). Start-up gives up
+    after `open_deadline` seconds of failures (default: retry_deadline), saying so in one
+    line; the store's operations then retry for the full retry_deadline."""
+    store = make_store(cfg, deadline=open_deadline)
+    retry_log = logging.getLogger("seqwrite.retry")
+    level = retry_log.level
+    retry_log.setLevel(logging.ERROR)  # the failure is said once, below
+    try:
+        await store.open()
+        missing = layout is not None and await store.head_container(layout.tmp_container) is None
+    except StoreError as exc:
+        await store.aclose()
+        raise SetupError(f"cannot reach Swift at {cfg.auth_url}: {exc}") from None
+    finally:
+        retry_log.setLevel(level)
+    if missing:
+        await store.aclose()
+        assert layout is not None
+        raise SetupError(f"container {layout.tmp_container} does not exist in Swift: "
+                         "run `cloudfs mkfs`")
+    store.policy = RetryPolicy(deadline=cfg.retry_deadline)
+    return store
+
+
+@asynccontextmanager
+async def open_filesystem(cfg: Config, *, open_deadline: float | None = None
+                          ) -> AsyncIterator[Filesystem]:
+    """The namespace, then Swift; both closed at exit."""
+    cfg.require("database", "auth_url", "user", "key")
+    ns = open_namespace(cfg)
+    try:
+        layout = layout_of(ns)
+        store = await open_store(cfg, layout, open_deadline=open_deadline)
+        try:
+            yield Filesystem(ns, store, layout)
+        finally:
+            await store.aclose()
+    finally:
+        ns.close()
