@@ -140,9 +140,10 @@ class SegmentUpload:
         """No more bytes: the PUT completes once the thread drains the channel."""
         await self._send.aclose()
 
-    async def abort(self) -> None:
+    def abort(self) -> None:
+        """Stop: a blocked `send` fails, the thread drops the request at its next chunk."""
         self._aborted = True
-        await self._send.aclose()
+        self._send.close()
 
     async def wait(self) -> str:
         """Wait until the segment is stored and verified; its md5 ETag, or raise."""

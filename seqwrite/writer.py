@@ -49,6 +49,7 @@ DEFAULT_SEGMENT_SIZE = 5 * 2**30  # Swift's default max_file_size
 DEFAULT_SMALL_THRESHOLD = 1 << 20  # files up to 1 MiB are one plain PUT
 CHUNK = 4 << 20  # bytes handed to the upload thread at a time (fewer thread hand-offs)
 TAG_CONCURRENCY = 4
+DISCARD_DEADLINE = 30.0  # seconds an aborted write's segments are tried to be deleted
 EMPTY_HASH = blake3.blake3(b"").hexdigest()
 
 
@@ -226,7 +227,10 @@ class Writer:
     # -- finishing ---------------------------------------------------------------------------
 
     async def finish(self) -> StoredContent:
-        """Publish the content under its CAS name and return it (see the module docstring)."""
+        """Publish the content under its CAS name and return it (see the module docstring).
+
+        On failure nothing is published, and the error is raised at once: what was uploaded is
+        deleted in the background (best effort; ccd cleanup collects the rest)."""
         if self._closed:
             raise WriterAborted("finish after finish/abort")
         self._closed = True
@@ -236,8 +240,7 @@ class Writer:
             return await self._finish_segmented()
         except BaseException:
             if not self._publish_attempted:
-                with trio.CancelScope(shield=True):
-                    await self._discard()
+                self._discard_later()
             # else: the manifest PUT may have landed and name our segments: never delete them
             # here (cleanup deletes them if no manifest appeared; ccd retires them otherwise).
             raise
@@ -288,9 +291,9 @@ class Writer:
             if await self._manifest_names_any(container, name, segments):
                 # Our own PUT landed and its answer was lost: the retry saw our manifest.
                 return StoredContent(digest, self.size, "manifest", tuple(segments))
-            # Already stored by another write: our segments are redundant (best effort;
-            # ccd retires tagged segments that no manifest names).
-            await self._delete_segments(segments)
+            # Already stored by another write: our segments are redundant (deleted in the
+            # background, best effort; ccd retires tagged segments that no manifest names).
+            self._nursery.start_soon(self._delete_segments, segments)
             return StoredContent(digest, self.size, "manifest", tuple(segments), True)
         return StoredContent(digest, self.size, "manifest", tuple(segments))
 
@@ -332,16 +335,16 @@ class Writer:
 
     # -- aborting ----------------------------------------------------------------------------
 
-    async def abort(self) -> None:
-        """Give up: nothing is published or tagged; uploaded segments are deleted (best effort,
-        cleanup collects the rest)."""
+    def abort(self) -> None:
+        """Give up: nothing is published or tagged. Returns at once: the segment uploads stop,
+        and what they stored is deleted in the background (best effort, within
+        DISCARD_DEADLINE; ccd cleanup collects the rest)."""
         if self._closed:
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            await self._discard()
+        self._discard_later()
 
-    async def _discard(self) -> None:
+    def _discard_later(self) -> None:
         uploads = [u for u, _ in self._segments]
         if self._current is not None:
             uploads.append(self._current)
@@ -350,23 +353,25 @@ class Writer:
         self._pending.clear()
         self._pending_len = 0
         for upload in uploads:
-            await upload.abort()
-        names = []
-        for upload in uploads:
-            try:
-                await upload.wait()
-            except StoreError:
-                pass
-            names.append(upload.name)
-        with trio.move_on_after(30):
-            for name in names:
+            upload.abort()
+        if uploads:
+            self._nursery.start_soon(self._delete_uploads, uploads)
+
+    async def _delete_uploads(self, uploads: list[SegmentUpload]) -> None:
+        """Once each aborted upload has ended, delete what it stored."""
+        with trio.move_on_after(DISCARD_DEADLINE):
+            for upload in uploads:
                 try:
-                    await self.store.delete(self.layout.tmp_container, name)
+                    await upload.wait()
+                except StoreError:
+                    pass
+                try:
+                    await self.store.delete(self.layout.tmp_container, upload.name)
                 except StoreError as exc:
-                    log.info("abort: could not delete %s (%s); cleanup will", name, exc)
+                    log.info("abort: could not delete %s (%s); cleanup will", upload.name, exc)
 
     async def _delete_segments(self, segments: Sequence[StoredSegment]) -> None:
-        with trio.move_on_after(30):
+        with trio.move_on_after(DISCARD_DEADLINE):
             for seg in segments:
                 try:
                     await self.store.delete(self.layout.tmp_container, seg.tmp_name)

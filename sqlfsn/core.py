@@ -21,8 +21,9 @@ import stat
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from . import errors
+from . import errors, local
 from .schema import SCHEMA_VERSION, create_tables
 from .types import NAME_MAX, Attr
 
@@ -85,7 +86,9 @@ def connect(
         target, create = ":memory:", True
     else:
         quoted = urllib.parse.quote(os.path.abspath(spec))
-        target = f"file:{quoted}?mode={'rwc' if create else 'rw'}"
+        target = f"file:{quoted}?mode={'rw' if not create else 'rwc'}"
+        if create:
+            local.create_private(Path(spec))
     try:
         conn = sqlite3.connect(target, uri=not memory, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     except sqlite3.OperationalError as exc:
@@ -93,6 +96,8 @@ def connect(
     try:
         _set_pragmas(conn, spec, memory=memory)
         _ensure_schema(conn, spec, create=create, clock=clock)
+        if not memory:
+            local.tighten(Path(spec))
     except sqlite3.DatabaseError as exc:
         conn.close()
         if getattr(exc, "sqlite_errorcode", None) == _SQLITE_NOTADB:

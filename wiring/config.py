@@ -53,6 +53,10 @@ small_file_threshold = 1M
 # Also compare each segment's md5 with the ETag Swift returns (end-to-end check of every
 # byte; costs CPU: md5 runs at a few hundred MiB/s). Sizes and ETags are always checked.
 verify_md5 = false
+# Seconds a stopping mount (SIGTERM, SIGINT, systemctl stop) gives files open for writing to
+# be closed; what is still open then is aborted (never published: the file keeps its previous
+# content). Keep it below the unit's TimeoutStopSec.
+stop_timeout = 60
 # CAS containers = 16 ** shard_digits; read only by `cloudfs mkfs`.
 shard_digits = 2
 log_level = INFO
@@ -103,6 +107,7 @@ class Config:
     small_file_threshold: int = 2**20
     shard_digits: int = 2
     verify_md5: bool = False
+    stop_timeout: float = 60.0
     log_level: str = "INFO"
     grace: float = 86400.0
     interval: float = 60.0
@@ -129,7 +134,7 @@ _FIELDS = {
               "retry_deadline": float, "max_connections": int},
     "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
                 "small_file_threshold": "size", "shard_digits": int, "log_level": str,
-                "verify_md5": "bool"},
+                "verify_md5": "bool", "stop_timeout": float},
     "ccd": {"grace": float, "interval": float, "retire_grace": float, "settle_grace": float},
 }
 

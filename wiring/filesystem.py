@@ -10,6 +10,7 @@ content in flight.
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,13 +45,22 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """`path` as a directory readable by its owner only (created with its parents);
-    SetupError if it cannot be made."""
+    """`path` as a directory: created readable by its owner only (with its parents), or an
+    existing one (a warning if others can enter it: it is the operator's directory, perhaps
+    shared, so it is not changed). SetupError if it cannot be made."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         raise SetupError(f"cannot create {path}: {exc.strerror}") from None
+    if mode & 0o077 and path not in _warned:
+        _warned.add(path)
+        log.warning("%s is accessible to other users (mode %04o): cloudfs keeps file content "
+                    "and logs there; consider chmod 700", path, mode)
     return path
+
+
+_warned: set[Path] = set()
 
 
 def spool_dir(cfg: Config) -> Path:
