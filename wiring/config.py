@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import logging
+import math
 import os
 import re
 import stat
@@ -166,8 +167,11 @@ def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None =
             raise ConfigError(f"config file {source} does not exist")
         parser = configparser.ConfigParser(interpolation=None)
         try:
-            parser.read(p)
-        except configparser.Error as exc:
+            with open(p) as f:
+                parser.read_file(f)
+        except OSError as exc:
+            raise ConfigError(f"config file {source}: {exc.strerror}") from None
+        except (configparser.Error, UnicodeDecodeError) as exc:
             raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
         for section in parser.sections():
             if section not in _FIELDS:
@@ -188,10 +192,24 @@ def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None =
         if value is not None:
             values[key] = value
     cfg = replace(Config(), source=source, **values)  # type: ignore[arg-type]
-    if cfg.segment_size <= 0:
-        raise ConfigError(f"segment_size must be positive (got {cfg.segment_size})")
-    if not 0 <= cfg.shard_digits <= 3:
+    _check_ranges(cfg)
+    return cfg
+
+
+# The least value of each numeric setting (a zero timeout or a negative grace is a typo).
+_MINIMUM: dict[str, float] = {
+    "timeout": 0.001, "retry_deadline": 0, "max_connections": 1, "cache_size": 0,
+    "segment_size": 1, "small_file_threshold": 0, "shard_digits": 0, "stop_timeout": 0,
+    "grace": 0, "interval": 0.001, "retire_grace": 0, "settle_grace": 0,
+}
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, least in _MINIMUM.items():
+        value = getattr(cfg, key)
+        if not math.isfinite(value) or value < least:
+            raise ConfigError(f"{key}: {value} is out of range (at least {least:g})")
+    if cfg.shard_digits > 3:
         raise ConfigError(f"shard_digits must be 0..3 (got {cfg.shard_digits})")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: {cfg.log_level!r} is not DEBUG/INFO/WARNING/ERROR")
-    return cfg

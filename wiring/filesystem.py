@@ -45,11 +45,12 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """`path` as a directory: created readable by its owner only (with its parents), or an
+    """`path` as a directory: created readable by its owner only, or an
     existing one (a warning if others can enter it: it is the operator's directory, perhaps
     shared, so it is not changed). SetupError if it cannot be made."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         raise SetupError(f"cannot create {path}: {exc.strerror}") from None
@@ -65,7 +66,7 @@ _warned: set[Path] = set()
 
 def spool_dir(cfg: Config) -> Path:
     """Where segments in flight are spooled: `<cache_dir>/spool`."""
-    return private_dir(cache_dir(cfg) / "spool")
+    return private_dir(private_dir(cache_dir(cfg)) / "spool")
 
 
 def writer_settings(cfg: Config, spool: Path | None) -> WriterSettings:

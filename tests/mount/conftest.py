@@ -58,8 +58,9 @@ class MountSession:
     expect_errors: bool = False
     exits: list[int] = field(default_factory=list)
 
-    def start(self, timeout: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "cloudfs", "mount", "--foreground", "--config",
+    def start(self, timeout: float = 30.0, *, options: tuple[str, ...] = ()) -> None:
+        """Start the daemon; `options` go before the subcommand (e.g. --log-level DEBUG)."""
+        cmd = [sys.executable, "-m", "cloudfs", *options, "mount", "--foreground", "--config",
                str(self.config), str(self.path)]
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
