@@ -34,7 +34,7 @@ import trio
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
-from cloudfs.rwcache import CacheBudget, RandomSession, ReadBase, Upload
+from cloudfs.rwcache import RandomSession, ReadBase, Upload
 from cloudfs.session import (
     ON_STOP,
     Cached,
@@ -71,7 +71,6 @@ class Files:
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
                  *, writers: WriterSettings, read_budget: BlockBudget,
                  stale_deletion_ns: int = STALE_DELETION_NS,
-                 cache_budget: CacheBudget | None = None,
                  on_commit: Callable[[int], None] | None = None) -> None:
         self.ns = ns
         self.store = store
@@ -85,7 +84,9 @@ class Files:
         self._nursery = nursery
         self._budget = read_budget
         self._objects = ObjectMap(store, layout)
-        self._cache_budget = cache_budget or CacheBudget(10 << 30)
+        if writers.space is None:
+            raise ValueError("the mount's writers need a LocalSpace (the write cache uses it)")
+        self.space = writers.space
         self._sessions: dict[int, WriteSession] = {}
         self._session_ended = trio.Event()  # set (and renewed) whenever a session ends
         self._cache_logged: set[int] = set()  # inodes whose move to the cache was logged
@@ -194,7 +195,7 @@ class Files:
         else:  # not sequential from the start: straight to the write cache
             base = [] if h.pending_truncate else self.ns.pieces(h.inode)
             state = Cached(RandomSession(h.inode, base, current, self.writers.spool_dir,
-                                         self._cache_budget))
+                                         self.space))
         session = WriteSession(h.inode, h.fh, attr.version, replace_all, state, leases)
         self._sessions[h.inode] = session
         h.pending_truncate = False  # the session carries the truncation: commits or fails with it
@@ -232,7 +233,7 @@ class Files:
         else:
             state.writer.abort()
         cache = RandomSession(session.inode, base, size, self.writers.spool_dir,
-                              self._cache_budget)
+                              self.space)
         session.become(Cached(cache))
         return cache
 

@@ -29,7 +29,6 @@ from cloudfs.errors import UsageError
 from cloudfs.files import Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
-from cloudfs.rwcache import CacheBudget
 from seqwrite import Layout
 from sqlfsn import MountInfo, Namespace, mount_holder
 from sqlfsn.errors import MountBusy
@@ -98,7 +97,6 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
                       writers=writer_settings(cfg, spool_dir(cfg)),
                       read_budget=BlockBudget(READ_BUDGET_BLOCKS),
                       stale_deletion_ns=stale_deletion_ns(cfg),
-                      cache_budget=CacheBudget(cfg.cache_size),
                       on_commit=_forget_cached_attributes)
         ops = Operations(ns, files)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))

@@ -20,6 +20,7 @@ server-side copy: consolidating segments into the CAS is ccd's job.
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import logging
 import uuid
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import blake3
 import trio
 
-from seqwrite.errors import AlreadyExists, StoreError, TooLarge, WriterAborted
+from seqwrite.errors import AlreadyExists, SpoolError, StoreError, TooLarge, WriterAborted
 from seqwrite.layout import (
     META_BLAKE3,
     META_SEQ,
@@ -41,6 +42,7 @@ from seqwrite.layout import (
     parse_stored_manifest,
 )
 from seqwrite.segment import SegmentUpload, StoredSegment
+from seqwrite.space import MIN_SPOOL_CHUNK, LocalSpace
 from seqwrite.store import SwiftStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ DEFAULT_SMALL_THRESHOLD = 1 << 20  # files up to 1 MiB are one plain PUT
 CHUNK = 4 << 20  # bytes handed to the upload thread at a time (fewer thread hand-offs)
 TAG_CONCURRENCY = 4
 DISCARD_DEADLINE = 30.0  # seconds an aborted write's segments are tried to be deleted
+SPACE_WAIT = 60.0  # seconds a writer waits for the local disk to free room before ENOSPC
 EMPTY_HASH = blake3.blake3(b"").hexdigest()
 
 
@@ -91,6 +94,7 @@ class WriterSettings:
     small_threshold: int = DEFAULT_SMALL_THRESHOLD
     spool_dir: str | None = None
     verify_md5: bool = False
+    space: LocalSpace | None = None  # the local disk budget the spools count against
 
     def writer(self, store: SwiftStore, layout: Layout, nursery: trio.Nursery, *,
                claim: ClaimHook, on_first_segment: Callable[[str], None] | None = None
@@ -98,7 +102,7 @@ class WriterSettings:
         return Writer(store, layout, nursery, segment_size=self.segment_size,
                       small_threshold=self.small_threshold, spool_dir=self.spool_dir,
                       claim=claim, verify_md5=self.verify_md5,
-                      on_first_segment=on_first_segment)
+                      on_first_segment=on_first_segment, space=self.space)
 
 
 class Writer:
@@ -130,6 +134,7 @@ class Writer:
         claim: ClaimHook = _claim_nothing,
         verify_md5: bool = False,
         on_first_segment: Callable[[str], None] | None = None,
+        space: LocalSpace | None = None,
     ) -> None:
         if segment_size <= 0 or small_threshold < 0:
             raise ValueError("segment_size must be > 0 and small_threshold >= 0")
@@ -140,6 +145,7 @@ class Writer:
         self.segment_size = min(segment_size, store.limits.max_file_size)
         self.small_threshold = min(small_threshold, self.segment_size)
         self.spool_dir = spool_dir
+        self.space = space
         self.size = 0
         self._nursery = nursery
         self._claim = claim
@@ -191,21 +197,49 @@ class Writer:
         return parts
 
     async def _drain(self, *, final: bool) -> None:
-        """Hand buffered bytes to segments in CHUNK pieces, rolling over at segment_size."""
+        """Hand buffered bytes to segments in CHUNK pieces, rolling over at segment_size (or
+        earlier, when the local disk has no room to spool more of the segment)."""
         while self._pending_len and (final or self._pending_len >= CHUNK):
             if self._current is None:
                 self._start_segment()
             assert self._current is not None
             room = self.segment_size - self._current.size
-            chunk = self._take(min(self._pending_len, CHUNK, room))
+            n = await self._reserve(min(self._pending_len, CHUNK, room))
+            if not n:
+                continue  # the segment was ended early, or space was freed: look again
+            chunk = self._take(n)
             # Hashed as it goes out, so the file hash at a rollover is segment 0's hash.
             for view in chunk:
                 self._file_hash.update(view)
                 if self._current_hash is not None:
                     self._current_hash.update(view)
-            await self._current.send(chunk)
+            await self._current.send(chunk, reserved=n if self.space is not None else 0)
             if self._current.size >= self.segment_size:
                 await self._end_segment()
+
+    async def _reserve(self, want: int) -> int:
+        """Spool room for up to `want` bytes of the current segment: how many bytes it got, or
+        0 after making room (ending the segment early, or waiting for uploads to free some).
+        SpoolError (ENOSPC) if the local disk stays full."""
+        space = self.space
+        if space is None:
+            return want
+        got = space.take_up_to(want, least=min(want, MIN_SPOOL_CHUNK))
+        if got:
+            return got
+        assert self._current is not None
+        if self._current.size:
+            if len(self._segments) + 1 >= self.store.limits.max_manifest_segments:
+                raise SpoolError(errno.ENOSPC, f"the local disk is too full to spool this file "
+                                 f"({space.describe()})")
+            log.debug("%s: local disk full: segment %d ends early at %d bytes", self.upload_id,
+                      self._current.seq, self._current.size)
+            await self._end_segment()  # once uploaded, its spool is freed
+            return 0
+        with trio.move_on_after(SPACE_WAIT):
+            await space.wait_freed()
+            return 0
+        raise SpoolError(errno.ENOSPC, f"the local disk is full ({space.describe()})")
 
     def _start_segment(self) -> None:
         seq = len(self._segments)
@@ -213,7 +247,8 @@ class Writer:
             self._on_first_segment(self.upload_id)
         name = self.layout.tmp_name(self.upload_id, seq)
         self._current = SegmentUpload(self.store, self.layout.tmp_container, name, seq,
-                                      self.spool_dir, verify_md5=self.verify_md5)
+                                      self.spool_dir, verify_md5=self.verify_md5,
+                                      space=self.space)
         self._current_hash = None if seq == 0 else blake3.blake3()
         self._nursery.start_soon(self._current.run)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from seqwrite import Layout, RetryPolicy, StoreError, SwiftStore, WriterSettings
 from seqwrite.layout import layout_from_meta
+from seqwrite.space import LocalSpace
 from sqlfsn import Namespace
 from sqlfsn.errors import NotAFilesystem
 from wiring.config import Config
@@ -69,12 +70,23 @@ def spool_dir(cfg: Config) -> Path:
     return private_dir(private_dir(cache_dir(cfg)) / "spool")
 
 
-def writer_settings(cfg: Config, spool: Path | None) -> WriterSettings:
-    """The Writer's settings, the same for the mount and ccd's settle."""
+def writer_settings(cfg: Config, spool: Path) -> WriterSettings:
+    """The Writer's settings, the same for the mount and ccd's settle: their spools (and the
+    mount's write cache) count against one LocalSpace of `cache_size` on the spool's disk."""
+    space = LocalSpace(str(spool), cfg.cache_size)
+    free = space.free_on_disk()
+    if cfg.cache_size > free:
+        log.warning("cache_size is %s but %s has only %s free above its reserve of %s: local "
+                    "writes (spool, write cache) wait or fail with ENOSPC when the disk is "
+                    "full, before cache_size", _size(cfg.cache_size), spool, _size(max(0, free)),
+                    _size(space.reserve))
     return WriterSettings(segment_size=cfg.segment_size,
                           small_threshold=cfg.small_file_threshold,
-                          spool_dir=None if spool is None else str(spool),
-                          verify_md5=cfg.verify_md5)
+                          spool_dir=str(spool), verify_md5=cfg.verify_md5, space=space)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def stale_deletion_ns(cfg: Config) -> int:
