@@ -55,7 +55,7 @@ class SegmentUpload:
 
     def __init__(
         self, store: SwiftStore, container: str, name: str, seq: int, spool_dir: str | None,
-        *, verify_md5: bool = False, space: LocalSpace | None = None,
+        *, verify_md5: bool = True, space: LocalSpace | None = None,
     ) -> None:
         self.store = store
         self.container = container

@@ -5,7 +5,8 @@ temporary segments `.tmp/<upload-id>/<seq>` (from the first byte past the small-
 threshold), hashed with blake3 per segment and for the whole file as they pass. `finish()`
 then names the content by its blake3 and publishes it under that CAS name:
 
-    1. every segment upload completed and verified (Swift's md5 ETag == ours);
+    1. every segment upload completed and verified: its size, and (with `verify_md5`, the
+       default) Swift's md5 ETag of what it stored == the md5 of what we sent;
     2. claim(hash) - the caller records the content in sqlfsn BEFORE anything refers to it
        (the fence against a concurrent garbage collector; see docs/LAYOUT.md);
     3. tag every segment: X-Object-Meta-Bigfile = file hash (+ its own hash and seq);
@@ -93,7 +94,7 @@ class WriterSettings:
     segment_size: int = DEFAULT_SEGMENT_SIZE
     small_threshold: int = DEFAULT_SMALL_THRESHOLD
     spool_dir: str | None = None
-    verify_md5: bool = False
+    verify_md5: bool = True
     space: LocalSpace | None = None  # the local disk budget the spools count against
 
     def writer(self, store: SwiftStore, layout: Layout, nursery: trio.Nursery, *,
@@ -110,8 +111,9 @@ class Writer:
 
     Every segment is verified by its size (Swift checks size and ETag of each segment when the
     manifest is stored; integrity in transit comes from TCP, or TLS with an https auth URL).
-    With `verify_md5`, each segment's md5 is also computed as it is sent and compared with the
-    ETag Swift returns: end-to-end, at a CPU cost (md5 runs at ~400 MiB/s here).
+    With `verify_md5` (the default), each segment's md5 is computed as it is sent and compared
+    with the ETag Swift returns: an end-to-end check of every byte, at a CPU cost (md5 runs
+    at ~500 MiB/s on one core here, beside the sending thread).
 
     Attributes:
         upload_id: names the temporary segments `.tmp/<upload_id>/<seq>` (the lease key).
@@ -132,7 +134,7 @@ class Writer:
         small_threshold: int = DEFAULT_SMALL_THRESHOLD,
         spool_dir: str | None = None,
         claim: ClaimHook = _claim_nothing,
-        verify_md5: bool = False,
+        verify_md5: bool = True,
         on_first_segment: Callable[[str], None] | None = None,
         space: LocalSpace | None = None,
     ) -> None:
