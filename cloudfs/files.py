@@ -468,6 +468,7 @@ class Files:
 
     def statistics(self) -> dict[str, object]:
         """Counters for `cloudfs stats` and the benchmarks: Swift requests by method, open
-        files, writes in progress."""
+        files, writes in progress, namespace transactions committed."""
         return {"swift_requests": self.store.statistics(), "open_files": len(self.handles),
-                "writes_in_progress": len(self._sessions)}
+                "writes_in_progress": len(self._sessions),
+                "namespace_commits": self.ns.commits}

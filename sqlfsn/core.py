@@ -159,6 +159,7 @@ class Core:
     Attributes:
         _conn: the connection (autocommit; writes go through ``_txn``).
         _clock: returns the current time in integer nanoseconds.
+        commits: how many write transactions this connection committed.
     """
 
     _conn: sqlite3.Connection
@@ -167,6 +168,7 @@ class Core:
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], int]) -> None:
         self._conn = conn
         self._clock = clock
+        self.commits = 0  # write transactions committed by this connection (statistics)
 
     def close(self) -> None:
         """Close the connection (uncommitted work cannot exist: every write commits)."""
@@ -190,6 +192,7 @@ class Core:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self.commits += 1
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

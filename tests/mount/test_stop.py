@@ -155,17 +155,16 @@ def test_fsynced_bytes_stay_after_a_stop(cloudfs_mount):
 
 def test_second_signal_ends_the_wait(cloudfs_mount):
     """A second SIGTERM during the wait for open writers aborts them at once."""
+    cloudfs_mount.configure("cloudfs", stop_timeout=600)
+    cloudfs_mount.remount()
     path = cloudfs_mount.path / "slow"
     old = _old(path, "overwrite")
     fd = _open_and_write(path, "overwrite", os.urandom(MiB))
-    cloudfs_mount.configure("cloudfs", stop_timeout=600)  # read at start only: no effect now
     cloudfs_mount.proc.send_signal(signal.SIGTERM)
     time.sleep(1)
     assert cloudfs_mount.proc.poll() is None, "the stop waits for the open writer"
-    started = time.monotonic()
     cloudfs_mount.proc.send_signal(signal.SIGTERM)
-    assert cloudfs_mount.wait_exit(timeout=15) == 0
-    assert time.monotonic() - started < 10
+    assert cloudfs_mount.wait_exit(timeout=60) == 0  # not the 600 s of stop_timeout
     _try_more(fd)
     cloudfs_mount.kill()
     cloudfs_mount.start()
