@@ -39,7 +39,6 @@ from ccd.report import Report
 from ccd.segments import (
     Tag,
     TmpSegment,
-    is_slo,
     list_tmp,
     mark_retired,
     parse_tag,
@@ -47,13 +46,10 @@ from ccd.segments import (
     retire_due,
 )
 from seqwrite import Layout, ManifestEntry, StoreError
-from seqwrite.layout import META_BLAKE3, is_digest, manifest_json
+from seqwrite.layout import META_BLAKE3, is_digest, is_slo, manifest_json
 
 log = logging.getLogger(__name__)
 
-# As `claimed_since_ns`, a time no claim reaches: sqlfsn's is_kept() then means "referenced
-# by a file (as a content or a segment of one)".
-FAR_FUTURE_NS = 2**63 - 1
 DEFAULT_RETIRE_GRACE = 3600.0
 UNTAGGED_RECHECK = 600.0
 # Where a pass can be told to crash (tests, and CCD_CRASH_AFTER for the CLI).
@@ -144,8 +140,7 @@ class Consolidator(CrashPoints):
         if dry_run:
             for file_hash, members in sorted(groups.items()):
                 if any(m.tag.retired_at is None for m in members):
-                    referenced = is_digest(file_hash) and ctx.ns.is_kept(
-                        file_hash, claimed_since_ns=FAR_FUTURE_NS)
+                    referenced = is_digest(file_hash) and ctx.ns.is_referenced(file_hash)
                     report.add("contents_consolidated" if referenced else "skipped_unreferenced")
             return report
 
@@ -204,7 +199,7 @@ class Consolidator(CrashPoints):
         (empty when consolidated), or None when it was skipped (nothing to mark)."""
         ctx = self.ctx
         ns = ctx.ns
-        if not ns.is_kept(file_hash, claimed_since_ns=FAR_FUTURE_NS):
+        if not ns.is_referenced(file_hash):
             report.add("skipped_unreferenced", n=npending)
             return None
         info = ns.content_info(file_hash)
@@ -221,7 +216,7 @@ class Consolidator(CrashPoints):
                 report.error(f"content {file_hash} is referenced but missing from Swift; its "
                              "temporary segments are kept", n=npending)
                 return None
-            if not cas.is_manifest or not cas.tmp_names(ctx.layout.tmp_container):
+            if not cas.is_manifest or not cas.names_in(ctx.layout.tmp_container):
                 return set()  # already consolidated: the rest is retiring
             tags = {m.seg.name: m.tag for m in members}
             plan = await self._plan(file_hash, cas.entries, tags, rows, alive, report)

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from ccd.context import Context, for_each
 from ccd.report import Report
-from ccd.segments import is_slo, parse_time
+from ccd.segments import parse_time
 from seqwrite import StoreError
-from seqwrite.layout import is_digest
+from seqwrite.layout import is_digest, is_slo
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,14 @@ from datetime import UTC, datetime
 
 from ccd.context import Context, for_each
 from ccd.report import Report
-from seqwrite import Layout, ManifestEntry, StoreError
-from seqwrite.errors import Rejected
+from seqwrite import Layout, StoreError
 from seqwrite.layout import (
     META_BLAKE3,
     META_SEQ,
     TAG_BIGFILE,
     TMP_PREFIX,
+    StoredObject,
     is_digest,
-    parse_stored_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -89,10 +88,6 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def is_slo(headers: Mapping[str, str]) -> bool:
-    return str(headers.get("x-static-large-object", "")).lower() == "true"
-
-
 async def list_tmp(ctx: Context) -> list[TmpSegment]:
     """Every temporary segment (raises StoreError if the listing fails)."""
     items = await ctx.store.list(ctx.layout.tmp_container, prefix=TMP_PREFIX)
@@ -107,40 +102,9 @@ async def list_tmp(ctx: Context) -> list[TmpSegment]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class CasState:
-    """What a CAS name holds now: nothing (headers None), a plain object, or a manifest."""
-
-    headers: dict[str, str] | None
-    entries: tuple[ManifestEntry, ...] = ()
-
-    @property
-    def exists(self) -> bool:
-        return self.headers is not None
-
-    @property
-    def is_manifest(self) -> bool:
-        return self.headers is not None and is_slo(self.headers)
-
-    def tmp_names(self, tmp_container: str) -> set[str]:
-        """The temporary segments the manifest names."""
-        return {e.name for e in self.entries if e.container == tmp_container}
-
-
-async def read_cas(ctx: Context, digest: str) -> CasState:
-    """HEAD the CAS name and, for a manifest, GET its stored form. StoreError on failure."""
-    where = ctx.layout.cas_path(digest)
-    for _ in range(2):
-        headers = await ctx.store.head(*where)
-        if headers is None or not is_slo(headers):
-            return CasState(headers)
-        body = await ctx.store.get(*where, query="multipart-manifest=get")
-        try:
-            return CasState(headers, tuple(parse_stored_manifest(body)))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            # Overwritten by a plain object between the HEAD and the GET: look again.
-            log.debug("%s changed while being read; reading it again", digest)
-    raise Rejected(f"manifest of {digest} is unreadable")
+async def read_cas(ctx: Context, digest: str) -> StoredObject:
+    """What CAS name `digest` holds now (and a manifest's entries). StoreError on failure."""
+    return await ctx.store.read_object(*ctx.layout.cas_path(digest))
 
 
 async def mark_retired(ctx: Context, seg: TmpSegment, tag: Tag, when: float) -> Tag:
@@ -176,7 +140,7 @@ async def retire_due(ctx: Context, file_hash: str, due: Sequence[tuple[TmpSegmen
         report.error(f"reading the manifest of {file_hash}: {exc}; its retired segments are "
                      "kept", n=len(due))
         return
-    named = cas.tmp_names(ctx.layout.tmp_container)
+    named = cas.names_in(ctx.layout.tmp_container)
 
     async def one(item: tuple[TmpSegment, Tag]) -> None:
         seg, tag = item

@@ -23,8 +23,7 @@ from typing import Protocol
 
 import trio
 
-from seqwrite import Layout, NotFound, StoreError, SwiftStore
-from seqwrite.layout import parse_stored_manifest
+from seqwrite import Layout, ObjectNotFound, StoreError, SwiftStore
 from sqlfsn import Piece
 
 log = logging.getLogger(__name__)
@@ -123,13 +122,12 @@ class ObjectMap:
 
     async def _resolve(self, digest: str, container: str, name: str,
                        whole: list[Extent]) -> list[Extent]:
-        headers = await self.store.head(container, name)
-        if headers is None:
+        stored = await self.store.read_object(container, name)
+        if not stored.exists:
             raise StoreError(f"content {digest} is missing from Swift")
-        if {k.lower(): v for k, v in headers.items()}.get("x-static-large-object") == "True":
-            body = await self.store.get(container, name, query="multipart-manifest=get")
+        if stored.is_manifest:
             out, pos = [], 0
-            for entry in parse_stored_manifest(body):
+            for entry in stored.entries:
                 out.append(Extent(pos, entry.size, entry.container, entry.name))
                 pos += entry.size
         else:
@@ -145,7 +143,7 @@ class ObjectMap:
             extents = await self.extents(digest, size_hint)
             try:
                 data = await self._read(extents, offset, length)
-            except NotFound:
+            except ObjectNotFound:
                 if attempt == 2 or len(extents) == 1 and extents[0].offset == 0 \
                         and extents[0].name == digest:
                     raise  # the content itself is missing

@@ -10,7 +10,7 @@ from seqwrite.errors import (
     AlreadyExists,
     AuthFailed,
     Corrupted,
-    NotFound,
+    ObjectNotFound,
     Rejected,
     SpoolError,
     StoreError,
@@ -27,7 +27,7 @@ from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer, Writ
 
 __all__ = [
     "EMPTY_HASH", "AlreadyExists", "AuthFailed", "Corrupted", "Layout", "Limits",
-    "ManifestEntry", "NotFound", "ObjectReader", "PublishMode", "Rejected", "RetryPolicy",
+    "ManifestEntry", "ObjectNotFound", "ObjectReader", "PublishMode", "Rejected", "RetryPolicy",
     "Span", "SpoolError", "StoreError",
     "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore",
     "TooLarge", "Writer", "WriterAborted", "WriterSettings", "stream_spans",

@@ -16,8 +16,9 @@ class StoreUnavailable(StoreError):
     """Swift kept failing transiently (5xx, timeouts, dropped connections) until the deadline."""
 
 
-class NotFound(StoreError):
-    """The object or container does not exist (404)."""
+class ObjectNotFound(StoreError):
+    """The object or container does not exist in Swift (404). Not sqlfsn's NotFound (a name
+    or inode missing from the namespace, ENOENT): a missing object is a damaged file (EIO)."""
 
 
 class AlreadyExists(StoreError):

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NewType
 
-Digest = NewType("Digest", str)  # 64 lowercase hex digits: blake3 of an object's bytes
-
-HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+HASH_RE = re.compile(r"[0-9a-f]{64}")  # a CAS name: the 64 lowercase hex digits of a blake3
 TMP_PREFIX = ".tmp/"
 # X-Object-Meta-Bigfile on a temp segment: the whole-file hash it belongs to (the "tag").
 TAG_BIGFILE = "X-Object-Meta-Bigfile"
@@ -42,7 +39,13 @@ def layout_from_meta(get_meta: Callable[[str], str | None]) -> Layout:
 
 
 def is_digest(name: str) -> bool:
-    return bool(HASH_RE.match(name))
+    return bool(HASH_RE.fullmatch(name))
+
+
+def is_slo(headers: Mapping[str, str]) -> bool:
+    """Whether HEAD/GET headers are those of an SLO manifest."""
+    return any(k.lower() == "x-static-large-object" and str(v).lower() == "true"
+               for k, v in headers.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,27 @@ def manifest_json(entries: list[ManifestEntry]) -> bytes:
     return json.dumps(
         [{"path": e.path, "etag": e.etag, "size_bytes": e.size} for e in entries]
     ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What a name holds now: nothing (`headers` None), a plain object, or an SLO manifest with
+    its `entries` (Swift's stored form, as `GET ?multipart-manifest=get` returns it)."""
+
+    headers: dict[str, str] | None
+    entries: tuple[ManifestEntry, ...] = ()
+
+    @property
+    def exists(self) -> bool:
+        return self.headers is not None
+
+    @property
+    def is_manifest(self) -> bool:
+        return self.headers is not None and is_slo(self.headers)
+
+    def names_in(self, container: str) -> set[str]:
+        """The objects of `container` the manifest names."""
+        return {e.name for e in self.entries if e.container == container}
 
 
 def parse_stored_manifest(body: bytes) -> list[ManifestEntry]:

@@ -32,11 +32,12 @@ from seqwrite.errors import (
     AlreadyExists,
     AuthFailed,
     Corrupted,
-    NotFound,
+    ObjectNotFound,
     Rejected,
     StoreError,
     TooLarge,
 )
+from seqwrite.layout import StoredObject, is_slo, parse_stored_manifest
 from seqwrite.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def translate(exc: BaseException, what: str) -> StoreError:
     status = getattr(exc, "http_status", None)
     msg = f"{what}: {describe(exc)}"
     if status == 404:
-        return NotFound(msg)
+        return ObjectNotFound(msg)
     if status == 412:
         return AlreadyExists(msg)
     if status == 401 or status == 403:
@@ -242,7 +243,7 @@ class SwiftStore:
 
         try:
             await self._authenticate()
-        except (Rejected, NotFound) as exc:
+        except (Rejected, ObjectNotFound) as exc:
             raise AuthFailed(f"authentication at {self._auth.auth_url} failed: {exc}") from exc
         try:
             info = await self._call("GET /info", "GET", lambda c: c.get_capabilities())
@@ -264,7 +265,7 @@ class SwiftStore:
         try:
             return await self._call(f"HEAD container {container}", "HEAD",
                                     lambda c: c.head_container(container))
-        except NotFound:
+        except ObjectNotFound:
             return None
 
     # -- objects -----------------------------------------------------------------------------
@@ -343,7 +344,7 @@ class SwiftStore:
         try:
             return await self._call(f"HEAD {container}/{name}", "HEAD",
                                     lambda c: c.head_object(container, name))
-        except NotFound:
+        except ObjectNotFound:
             return None
 
     async def get(
@@ -365,6 +366,21 @@ class SwiftStore:
 
         return await self._call(f"GET {container}/{name}", "GET", call)
 
+    async def read_object(self, container: str, name: str) -> StoredObject:
+        """HEAD the name and, for an SLO manifest, GET its stored form (the one home of that
+        sequence). A manifest overwritten by a plain object between the HEAD and the GET (ccd
+        consolidating) is looked at again. StoreError on failure."""
+        for _ in range(2):
+            headers = await self.head(container, name)
+            if headers is None or not is_slo(headers):
+                return StoredObject(headers)
+            body = await self.get(container, name, query="multipart-manifest=get")
+            try:
+                return StoredObject(headers, tuple(parse_stored_manifest(body)))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.debug("%s/%s changed while being read; reading it again", container, name)
+        raise Rejected(f"manifest {container}/{name} is unreadable")
+
     def open_read(self, container: str, name: str, offset: int, end: int) -> ObjectReader:
         """Bytes [offset, end) of an object as one streamed GET, read in pieces in order: one
         request for what ranged `get`s would fetch in many (each request costs Swift's proxy
@@ -381,7 +397,7 @@ class SwiftStore:
         try:
             await self._call(f"DELETE {container}/{name}", "DELETE",
                              lambda c: c.delete_object(container, name, query_string=query))
-        except NotFound:
+        except ObjectNotFound:
             return False
         return True
 

@@ -40,7 +40,6 @@ from seqwrite.layout import (
     Layout,
     ManifestEntry,
     manifest_json,
-    parse_stored_manifest,
 )
 from seqwrite.segment import SegmentUpload, StoredSegment
 from seqwrite.space import MIN_SPOOL_CHUNK, LocalSpace
@@ -338,18 +337,17 @@ class Writer:
                                   segments: Sequence[StoredSegment]) -> bool:
         """Whether the stored manifest names one of `segments` (True when unsure: keep them)."""
         try:
-            headers = await self.store.head(container, name)
-            if headers is None:
-                return True  # gone meanwhile (a collector?): keep ours, cleanup decides
-            if {k.lower(): v for k, v in headers.items()}.get("x-static-large-object") != "True":
-                return False  # a plain object (e.g. consolidated): not our manifest
-            body = await self.store.get(container, name, query="multipart-manifest=get")
-            stored = {e.name for e in parse_stored_manifest(body)}
-        except (StoreError, ValueError, KeyError) as exc:
+            stored = await self.store.read_object(container, name)
+        except StoreError as exc:
             log.info("cannot read the manifest at %s/%s (%s): keeping our segments",
                      container, name, exc)
             return True
-        return any(s.tmp_name in stored for s in segments)
+        if not stored.exists:
+            return True  # gone meanwhile (a collector?): keep ours, cleanup decides
+        if not stored.is_manifest:
+            return False  # a plain object (e.g. consolidated): not our manifest
+        named = stored.names_in(self.layout.tmp_container)
+        return any(s.tmp_name in named for s in segments)
 
     async def _tag(self, digest: str, segments: list[StoredSegment]) -> None:
         """POST the tag on every segment (POST replaces all user metadata: send the full set)."""

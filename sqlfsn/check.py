@@ -9,15 +9,14 @@ tool) must not slip through.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 
+from .core import HEX64
 from .schema import SCHEMA_VERSION
 from .types import NAME_MAX, ROOT_INODE
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _TYPES = {
     stat.S_IFSOCK,
     stat.S_IFLNK,
@@ -38,7 +37,7 @@ Check = Callable[[sqlite3.Connection], Iterator[str]]
 
 
 def _bad_hash(value: object) -> bool:
-    return not isinstance(value, str) or not _HEX64.fullmatch(value)
+    return not isinstance(value, str) or not HEX64.fullmatch(value)
 
 
 def check_meta(c: sqlite3.Connection) -> Iterator[str]:

@@ -60,6 +60,10 @@ _IS_KEPT = """
 """
 
 
+# As a claim threshold: later than any claim, so only references keep a hash.
+_NO_CLAIM_REACHES = 2**63 - 1
+
+
 def _check_upload_id(upload_id: object) -> str:
     if not isinstance(upload_id, str) or not upload_id or "/" in upload_id:
         raise errors.InvalidArgument(f"bad upload id {upload_id!r}")
@@ -262,11 +266,15 @@ class ContentOps(Core):
 
     def is_kept(self, hash: str, *, claimed_since_ns: int) -> bool:
         """Whether the GC keeps ``hash`` for this threshold (the rules of the module
-        docstring), by index look-ups. ``claimed_since_ns`` above any clock value asks
-        "is it referenced by a file, as a content or as a segment of one"."""
+        docstring), by index look-ups."""
         check_hash(hash)
         row = self._conn.execute(_IS_KEPT, {"since": claimed_since_ns, "hash": hash}).fetchone()
         return bool(row[0])
+
+    def is_referenced(self, hash: str) -> bool:
+        """Whether a file (orphans included) references ``hash``, as a content or as a
+        segment of one (rule 1 of the module docstring; claims do not count)."""
+        return self.is_kept(hash, claimed_since_ns=_NO_CLAIM_REACHES)
 
     def segment_parents(self, hash: str) -> list[str]:
         """The contents other than ``hash`` itself that list ``hash`` as a segment (any

@@ -36,7 +36,8 @@ BUSY_TIMEOUT_S = 10.0
 #: The columns of ``inode`` that make an Attr, in Attr's field order.
 ATTR_COLUMNS = "id, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns, version"
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: A content hash: 64 lowercase hex digits (blake3-256); also the schema's CHECK.
+HEX64 = re.compile(r"[0-9a-f]{64}")
 _SQLITE_NOTADB = 26
 
 
@@ -52,7 +53,7 @@ def check_name(name: bytes) -> None:
 
 def check_hash(value: object) -> str:
     """Return ``value`` if it is a content hash (64 lowercase hex digits), else raise."""
-    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+    if not isinstance(value, str) or not HEX64.fullmatch(value):
         raise errors.InvalidArgument(f"not a 64-hex-digit lowercase hash: {value!r}")
     return value
 

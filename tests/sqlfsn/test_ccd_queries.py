@@ -1,4 +1,5 @@
-"""The registry queries ccd relies on: content_info, is_kept, segment_parents, unkept_contents."""
+"""The registry queries ccd relies on: content_info, is_kept, is_referenced, segment_parents,
+unkept_contents."""
 
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ def test_is_kept_by_claim_and_by_file(ns: Namespace, clock) -> None:
     since = clock.now
     for h in (H, S1, S2):
         assert ns.is_kept(h, claimed_since_ns=since)
-        assert not ns.is_kept(h, claimed_since_ns=FAR_FUTURE)  # claimed, not referenced
+        assert not ns.is_referenced(h)  # claimed, not referenced
     assert not ns.is_kept(SMALL, claimed_since_ns=since)
     f = ns.create(ROOT_INODE, b"f", 0o644, 0, 0)
     ns.set_content(f.inode, [Piece(H, 0, 30)], 30)
     for h in (H, S1, S2):
-        assert ns.is_kept(h, claimed_since_ns=FAR_FUTURE)  # referenced by a file
+        assert ns.is_referenced(h)  # referenced by a file, as a content or a segment
 
 
 def test_segment_parents(ns: Namespace) -> None:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from seqwrite import NotFound, RetryPolicy, StoreError
+from seqwrite import ObjectNotFound, RetryPolicy, StoreError
 from writer.helpers import make_store
 
 pytestmark = pytest.mark.swift
@@ -60,6 +60,6 @@ async def test_streamed_read_fails_cleanly(dev_swift, fault_proxy, swift_contain
     with pytest.raises(StoreError):
         await store.open_read(swift_container, "obj", 0, MiB).read(MiB)
     fault_proxy.clear_rules()
-    with pytest.raises(NotFound):
+    with pytest.raises(ObjectNotFound):
         await store.open_read(swift_container, "missing", 0, MiB).read(MiB)
     await store.aclose()

@@ -7,7 +7,7 @@ import os
 import pytest
 import trio
 
-from seqwrite import NotFound, Span, StoreError, stream_spans
+from seqwrite import ObjectNotFound, Span, StoreError, stream_spans
 
 pytestmark = pytest.mark.swift
 
@@ -82,7 +82,7 @@ async def test_short_and_missing_reads_fail_and_stop_the_sink(store, layout, raw
         await stream_spans(store, [Span(c, "short", 0, 100), Span(c, "short", 50, 80)], sink)
     assert got == [b"x" * 100]
     got.clear()
-    with pytest.raises(NotFound):
+    with pytest.raises(ObjectNotFound):
         await stream_spans(store, [Span(c, "missing", 0, 10), Span(c, "short", 0, 10)], sink)
     assert got == []
     with pytest.raises(ValueError):
