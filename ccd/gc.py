@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ccd.context import Context, for_each
 from ccd.report import Report
@@ -43,9 +44,9 @@ class Candidate:
     listed: bool  # seen in the listing (else a registry row: a HEAD checks its age first)
 
 
-async def _list(ctx: Context, report: Report) -> tuple[dict[str, dict], set[str]]:
+async def _list(ctx: Context, report: Report) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """name -> listing item over all CAS containers, and the containers that failed."""
-    listed: dict[str, dict] = {}
+    listed: dict[str, dict[str, Any]] = {}
     failed: set[str] = set()
 
     async def one(container: str) -> None:
@@ -80,8 +81,8 @@ async def collect(ctx: Context, report: Report, *, dry_run: bool = False) -> Non
         candidates[name] = Candidate(name, nbytes, True)
     for row in ns.contents("deleting"):
         if row.hash not in candidates and layout.cas_container(row.hash) not in failed:
-            item = listed.get(row.hash)
-            nbytes = int(item.get("bytes", 0)) if item and "slo_etag" not in item else 0
+            found = listed.get(row.hash)
+            nbytes = int(found.get("bytes", 0)) if found and "slo_etag" not in found else 0
             candidates[row.hash] = Candidate(row.hash, nbytes, True)
     for digest in ns.unkept_contents(claimed_since_ns=since):
         if (digest not in candidates and digest not in listed
@@ -95,7 +96,8 @@ async def collect(ctx: Context, report: Report, *, dry_run: bool = False) -> Non
     while pending:
         # Manifests before their segments; in a dry run, as if the candidates were gone.
         gone = set(candidates) if dry_run else set()
-        ready, deferred = [], []
+        ready: list[str] = []
+        deferred: list[str] = []
         for digest in pending:
             parents = set(ns.segment_parents(digest)) - gone
             (deferred if parents else ready).append(digest)

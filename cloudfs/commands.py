@@ -130,7 +130,7 @@ def cmd_config_example(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("mkfs", help="create a filesystem: Swift containers and namespace database",
                        description="Create the Swift containers and the namespace database. "
                        "Refuses to replace an existing filesystem without --force.")

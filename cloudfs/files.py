@@ -245,8 +245,8 @@ class Files:
                                            self._budget)
 
         async def read_base(start: int, length: int) -> bytes:
-            assert cache.base_reader is not None
-            return await cache.base_reader.read(start, length)
+            reader: FileReader = cache.base_reader
+            return await reader.read(start, length)
 
         return read_base
 

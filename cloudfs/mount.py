@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import pyfuse3
 import trio
@@ -132,7 +131,7 @@ def register(ns: Namespace, mountpoint: str) -> None:
 def _forget_cached_attributes(inode: int) -> None:
     """After a commit: the kernel's cached attributes (times, size) are stale."""
     with contextlib.suppress(OSError):  # ENOENT: the kernel does not know the inode
-        pyfuse3.invalidate_inode(cast(pyfuse3.InodeT, inode), attr_only=True)
+        pyfuse3.invalidate_inode(inode, attr_only=True)
 
 
 async def _stop_on_signals(files: Files, grace: float) -> None:

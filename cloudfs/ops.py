@@ -16,8 +16,8 @@ import logging
 import os
 import stat
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -43,7 +43,7 @@ RENAME_EXCHANGE = 2
 REQUESTS: Counter[str] = Counter()
 
 
-def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Map every exception of a handler to FUSEError (see cloudfs.errors)."""
 
     name = fn.__name__
@@ -91,7 +91,7 @@ class Operations(pyfuse3.Operations):
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
-        e.st_ino = cast(pyfuse3.InodeT, attr.inode)
+        e.st_ino = attr.inode
         e.generation = 0
         e.entry_timeout = ATTR_TIMEOUT
         e.attr_timeout = ATTR_TIMEOUT
@@ -125,17 +125,20 @@ class Operations(pyfuse3.Operations):
     # -- namespace ---------------------------------------------------------------------------
 
     @fuse_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if name == b".":
             return self._looked_up(self.ns.getattr(parent_inode))
         return self._looked_up(self.ns.lookup(parent_inode, check_name(name)))
 
     @fuse_errors
-    async def getattr(self, inode: int, ctx: Any = None) -> Any:
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._entry(self.ns.getattr(inode))
 
     @fuse_errors
-    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> Any:
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if fields.update_size:
             await self.files.truncate(inode, attr.st_size)
         kw: dict[str, int] = {}
@@ -156,41 +159,45 @@ class Operations(pyfuse3.Operations):
         return self._entry(result)
 
     @fuse_errors
-    async def readlink(self, inode: int, ctx: Any) -> bytes:
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         return self.ns.readlink(inode)
 
     @fuse_errors
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._looked_up(self.ns.mkdir(parent_inode, check_name(name),
                                              stat.S_IMODE(mode), ctx.uid, ctx.gid))
 
     @fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.ns.rmdir(parent_inode, check_name(name))
 
     @fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         attr = self.ns.unlink(parent_inode, check_name(name))
         if attr.nlink == 0:
             self._maybe_drop(attr.inode)
 
     @fuse_errors
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._looked_up(self.ns.symlink(parent_inode, check_name(name), target,
                                                ctx.uid, ctx.gid))
 
     @fuse_errors
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._looked_up(self.ns.mknod(parent_inode, check_name(name), mode, rdev,
                                              ctx.uid, ctx.gid))
 
     @fuse_errors
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._looked_up(self.ns.link(inode, new_parent_inode, check_name(new_name)))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any) -> None:
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         replaced = self.ns.rename(parent_inode_old, check_name(name_old), parent_inode_new,
                                   check_name(name_new),
                                   noreplace=bool(flags & RENAME_NOREPLACE),
@@ -199,7 +206,7 @@ class Operations(pyfuse3.Operations):
             self._maybe_drop(replaced)
 
     @fuse_errors
-    async def opendir(self, inode: int, ctx: Any) -> Any:
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         if not stat.S_ISDIR(self.ns.getattr(inode).mode):
             raise NotADirectoryError(errno.ENOTDIR, "not a directory")
         dh = self._next_dh
@@ -208,7 +215,7 @@ class Operations(pyfuse3.Operations):
         return dh
 
     @fuse_errors
-    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         inode = self._dir_handles[fh]
         for entry in self.ns.readdir(inode, start_id):
             if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr),
@@ -229,7 +236,7 @@ class Operations(pyfuse3.Operations):
                 log.exception("forget(%d) failed", inode)
 
     @fuse_errors
-    async def statfs(self, ctx: Any) -> Any:
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         inodes, used = self.ns.statfs()
         s = pyfuse3.StatvfsData()
         s.f_bsize = BLKSIZE
@@ -244,33 +251,35 @@ class Operations(pyfuse3.Operations):
     # -- extended attributes -----------------------------------------------------------------
 
     @fuse_errors
-    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
             stats = {**self.files.statistics(), "fuse_requests": dict(REQUESTS)}
             return json.dumps(stats, sort_keys=True).encode()
         return self.ns.getxattr(inode, name)
 
     @fuse_errors
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+    async def setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
         self.ns.setxattr(inode, name, value)
 
     @fuse_errors
-    async def listxattr(self, inode: int, ctx: Any) -> Sequence[bytes]:
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         return self.ns.listxattr(inode)
 
     @fuse_errors
-    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.ns.removexattr(inode, name)
 
     # -- file content ------------------------------------------------------------------------
 
     @fuse_errors
-    async def open(self, inode: int, flags: int, ctx: Any) -> Any:
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         return pyfuse3.FileInfo(fh=self.files.open(inode, flags), keep_cache=False)
 
     @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> Any:
+                     ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         name = check_name(name)
         self.files.check_may_write()
         try:
@@ -286,7 +295,9 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    # pyfuse3 replies from any buffer; its stub says bytes, a view of a block spares a copy.
+    async def read(self, fh: int, off: int, size: int  # type: ignore[override]
+                   ) -> bytes | memoryview:
         return await self.files.read(fh, off, size)
 
     @fuse_errors

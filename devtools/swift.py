@@ -128,7 +128,8 @@ def _instance_state(dir: Path) -> dict[str, Any]:
     """Credentials and hash salts, generated once per DIR so data survives restarts."""
     path = dir / "etc" / "instance.json"
     if path.exists():
-        return json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(path.read_text())
+        return state
     state = {
         "key": secrets.token_hex(16),
         "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),

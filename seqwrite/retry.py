@@ -33,7 +33,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Sleep before retry number `attempt` (1-based): exponential, jittered in [0.5x, 1.5x]."""
-        base = min(self.max_backoff, self.first_backoff * (2 ** (attempt - 1)))
+        base: float = min(self.max_backoff, self.first_backoff * (2 ** (attempt - 1)))
         return base * random.uniform(0.5, 1.5)
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -172,7 +172,7 @@ class SegmentUpload:
 
     # -- thread side -------------------------------------------------------------------------
 
-    def _body(self) -> Iterator[bytes]:
+    def _body(self) -> Generator[bytes | memoryview, None, None]:
         """The request body of one attempt: replay the spool, then live chunks."""
         if self._digester is not None:
             self._digester.finish()  # the failed attempt's spool writes are all done

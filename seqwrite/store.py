@@ -334,7 +334,8 @@ class SwiftStore:
         """A new token (at open, and after one expired)."""
 
         def auth(conn: swiftclient.Connection) -> tuple[str, str]:
-            return conn.get_auth()
+            url, token = conn.get_auth()
+            return str(url), str(token)
 
         self._storage_url, self._token = await self._call("authenticate", "AUTH", auth)
         self._idle.clear()  # pooled connections carry no token or an old one
@@ -362,7 +363,7 @@ class SwiftStore:
 
         def call(c: swiftclient.Connection) -> bytes:
             _, body = c.get_object(container, name, headers=hdrs, query_string=query)
-            return body
+            return bytes(body)
 
         return await self._call(f"GET {container}/{name}", "GET", call)
 
@@ -420,6 +421,7 @@ class SwiftStore:
         limit = self.limits.container_listing_limit
         while True:
             def page(c: swiftclient.Connection, marker: str = marker) -> list[dict[str, Any]]:
+                items: list[dict[str, Any]]
                 _, items = c.get_container(container, marker=marker, limit=limit, prefix=prefix)
                 return items
 

@@ -28,6 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import blake3
 import trio
@@ -71,6 +72,9 @@ async def _claim_nothing(digest: str, size: int, segs: Sequence[tuple[str, int]]
     return PublishMode.CONDITIONAL
 
 
+ContentKind = Literal["empty", "object", "manifest"]
+
+
 @dataclass(frozen=True, slots=True)
 class StoredContent:
     """What was stored: the CAS name (blake3 hex) and size, and how.
@@ -80,7 +84,7 @@ class StoredContent:
 
     hash: str
     size: int
-    kind: str
+    kind: ContentKind
     segments: tuple[StoredSegment, ...] = ()
     deduplicated: bool = False
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 
 from . import errors
 from .core import Core, check_count, check_hash
-from .types import Claim, ContentInfo, UploadInfo
+from .types import Claim, ContentInfo, ContentState, UploadInfo
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class ContentOps(Core):
             cur = c.execute("DELETE FROM content WHERE hash = ? AND state = 'deleting'", (hash,))
             return cur.rowcount > 0
 
-    def contents(self, state: str | None = None) -> list[ContentInfo]:
+    def contents(self, state: ContentState | None = None) -> list[ContentInfo]:
         """The registry rows (all, or those in ``state``), ordered by hash."""
         if state not in (None, "live", "deleting"):
             raise errors.InvalidArgument(f"no content state {state!r}")

@@ -265,11 +265,12 @@ class Core:
 
     def _entry(self, parent: int, name: bytes) -> tuple[int, int, int] | None:
         """(dentry id, inode, mode) of entry ``name`` in ``parent``, or None."""
-        return self._conn.execute(
+        row: tuple[int, int, int] | None = self._conn.execute(
             "SELECT d.id, d.inode, i.mode FROM dentry d JOIN inode i ON i.id = d.inode"
             " WHERE d.parent = ? AND d.name = ?",
             (parent, name),
         ).fetchone()
+        return row
 
     def _touch_dir(self, inode: int, now: int, nlink_delta: int = 0) -> None:
         """A directory's entries changed: set its mtime and ctime, adjust its nlink."""

@@ -376,7 +376,8 @@ class FileOps(Core):
         if row is None:
             self._attr(inode)
             raise errors.NoSuchAttr(f"{name!r} of inode {inode}")
-        return row[0]
+        value: bytes = row[0]
+        return value
 
     def setxattr(
         self,

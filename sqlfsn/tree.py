@@ -128,7 +128,8 @@ class TreeOps(Core):
             raise errors.NotFound(f"inode {inode}")
         if row[0] is None:
             raise errors.InvalidArgument(f"inode {inode} is not a symlink")
-        return row[0]
+        target: bytes = row[0]
+        return target
 
     def link(self, inode: int, new_parent: int, new_name: bytes) -> Attr:
         """A new name for ``inode`` (hard link): nlink + 1, ctime = now.

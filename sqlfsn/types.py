@@ -7,7 +7,7 @@ plain tuples they are; everything else is a frozen, slotted dataclass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 #: Inode number of the root directory, created with the schema; it has no directory entry.
 ROOT_INODE = 1
@@ -75,12 +75,16 @@ class Claim:
     deleting_since_ns: int | None
 
 
+#: The state of a content registry row (see the ``content`` table).
+ContentState = Literal["live", "deleting"]
+
+
 class ContentInfo(NamedTuple):
     """One row of the content registry (see the ``content`` table)."""
 
     hash: str
     size: int
-    state: str
+    state: ContentState
     claimed_ns: int
     deleting_ns: int | None
 

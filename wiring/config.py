@@ -133,7 +133,8 @@ class Config:
         return self
 
 
-_FIELDS = {
+# Section -> setting -> how its text is read: a type, "size" or "bool".
+_FIELDS: dict[str, dict[str, object]] = {
     "swift": {"auth_url": str, "user": str, "key": str, "container": str, "timeout": float,
               "retry_deadline": float, "max_connections": int},
     "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
@@ -191,9 +192,9 @@ def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None =
     for var, key in (("ST_AUTH", "auth_url"), ("ST_USER", "user"), ("ST_KEY", "key")):
         if env.get(var):
             values[key] = env[var]
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
+    for key, override in (overrides or {}).items():
+        if override is not None:
+            values[key] = override
     cfg = replace(Config(), source=source, **values)  # type: ignore[arg-type]
     _check_ranges(cfg)
     return cfg
