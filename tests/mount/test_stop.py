@@ -88,6 +88,7 @@ def test_stop_aborts_what_was_not_closed(cloudfs_mount, kind, sig):
     content, one log line names the path, and the application's next write or close fails."""
     cloudfs_mount.configure("cloudfs", stop_timeout=1)
     cloudfs_mount.remount()
+    cloudfs_mount.allow(r"not closed when the mount stopped")
     path = cloudfs_mount.path / f"{kind}.bin"
     old = _old(path, kind)
     fd = _open_and_write(path, kind, os.urandom(2 * MiB + 5))
@@ -139,6 +140,7 @@ def test_fsynced_bytes_stay_after_a_stop(cloudfs_mount):
     """What was fsynced stays; bytes after the last fsync are not published by a stop."""
     cloudfs_mount.configure("cloudfs", stop_timeout=1)
     cloudfs_mount.remount()
+    cloudfs_mount.allow(r"/synced: not closed when the mount stopped")
     path = cloudfs_mount.path / "synced"
     synced, later = os.urandom(MiB + 100), os.urandom(MiB)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
@@ -157,6 +159,7 @@ def test_second_signal_ends_the_wait(cloudfs_mount):
     """A second SIGTERM during the wait for open writers aborts them at once."""
     cloudfs_mount.configure("cloudfs", stop_timeout=600)
     cloudfs_mount.remount()
+    cloudfs_mount.allow(r"/slow: not closed when the mount stopped")
     path = cloudfs_mount.path / "slow"
     old = _old(path, "overwrite")
     fd = _open_and_write(path, "overwrite", os.urandom(MiB))
