@@ -15,7 +15,6 @@ read-ahead is skipped when the budget is spent, demand reads then go uncached.
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ class BlockBudget:
     def __init__(self, blocks: int) -> None:
         self._sem = trio.Semaphore(blocks)
         self._free: list[bytearray] = []
-        self._limit = blocks
+        self.blocks = blocks
 
     def try_acquire(self) -> bool:
         try:
@@ -63,7 +62,7 @@ class BlockBudget:
     def give_buffer(self, buf: bytearray) -> None:
         """Only once nothing refers to its bytes any more: a view handed to a FUSE reply is
         consumed before the handler yields, so a block's buffer is free when it is evicted."""
-        if len(self._free) < self._limit:
+        if len(self._free) < self.blocks:
             self._free.append(buf)
 
 
@@ -341,7 +340,9 @@ class FileReader:
         if self._stream_to is None or idx != self._stream_next:
             if self._stream_to is not None:
                 self._stream_to.close()  # its task finishes what is queued, then stops
-            send, receive = trio.open_memory_channel[tuple[int, _Block]](math.inf)
+            # A block is queued only once it holds a buffer of the budget: never more waiting
+            # than the budget's blocks.
+            send, receive = trio.open_memory_channel[tuple[int, _Block]](self._budget.blocks)
             stream = SequentialStream(self.objects, self.pieces, idx * self.block, self.size)
             self._nursery.start_soon(self._stream_blocks, stream, receive)
             self._stream_to = send

@@ -96,13 +96,11 @@ class Limits:
     max_manifest_segments: int = 1000
     max_manifest_size: int = 8 * 2**20
     container_listing_limit: int = 10000
-    max_deletes_per_request: int = 0  # 0: no bulk delete middleware
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> Limits:
         swift = info.get("swift", {})
         slo = info.get("slo", {})
-        bulk = info.get("bulk_delete", {})
         d = cls()
         return cls(
             max_file_size=int(swift.get("max_file_size", d.max_file_size)),
@@ -110,7 +108,6 @@ class Limits:
             max_manifest_size=int(slo.get("max_manifest_size", d.max_manifest_size)),
             container_listing_limit=int(
                 swift.get("container_listing_limit", d.container_listing_limit)),
-            max_deletes_per_request=int(bulk.get("max_deletes_per_request", 0)),
         )
 
 
