@@ -132,7 +132,6 @@ class Writer:
         layout: Layout,
         nursery: trio.Nursery,
         *,
-        upload_id: str | None = None,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         small_threshold: int = DEFAULT_SMALL_THRESHOLD,
         spool_dir: str | None = None,
@@ -145,7 +144,7 @@ class Writer:
             raise ValueError("segment_size must be > 0 and small_threshold >= 0")
         self.store = store
         self.layout = layout
-        self.upload_id = upload_id or uuid.uuid4().hex
+        self.upload_id = uuid.uuid4().hex
         # Never above what Swift accepts as one object.
         self.segment_size = min(segment_size, store.limits.max_file_size)
         self.small_threshold = min(small_threshold, self.segment_size)
