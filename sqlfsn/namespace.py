@@ -2,7 +2,8 @@
 
 The operations live in mixins, one module per concern: tree.py (names), files.py (attributes,
 content maps, orphans, xattrs), content.py (content registry, upload leases), on top of
-core.py (connection, transactions). This module only assembles them and adds the check.
+core.py (transactions) and database.py (the connection: SQLite or PostgreSQL). This module
+only assembles them and adds the check.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from types import TracebackType
 
 from .check import run_checks
 from .content import ContentOps
-from .core import connect
+from .database import open_database
 from .files import FileOps
 from .tree import TreeOps
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class Namespace(TreeOps, FileOps, ContentOps):
-    """A cloudfs namespace stored in one SQLite file. Synchronous; use from one thread.
+    """A cloudfs namespace in an SQLite file or a PostgreSQL database. Synchronous; use
+    from one thread.
 
     Every method is one transaction (or one consistent read) and raises a subclass of
     ``errors.NamespaceError`` (having changed nothing) when the operation is refused.
@@ -33,19 +35,28 @@ class Namespace(TreeOps, FileOps, ContentOps):
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike[str],
+        spec: str | os.PathLike[str],
         *,
         create: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> Namespace:
-        """Open the namespace in ``path`` (``":memory:"``: a new private in-memory one).
+        """Open the namespace ``spec`` names: an SQLite file (a path or ``sqlite:///path``;
+        ``":memory:"``: a new private in-memory one) or a PostgreSQL database
+        (``postgresql://user@host:port/dbname``, libpq conventions, see postgres.py).
 
-        ``create``: create the file and schema if the file is missing or empty. Raises
-        errors.NotAFilesystem for a missing file (without ``create``), a non-SQLite file,
-        a database of something else, or a schema version this code does not know.
+        ``create``: create the schema if the database is empty (and, for SQLite, the file if
+        it is missing). Raises errors.NotAFilesystem for a missing file (without
+        ``create``), a file that is no SQLite database, a database of something else, or a
+        schema version this code does not know; errors.Unavailable for a PostgreSQL server
+        that cannot be reached or refuses the connection. Messages never show a password.
         ``clock`` gives "now" for every time stamp (tests inject a fake one).
         """
-        return cls(connect(path, create=create, clock=clock), clock)
+        return cls(open_database(spec, create=create, clock=clock), clock)
+
+    @property
+    def database(self) -> str:
+        """The database's name for messages (a URL without its password)."""
+        return self._db.display
 
     def __enter__(self) -> Namespace:
         return self
@@ -64,5 +75,4 @@ class Namespace(TreeOps, FileOps, ContentOps):
         Orphans (nlink 0) are normal while a mount runs; they are reported only with
         ``include_orphans`` (e.g. after ``purge_orphans``, or offline).
         """
-        with self._snapshot() as c:
-            return run_checks(c, include_orphans=include_orphans)
+        return self._read(lambda db: run_checks(db, include_orphans=include_orphans))

@@ -237,13 +237,13 @@ def test_dropping_an_orphan_skips_the_sync_and_only_that(ns: Namespace) -> None:
     the unlink before it stays synced."""
     f = file_with(ns, [Piece(H(7), 0, 10)], b"f")
     syncs: list[str] = []
-    ns._conn.set_trace_callback(syncs.append)
+    ns._db.conn.set_trace_callback(syncs.append)
     ns.unlink(R, b"f")
     assert ns.drop_if_orphan(f.inode) is True
-    ns._conn.set_trace_callback(None)
+    ns._db.conn.set_trace_callback(None)
     pragmas = [q for q in syncs if "synchronous" in q]
     assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
-    assert ns._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    assert ns._db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
     with pytest.raises(errors.NotFound):
         ns.getattr(f.inode)
     assert ns.check() == []
