@@ -156,7 +156,7 @@ def check_inode_rows(c: Database) -> Iterator[str]:
 
 def check_orphans(c: Database) -> Iterator[str]:
     """Inodes with nlink 0 (normal while the mount runs; run only when asked)."""
-    for (inode,) in c.execute("SELECT id FROM inode WHERE nlink = 0"):
+    for (inode,) in c.execute("SELECT id FROM inode WHERE nlink = 0 ORDER BY id"):
         yield f"inode {inode}: orphan (nlink 0)"
 
 
@@ -219,7 +219,7 @@ def check_segments(c: Database) -> Iterator[str]:
         "SELECT s.content_hash, count(*), min(s.seq), max(s.seq), CAST(sum(s.size) AS BIGINT),"
         " min(s.size),"
         " k.size FROM content_segment s LEFT JOIN content k ON k.hash = s.content_hash"
-        " GROUP BY s.content_hash"
+        " GROUP BY s.content_hash, k.size"
     )
     for h, count, first, last, total, smallest, size in rows:
         if size is None:

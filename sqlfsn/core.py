@@ -179,26 +179,30 @@ class Core:
 
     # -- inode helpers (call inside a transaction when the answer guides a write) ----------
 
-    def _attr_or_none(self, inode: int) -> Attr | None:
+    def _attr_or_none(self, inode: int, *, lock: bool = False) -> Attr | None:
+        """The inode's attributes, or None; ``lock``: also lock its row (``lock_inodes``)
+        in the same statement."""
+        locking = self._db.dialect.for_update if lock else ""
         row = self._db.execute(
-            f"SELECT {ATTR_COLUMNS} FROM inode WHERE id = ?", (inode,)
+            f"SELECT {ATTR_COLUMNS} FROM inode WHERE id = ?{locking}", (inode,)
         ).fetchone()
         return None if row is None else Attr(*row)
 
-    def _attr(self, inode: int) -> Attr:
-        """The inode's attributes; NotFound if there is no such inode."""
-        attr = self._attr_or_none(inode)
+    def _attr(self, inode: int, *, lock: bool = False) -> Attr:
+        """The inode's attributes (``lock``: as in _attr_or_none); NotFound if there is no
+        such inode."""
+        attr = self._attr_or_none(inode, lock=lock)
         if attr is None:
             raise errors.NotFound(f"inode {inode}")
         return attr
 
-    def _dir(self, inode: int, *, live: bool = True) -> Attr:
-        """The attributes of directory ``inode``.
+    def _dir(self, inode: int, *, live: bool = True, lock: bool = False) -> Attr:
+        """The attributes of directory ``inode`` (``lock``: as in _attr_or_none).
 
         NotFound if it does not exist (or, with ``live``, was removed: nlink 0, so no new
         entries may appear in it); NotADirectory if it is something else.
         """
-        attr = self._attr_or_none(inode)
+        attr = self._attr_or_none(inode, lock=lock)
         if attr is None or (live and attr.nlink == 0 and stat.S_ISDIR(attr.mode)):
             raise errors.NotFound(f"directory {inode}")
         if not stat.S_ISDIR(attr.mode):
@@ -212,6 +216,16 @@ class Core:
             " WHERE d.parent = ? AND d.name = ?",
             (parent, name),
         ).fetchone()
+
+    def _link_delta(self, inode: int, delta: int, now: int) -> Attr:
+        """Add ``delta`` to the inode's nlink (a name added or removed), ctime = now; the
+        new attributes."""
+        row = self._db.execute(
+            "UPDATE inode SET nlink = nlink + ?, ctime_ns = ? WHERE id = ?"
+            f" RETURNING {ATTR_COLUMNS}",
+            (delta, now, inode),
+        ).fetchone()
+        return Attr(*row)
 
     def _touch_dir(self, inode: int, now: int, nlink_delta: int = 0) -> None:
         """A directory's entries changed: set its mtime and ctime, adjust its nlink."""

@@ -20,6 +20,7 @@ substring test             ``instr(c, s) = 0``                 ``position(s in c
 write transaction          ``BEGIN IMMEDIATE`` (the one        ``BEGIN ISOLATION LEVEL ...``
                            writer lock)                        (chosen per operation, core.py)
 row locks                  none (the writer lock covers all)   ``SELECT ... FOR UPDATE``
+``RETURNING``              the same                            the same
 rename lock                none (the writer lock covers all)   ``pg_advisory_xact_lock``
 schema version             ``PRAGMA user_version`` + meta      meta only
 connection settings        PRAGMAs (sqlite.py)                 libpq URL (postgres.py)
@@ -45,6 +46,7 @@ class Dialect:
     int: str
     row_id: str
     table_options: str
+    for_update: str  # appended to a SELECT to lock the rows it reads
 
     @property
     def is_postgres(self) -> bool:
@@ -91,6 +93,7 @@ SQLITE = Dialect(
     int="INTEGER",
     row_id="INTEGER PRIMARY KEY AUTOINCREMENT",
     table_options=" STRICT",
+    for_update="",  # BEGIN IMMEDIATE already excludes every other writer
 )
 
 POSTGRES = Dialect(
@@ -99,4 +102,5 @@ POSTGRES = Dialect(
     int="BIGINT",
     row_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     table_options="",
+    for_update=" FOR UPDATE",
 )

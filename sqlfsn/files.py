@@ -94,8 +94,7 @@ class FileOps(Core):
 
         def work(c: Database) -> Attr:
             # The inode's lock: the new attributes are computed from the old ones.
-            c.lock_inodes(inode)
-            old = self._attr(inode)
+            old = self._attr(inode, lock=True)
             if size is not None and not stat.S_ISREG(old.mode):
                 if stat.S_ISDIR(old.mode):
                     raise errors.IsADirectory(f"cannot truncate directory {inode}")
@@ -429,8 +428,7 @@ class FileOps(Core):
         now = self._clock()
 
         def work(c: Database) -> None:
-            c.lock_inodes(inode)  # the inode's lock: XATTR_CREATE / REPLACE decide on it
-            self._attr(inode)
+            self._attr(inode, lock=True)  # its lock: XATTR_CREATE / REPLACE decide on it
             exists = c.execute(
                 "SELECT 1 FROM xattr WHERE inode = ? AND name = ?", (inode, name)
             ).fetchone()

@@ -109,8 +109,7 @@ class TreeOps(Core):
 
         def work(db: Database) -> int:
             # The parent's row lock: no other entry of this name, no rmdir of the parent.
-            db.lock_inodes(parent)
-            self._dir(parent)
+            self._dir(parent, lock=True)
             if self._entry(parent, name) is not None:
                 raise errors.Exists(f"{name!r} in directory {parent}")
             inode: int = db.execute(
@@ -148,8 +147,7 @@ class TreeOps(Core):
         def work(db: Database) -> Attr:
             # The new parent's lock (as in _make), then the inode's: its nlink is tested.
             db.lock_inodes(new_parent)
-            db.lock_inodes(inode)
-            attr = self._attr(inode)
+            attr = self._attr(inode, lock=True)
             if stat.S_ISDIR(attr.mode):
                 raise errors.NotPermitted(f"hard link to directory {inode}")
             if attr.nlink == 0:
@@ -161,10 +159,8 @@ class TreeOps(Core):
                 "INSERT INTO dentry (parent, name, inode) VALUES (?, ?, ?)",
                 (new_parent, new_name, inode),
             )
-            db.execute("UPDATE inode SET nlink = nlink + 1, ctime_ns = ? WHERE id = ?",
-                       (now, inode))
             self._touch_dir(new_parent, now)
-            return self._attr(inode)
+            return self._link_delta(inode, 1, now)
 
         return self._write(work)
 
@@ -181,8 +177,7 @@ class TreeOps(Core):
         def work(db: Database) -> Attr:
             # The parent's lock keeps the entry; the inode's nlink - 1 is one statement (its
             # row lock orders it with a link, which tests nlink under that lock).
-            db.lock_inodes(parent)
-            self._dir(parent, live=False)
+            self._dir(parent, live=False, lock=True)
             entry = self._entry(parent, name)
             if entry is None:
                 raise errors.NotFound(f"{name!r} in directory {parent}")
@@ -190,10 +185,8 @@ class TreeOps(Core):
             if stat.S_ISDIR(mode):
                 raise errors.IsADirectory(f"{name!r} in directory {parent}")
             db.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
-            db.execute("UPDATE inode SET nlink = nlink - 1, ctime_ns = ? WHERE id = ?",
-                       (now, inode))
             self._touch_dir(parent, now)
-            return self._attr(inode)
+            return self._link_delta(inode, -1, now)
 
         return self._write(work)
 
@@ -208,8 +201,7 @@ class TreeOps(Core):
         def work(db: Database) -> Attr:
             # The parent's lock keeps the entry; the directory's own lock keeps it empty: a
             # create in it waits for us, then finds it removed (nlink 0: NotFound).
-            db.lock_inodes(parent)
-            self._dir(parent, live=False)
+            self._dir(parent, live=False, lock=True)
             entry = self._entry(parent, name)
             if entry is None:
                 raise errors.NotFound(f"{name!r} in directory {parent}")
@@ -219,9 +211,12 @@ class TreeOps(Core):
             db.lock_inodes(inode)
             self._require_empty(inode)
             db.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
-            db.execute("UPDATE inode SET nlink = 0, ctime_ns = ? WHERE id = ?", (now, inode))
             self._touch_dir(parent, now, -1)
-            return self._attr(inode)
+            row = db.execute(
+                f"UPDATE inode SET nlink = 0, ctime_ns = ? WHERE id = ? RETURNING {ATTR_COLUMNS}",
+                (now, inode),
+            ).fetchone()
+            return Attr(*row)
 
         return self._write(work)
 

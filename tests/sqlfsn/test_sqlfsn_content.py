@@ -251,13 +251,15 @@ def test_condemn_and_referenced_hashes_agree(ns: Namespace, clock: FakeClock) ->
     assert ns.check() == []
 
 
-def test_condemnation_seen_by_other_process(file_ns: Namespace, db_path: Path) -> None:
-    gc = Namespace.open(db_path)
+def test_condemnation_seen_by_other_process(spec: str, clock: FakeClock) -> None:
+    file_ns = Namespace.open(spec, create=True, clock=clock)
+    gc = Namespace.open(spec)
     file_ns.claim_content(H(1), 10)
     assert gc.condemn(H(1), claimed_before_ns=2**62)
     assert file_ns.claim_content(H(1), 10).ok is False
     gc.close()
     assert file_ns.check() == []
+    file_ns.close()
 
 
 # -- upload leases ----------------------------------------------------------------------
