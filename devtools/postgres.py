@@ -5,7 +5,8 @@ configuration, the one server process (the postmaster; its own children die with
 file, readiness, and shutdown. The binaries are Debian's (package `postgresql`, installed by
 scripts/install), found in /usr/lib/postgresql/*/bin: not on PATH, and never the system's
 service. Its Python API serves the tests and the benchmarks: `start()`, `stop()`, `status()`,
-`running()`, `find_free_port()`, `create_database()`, `drop_database()`; devtools/cli.py makes
+`running()`, `find_free_port()`, `create_database()`, `drop_database()`, and for
+throwaway clusters `start_throwaway()`, `remove()`; devtools/cli.py makes
 it `cloudfs dev-postgres`.
 
 Layout of DIR:
@@ -26,6 +27,7 @@ run/ and be able to reach DIR; `initdb --no-sync` takes ~1.3 s, a start ~1 s.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import json
@@ -33,8 +35,10 @@ import logging
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -315,6 +319,30 @@ def start(dir: Path, port: int = DEFAULT_PORT, *, fast: bool = False,
                                        f"{tail}") from exc
             raise
     return dev
+
+
+def start_throwaway(*, fast: bool = True, die_with_parent: bool = False) -> DevPostgres:
+    """A dev PostgreSQL in a new directory under /tmp (where the `postgres` user can reach it,
+    unlike pytest's private tmp dirs), on a free port (retrying if another process takes it
+    between the check and the start). `remove()` it when done; it is also stopped and removed
+    at exit at the latest."""
+    dir = Path(tempfile.mkdtemp(prefix="cloudfs-pg-"))
+    dir.chmod(0o755)
+    atexit.register(remove, dir)
+    for attempt in range(3):
+        try:
+            return start(dir, find_free_port(), fast=fast, die_with_parent=die_with_parent)
+        except UsageError:
+            if attempt == 2:
+                remove(dir)
+                raise
+    raise AssertionError("unreachable")
+
+
+def remove(dir: Path) -> None:
+    """Stop DIR's server and delete DIR."""
+    stop(dir)
+    shutil.rmtree(dir, ignore_errors=True)
 
 
 def stop(dir: Path) -> None:

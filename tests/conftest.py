@@ -26,8 +26,6 @@ import atexit
 import contextlib
 import re
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,34 +75,13 @@ def dev_swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSwift]:
         devswift.stop(dir)
 
 
-def start_dev_postgres(**kwargs: object) -> DevPostgres:
-    """A dev PostgreSQL in a new directory under /tmp (the server's `postgres` user cannot
-    reach pytest's private tmp_path), on a free port (retrying if another process takes it
-    between the check and the start); stopped and removed at exit at the latest."""
-    dir = Path(tempfile.mkdtemp(prefix="cloudfs-pg-"))
-    dir.chmod(0o755)
-    atexit.register(stop_dev_postgres, dir)
-    for attempt in range(3):
-        try:
-            return devpostgres.start(dir, devpostgres.find_free_port(), **kwargs)  # type: ignore[arg-type]
-        except UsageError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def stop_dev_postgres(dir: Path) -> None:
-    devpostgres.stop(dir)
-    shutil.rmtree(dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def dev_postgres() -> Iterator[DevPostgres]:
-    dev = start_dev_postgres(fast=True, die_with_parent=True)
+    dev = devpostgres.start_throwaway(fast=True, die_with_parent=True)
     try:
         yield dev
     finally:
-        stop_dev_postgres(dev.dir)
+        devpostgres.remove(dev.dir)
 
 
 @pytest.fixture
