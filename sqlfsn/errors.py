@@ -111,6 +111,10 @@ class NotAFilesystem(NamespaceError):
     reason = "not a cloudfs namespace"
 
 
+class EmptyDatabase(NotAFilesystem):
+    """The database exists but is empty: no namespace yet (open it with create=True)."""
+
+
 class Unavailable(NamespaceError):
     """The database cannot serve the request: unreachable, connection lost, out of space,
     locked by another process for too long, or still losing races after many retries. The

@@ -273,7 +273,7 @@ def _ensure_schema(db: PostgresDatabase, *, create: bool, clock: Callable[[], in
         tables = {row[0] for row in rows}
         if not tables:
             if not create:
-                raise errors.NotAFilesystem(
+                raise errors.EmptyDatabase(
                     f"{db.display}: empty database (create it with `cloudfs mkfs`)"
                 )
             create_tables(db, now_ns=clock(), root_uid=os.getuid(), root_gid=os.getgid())

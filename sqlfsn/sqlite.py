@@ -164,7 +164,7 @@ def _ensure_schema(db: SqliteDatabase, *, create: bool, clock: Callable[[], int]
                 if tables:
                     raise errors.NotAFilesystem(f"{path}: an SQLite database of something else")
                 if not create:
-                    raise errors.NotAFilesystem(f"{path}: empty database (open with create=True)")
+                    raise errors.EmptyDatabase(f"{path}: empty database (open with create=True)")
                 create_tables(db, now_ns=clock(), root_uid=os.getuid(), root_gid=os.getgid())
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 version = SCHEMA_VERSION
