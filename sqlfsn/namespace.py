@@ -1,7 +1,7 @@
 """namespace.py - ``Namespace``, the public face of sqlfsn: open a database, use the API.
 
 The operations live in mixins, one module per concern: tree.py (names), files.py (attributes,
-content maps, orphans, xattrs), content.py (content registry, upload leases), on top of
+content maps, orphans), xattrs.py, content.py (content registry, upload leases), on top of
 core.py (transactions) and database.py (the connection: SQLite or PostgreSQL). This module
 only assembles them and adds the check.
 """
@@ -19,11 +19,12 @@ from .content import ContentOps
 from .database import open_database
 from .files import FileOps
 from .tree import TreeOps
+from .xattrs import XattrOps
 
 log = logging.getLogger(__name__)
 
 
-class Namespace(TreeOps, FileOps, ContentOps):
+class Namespace(TreeOps, FileOps, XattrOps, ContentOps):
     """A cloudfs namespace in an SQLite file or a PostgreSQL database. Synchronous; use
     from one thread.
 
