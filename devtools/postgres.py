@@ -321,12 +321,13 @@ def start(dir: Path, port: int = DEFAULT_PORT, *, fast: bool = False,
     return dev
 
 
-def start_throwaway(*, fast: bool = True, die_with_parent: bool = False) -> DevPostgres:
-    """A dev PostgreSQL in a new directory under /tmp (where the `postgres` user can reach it,
-    unlike pytest's private tmp dirs), on a free port (retrying if another process takes it
-    between the check and the start). `remove()` it when done; it is also stopped and removed
-    at exit at the latest."""
-    dir = Path(tempfile.mkdtemp(prefix="cloudfs-pg-"))
+def start_throwaway(*, fast: bool = True, die_with_parent: bool = False,
+                    parent: Path | None = None) -> DevPostgres:
+    """A dev PostgreSQL in a new directory under `parent` (default /tmp: the `postgres` user
+    must reach it, which pytest's private tmp dirs forbid), on a free port (retrying if
+    another process takes it between the check and the start). `remove()` it when done; it
+    is also stopped and removed at exit at the latest."""
+    dir = Path(tempfile.mkdtemp(prefix="cloudfs-pg-", dir=parent))
     dir.chmod(0o755)
     atexit.register(remove, dir)
     for attempt in range(3):

@@ -202,7 +202,11 @@ class Core:
         NotFound if it does not exist (or, with ``live``, was removed: nlink 0, so no new
         entries may appear in it); NotADirectory if it is something else.
         """
-        attr = self._attr_or_none(inode, lock=lock)
+        return self._as_dir(inode, self._attr_or_none(inode, lock=lock), live=live)
+
+    @staticmethod
+    def _as_dir(inode: int, attr: Attr | None, *, live: bool) -> Attr:
+        """``attr`` (of ``inode``) if it is a directory; the errors of ``_dir``."""
         if attr is None or (live and attr.nlink == 0 and stat.S_ISDIR(attr.mode)):
             raise errors.NotFound(f"directory {inode}")
         if not stat.S_ISDIR(attr.mode):
@@ -232,4 +236,16 @@ class Core:
         self._db.execute(
             "UPDATE inode SET mtime_ns = ?, ctime_ns = ?, nlink = nlink + ? WHERE id = ?",
             (now, now, nlink_delta, inode),
+        )
+
+    def _touch_dirs(self, first: int, second: int, now: int, moved: int) -> None:
+        """Two directories' entries changed (one statement): mtime and ctime of both = now;
+        ``moved`` subdirectories went from ``first`` to ``second`` (their nlinks follow)."""
+        if first == second:
+            self._touch_dir(first, now)
+            return
+        self._db.execute(
+            "UPDATE inode SET mtime_ns = ?, ctime_ns = ?,"
+            " nlink = nlink + CASE WHEN id = ? THEN ? ELSE ? END WHERE id IN (?, ?)",
+            (now, now, first, -moved, moved, first, second),
         )

@@ -265,8 +265,16 @@ class TreeOps(Core):
                 # below which: these take the filesystem's rename lock first (before any
                 # row lock), so their subtree checks see each other's moves.
                 db.lock_renames()
-            # Both parents' locks keep the two entries (and the new parent alive).
-            db.lock_inodes(old_parent, new_parent)
+            # Both parents' locks (one statement, in inode order) keep the two entries, and
+            # the new parent alive.
+            rows = db.execute(
+                f"SELECT {ATTR_COLUMNS} FROM inode WHERE id IN (?, ?) ORDER BY id"
+                f"{db.dialect.for_update}",
+                (old_parent, new_parent),
+            ).fetchall()
+            parents = {row[0]: Attr(*row) for row in rows}
+            self._as_dir(old_parent, parents.get(old_parent), live=False)
+            self._as_dir(new_parent, parents.get(new_parent), live=True)
             return self._rename(old_parent, old_name, new_parent, new_name, noreplace,
                                 exchange, now)
 
@@ -282,14 +290,20 @@ class TreeOps(Core):
         exchange: bool,
         now: int,
     ) -> int | None:
-        """rename() inside its transaction, the locks taken."""
+        """rename() inside its transaction, the locks taken and the parents checked."""
         db = self._db
-        self._dir(old_parent, live=False)
-        self._dir(new_parent)
-        source = self._entry(old_parent, old_name)
+        rows = db.execute(  # both entries, one statement
+            "SELECT d.parent, d.name, d.id, d.inode, i.mode FROM dentry d"
+            " JOIN inode i ON i.id = d.inode"
+            " WHERE (d.parent = ? AND d.name = ?) OR (d.parent = ? AND d.name = ?)",
+            (old_parent, old_name, new_parent, new_name),
+        ).fetchall()
+        found = {(parent, bytes(name)): (dentry, inode, mode)
+                 for parent, name, dentry, inode, mode in rows}
+        source = found.get((old_parent, old_name))
         if source is None:
             raise errors.NotFound(f"{old_name!r} in directory {old_parent}")
-        target = self._entry(new_parent, new_name)
+        target = found.get((new_parent, new_name))
         if target is None and exchange:
             raise errors.NotFound(f"{new_name!r} in directory {new_parent}")
         if target is not None and noreplace:
@@ -328,9 +342,7 @@ class TreeOps(Core):
             (new_parent, new_name, src_id),
         )
         db.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, src_inode))
-        moved = 1 if src_dir and old_parent != new_parent else 0
-        self._touch_dir(old_parent, now, -moved)
-        self._touch_dir(new_parent, now, moved)
+        self._touch_dirs(old_parent, new_parent, now, 1 if src_dir else 0)
         return replaced
 
     def _exchange(
@@ -351,10 +363,7 @@ class TreeOps(Core):
         db.execute("UPDATE inode SET ctime_ns = ? WHERE id IN (?, ?)", (now, src_inode, tgt_inode))
         # A directory that changes parent moves one nlink from its old parent to its new one.
         shift = int(stat.S_ISDIR(src_mode)) - int(stat.S_ISDIR(tgt_mode))
-        if old_parent == new_parent:
-            shift = 0
-        self._touch_dir(old_parent, now, -shift)
-        self._touch_dir(new_parent, now, shift)
+        self._touch_dirs(old_parent, new_parent, now, shift)
 
     def _in_subtree(self, node: int, directory: int) -> bool:
         """Whether directory ``node`` is ``directory`` or lies below it (walks up names)."""
