@@ -86,17 +86,19 @@ def register_swift(subparsers: Any) -> None:
         help="lower the SLO max_manifest_segments (default 1000)",
     )
     p.set_defaults(func=_one_line_errors("cloudfs dev-swift start", _cmd_start))
-    p = actions.add_parser(
-        "stop",
-        help="stop DIR's Swift (idempotent)",
-        description="Stop the servers DIR's pid files name: SIGTERM, SIGKILL "
-        "after ~10 s. Exits 0 also when nothing ran.",
-    )
+    _add_dir_action(actions, "dev-swift", "stop", _cmd_stop, help="stop DIR's Swift (idempotent)",
+                    description="Stop the servers DIR's pid files name: SIGTERM, SIGKILL "
+                    "after ~10 s. Exits 0 also when nothing ran.")
+    _add_dir_action(actions, "dev-swift", "status", _cmd_status,
+                    help="show DIR's servers (exit 0 if all run, else 3)")
+
+
+def _add_dir_action(actions: Any, service: str, name: str,
+                    func: Callable[[argparse.Namespace], int], **texts: str) -> None:
+    """An ACTION of a dev service that takes only DIR."""
+    p = actions.add_parser(name, **texts)
     p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_one_line_errors("cloudfs dev-swift stop", _cmd_stop))
-    p = actions.add_parser("status", help="show DIR's servers (exit 0 if all run, else 3)")
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_one_line_errors("cloudfs dev-swift status", _cmd_status))
+    p.set_defaults(func=_one_line_errors(f"cloudfs {service} {name}", func))
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -162,17 +164,13 @@ def register_postgres(subparsers: Any) -> None:
                    help=f"TCP port on 127.0.0.1 (default: the port of DIR's last start, "
                    f"else {postgres.DEFAULT_PORT})")
     p.set_defaults(func=_one_line_errors("cloudfs dev-postgres start", _cmd_pg_start))
-    p = actions.add_parser(
-        "stop",
-        help="stop DIR's PostgreSQL (idempotent)",
-        description="Stop the server DIR's pid file names: fast shutdown (clients are "
-        "disconnected, data is kept), SIGKILL after ~10 s. Exits 0 also when nothing ran.",
-    )
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_one_line_errors("cloudfs dev-postgres stop", _cmd_pg_stop))
-    p = actions.add_parser("status", help="show DIR's server (exit 0 if it runs, else 3)")
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_one_line_errors("cloudfs dev-postgres status", _cmd_pg_status))
+    _add_dir_action(actions, "dev-postgres", "stop", _cmd_pg_stop,
+                    help="stop DIR's PostgreSQL (idempotent)",
+                    description="Stop the server DIR's pid file names: fast shutdown (clients "
+                    "are disconnected, data is kept), SIGKILL after ~10 s. Exits 0 also when "
+                    "nothing ran.")
+    _add_dir_action(actions, "dev-postgres", "status", _cmd_pg_status,
+                    help="show DIR's server (exit 0 if it runs, else 3)")
 
 
 def _cmd_pg_start(args: argparse.Namespace) -> int:

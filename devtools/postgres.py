@@ -349,11 +349,7 @@ def remove(dir: Path) -> None:
 def stop(dir: Path) -> None:
     """Stop DIR's server by the pid in DIR/run: SIGINT (fast shutdown: clients are
     disconnected, the data is kept), SIGKILL after ~10 s. Idempotent."""
-    dir = Path(dir).absolute()
-    if not (dir / "run").is_dir():
-        return
-    with process.locked(dir / "run" / "lock"):
-        _stop_locked(dir)
+    process.stop_dir(dir, _stop_locked)
 
 
 def _stop_locked(dir: Path) -> None:

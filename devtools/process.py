@@ -161,6 +161,15 @@ def log_tails(dir: Path, names: Iterable[str]) -> str:
     return "\n".join(parts)
 
 
+def stop_dir(dir: Path, stop_locked: Callable[[Path], None]) -> None:
+    """Run `stop_locked(DIR)` under DIR's lock (run/lock); nothing if DIR has no run/."""
+    dir = Path(dir).absolute()
+    if not (dir / "run").is_dir():
+        return
+    with locked(dir / "run" / "lock"):
+        stop_locked(dir)
+
+
 def stop_all(dir: Path, names: Iterable[str], what: str, *,
              first: signal.Signals = signal.SIGTERM) -> None:
     """Stop the named processes of DIR (`first`, SIGKILL after STOP_TIMEOUT) and remove their

@@ -221,15 +221,15 @@ class Core:
             (parent, name),
         ).fetchone()
 
-    def _link_delta(self, inode: int, delta: int, now: int) -> Attr:
+    def _link_delta(self, inode: int, delta: int, now: int) -> Callable[[], Attr]:
         """Add ``delta`` to the inode's nlink (a name added or removed), ctime = now; the
-        new attributes."""
-        row = self._db.execute(
+        new attributes, to be read after the COMMIT (``fetch_later``)."""
+        row = self._db.fetch_later(self._db.execute(
             "UPDATE inode SET nlink = nlink + ?, ctime_ns = ? WHERE id = ?"
             f" RETURNING {ATTR_COLUMNS}",
             (delta, now, inode),
-        ).fetchone()
-        return Attr(*row)
+        ))
+        return lambda: Attr(*row())
 
     def _touch_dir(self, inode: int, now: int, nlink_delta: int = 0) -> None:
         """A directory's entries changed: set its mtime and ctime, adjust its nlink."""

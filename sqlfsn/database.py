@@ -112,6 +112,12 @@ class Database(ABC):
         """Close the connection."""
 
     @abstractmethod
+    def fetch_later(self, cursor: Cursor) -> Callable[[], Any]:
+        """The first row of ``cursor``'s result, to be read after the COMMIT: PostgreSQL
+        receives it with the COMMIT (one round trip less); SQLite reads it now (it cannot
+        commit with a statement unfinished)."""
+
+    @abstractmethod
     def lock_inodes(self, *inodes: int | None) -> None:
         """Lock these inode rows (None entries ignored) until the transaction ends, in
         ascending order so that two transactions cannot lock the same rows crosswise. A

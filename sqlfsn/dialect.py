@@ -21,6 +21,8 @@ write transaction          ``BEGIN IMMEDIATE`` (the one        ``BEGIN ISOLATION
                            writer lock)                        (chosen per operation, core.py)
 row locks                  none (the writer lock covers all)   ``SELECT ... FOR UPDATE``
 ``RETURNING``              the same                            the same
+inode id just inserted     ``last_insert_rowid()``             ``currval('inode_id_seq')``
+reading a result           at once (before the COMMIT)         with the COMMIT (``fetch_later``)
 rename lock                none (the writer lock covers all)   ``pg_advisory_xact_lock``
 schema version             ``PRAGMA user_version`` + meta      meta only
 connection settings        PRAGMAs (sqlite.py)                 libpq URL (postgres.py)
@@ -47,6 +49,7 @@ class Dialect:
     row_id: str
     table_options: str
     for_update: str  # appended to a SELECT to lock the rows it reads
+    last_inode: str  # the id of this connection's last INSERT INTO inode, in the next INSERT
 
     @property
     def is_postgres(self) -> bool:
@@ -94,6 +97,7 @@ SQLITE = Dialect(
     row_id="INTEGER PRIMARY KEY AUTOINCREMENT",
     table_options=" STRICT",
     for_update="",  # BEGIN IMMEDIATE already excludes every other writer
+    last_inode="last_insert_rowid()",  # evaluated before the next INSERT's own row
 )
 
 POSTGRES = Dialect(
@@ -103,4 +107,5 @@ POSTGRES = Dialect(
     row_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     table_options="",
     for_update=" FOR UPDATE",
+    last_inode="currval('inode_id_seq')",  # not lastval(): the dentry's id comes first
 )

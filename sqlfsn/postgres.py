@@ -7,11 +7,17 @@ the URL leaves out). Messages name the database without its password (``describe
 
 Connection: autocommit, transactions are explicit (``begin``): READ COMMITTED with row locks,
 or SERIALIZABLE, or a read-only REPEATABLE READ snapshot (see ``Isolation``; core.py says
-which operation uses which, and why). Unless the URL or the environment says otherwise, a
-connection attempt gives up after CONNECT_TIMEOUT_S and TCP keepalives detect a dead server
-within about a minute, so a vanished database ends in ``errors.Unavailable``, not a hang.
-A broken connection is replaced at the next transaction, or by the next statement outside a
-transaction (those are reads, so they are simply run again on the new connection).
+which operation uses which, and why). A transaction runs in libpq's pipeline mode: a statement
+is sent at once but its result is waited for only when read, so BEGIN, row locks whose result
+nobody reads, and the writes that end an operation travel with the next statement that is
+read, or with the COMMIT. A create costs 4 round trips instead of 7; errors of a queued
+statement surface at the next read or at the COMMIT, still inside the transaction.
+
+Unless the URL or the environment says otherwise, a connection attempt gives up after
+CONNECT_TIMEOUT_S and TCP keepalives detect a dead server within about a minute, so a vanished
+database ends in ``errors.Unavailable``, not a hang. A broken connection is replaced at the
+next transaction, or by the next statement outside a transaction (those are reads, so they
+are simply run again on the new connection).
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import pq
@@ -115,6 +122,9 @@ class PostgresDatabase(Database):
         self._in_txn = False
         self._conn = self._open()
 
+        self._pipeline: AbstractContextManager[Any] | None = None  # the open transaction's
+        self._piped: psycopg.Pipeline | None = None
+
     def _open(self) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(self._conninfo, autocommit=True)
@@ -129,6 +139,13 @@ class PostgresDatabase(Database):
             log.info("%s: reconnecting", self.display)
             self._conn.close()
             self._conn = self._open()
+
+    def _raise(self, exc: psycopg.Error) -> NoReturn:
+        """Raise what ``exc`` means (see ``_error``)."""
+        error = self._error(exc)
+        if error is exc:
+            raise exc
+        raise error from exc
 
     def _error(self, exc: psycopg.Error) -> Exception:
         """What a driver error means to sqlfsn (see database.py)."""
@@ -149,19 +166,19 @@ class PostgresDatabase(Database):
 
     def execute(self, sql: str, params: Params = ()) -> Cursor:
         query = _translate(sql)
+        if self._in_txn:
+            try:
+                return _Pending(self, self._conn.execute(query, params))  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                self._raise(exc)
         for attempt in (1, 2):
-            if not self._in_txn:
-                self._usable()
+            self._usable()
             try:
                 return self._conn.execute(query, params)  # type: ignore[arg-type]
             except psycopg.Error as exc:
-                error = self._error(exc)
                 # Outside a transaction every statement is a read: run it again, once.
-                if isinstance(error, ConnectionLost) and not self._in_txn and attempt == 1:
-                    continue
-                if error is exc:
-                    raise
-                raise error from exc
+                if not isinstance(self._error(exc), ConnectionLost) or attempt == 2:
+                    self._raise(exc)
         raise AssertionError("unreachable")
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -169,45 +186,37 @@ class PostgresDatabase(Database):
             with self._conn.cursor() as cur:
                 cur.executemany(_translate(sql), rows)
         except psycopg.Error as exc:
-            error = self._error(exc)
-            if error is exc:
-                raise
-            raise error from exc
+            self._raise(exc)
 
     def execute_ddl(self, sql: str) -> None:
         try:
             self._conn.execute(sql)  # type: ignore[call-overload]
         except psycopg.Error as exc:
-            error = self._error(exc)
-            if error is exc:
-                raise
-            raise error from exc
+            self._raise(exc)
 
     def begin(self, isolation: Isolation, *, durable: bool = True) -> None:
         if self._in_txn:
             raise RuntimeError("sqlfsn transactions do not nest")
-        # Not waiting for the WAL flush is the same promise as SQLite's synchronous=NORMAL:
-        # a later synchronous commit flushes the WAL up to itself, this record included.
-        statement = _BEGIN[isolation] + ("" if durable else "; SET LOCAL synchronous_commit = off")
-        for attempt in (1, 2):
-            self._usable()
-            try:
-                self._conn.execute(statement)  # type: ignore[call-overload]
-                self._in_txn = True
-                return
-            except psycopg.Error as exc:
-                error = self._error(exc)
-                if isinstance(error, ConnectionLost) and attempt == 1:
-                    continue  # nothing was sent but BEGIN: try a new connection
-                if error is exc:
-                    raise
-                raise error from exc
+        self._usable()
+        try:
+            self._pipeline = self._conn.pipeline()
+            self._piped = self._pipeline.__enter__()
+            self._in_txn = True
+            self._conn.execute(_BEGIN[isolation])  # type: ignore[call-overload]
+            if not durable:
+                # Not waiting for the WAL flush is the same promise as SQLite's
+                # synchronous=NORMAL: a later synchronous commit flushes the WAL up to
+                # itself, this record included.
+                self._conn.execute("SET LOCAL synchronous_commit = off")
+        except psycopg.Error as exc:
+            self._raise(exc)  # a broken connection: ConnectionLost, run again by core.py
 
     def commit(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
         try:
-            if self._conn.info.transaction_status == pq.TransactionStatus.INERROR:
-                raise AssertionError("COMMIT of a failed transaction")  # would roll back
             self._conn.execute("COMMIT")
+            if pipeline is not None:
+                pipeline.__exit__(None, None, None)  # the last round trip
         except psycopg.Error as exc:
             error = self._error(exc)
             if isinstance(error, ConnectionLost):
@@ -223,13 +232,22 @@ class PostgresDatabase(Database):
 
     def rollback(self) -> None:
         self._in_txn = False
+        pipeline, self._pipeline = self._pipeline, None
         if self._conn.broken or self._conn.closed:
             return
+        if pipeline is not None:
+            try:
+                pipeline.__exit__(None, None, None)  # the queued statements' errors: known
+            except psycopg.Error:
+                pass
         try:
             if self._conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 self._conn.execute("ROLLBACK")
         except psycopg.Error as exc:
             log.info("%s: rollback failed: %s", self.display, one_line(exc))
+
+    def fetch_later(self, cursor: Cursor) -> Callable[[], Any]:
+        return cursor.fetchone  # after the COMMIT: already received, no round trip
 
     def lock_inodes(self, *inodes: int | None) -> None:
         ids = sorted({i for i in inodes if i is not None})
@@ -241,6 +259,40 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self._conn.close()
+
+
+class _Pending:
+    """A statement's result inside a transaction: waited for (one round trip, for every
+    statement queued before it too) only when read. Errors are sqlfsn's (``_raise``)."""
+
+    def __init__(self, db: PostgresDatabase, cursor: psycopg.Cursor[Any]) -> None:
+        self._db = db
+        self._cursor = cursor
+        self._pipeline = db._piped
+
+    def _read(self, read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except psycopg.Error as exc:
+            self._db._raise(exc)
+
+    def fetchone(self) -> Any:
+        return self._read(self._cursor.fetchone)
+
+    def fetchall(self) -> list[Any]:
+        return self._read(self._cursor.fetchall)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        def count() -> int:
+            assert self._pipeline is not None
+            self._pipeline.sync()  # waits for every result so far (not the end of the BEGIN)
+            return self._cursor.rowcount
+
+        return self._read(count)  # type: ignore[no-any-return]
 
 
 def connect_postgres(spec: str, *, create: bool, clock: Callable[[], int]) -> PostgresDatabase:

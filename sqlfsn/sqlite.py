@@ -97,6 +97,10 @@ class SqliteDatabase(Database):
             self._relaxed = False
             self.conn.execute("PRAGMA synchronous = FULL")
 
+    def fetch_later(self, cursor: Cursor) -> Callable[[], Any]:
+        row = cursor.fetchone()
+        return lambda: row
+
     def lock_inodes(self, *inodes: int | None) -> None:
         pass  # BEGIN IMMEDIATE: no other writer runs until this transaction ends
 

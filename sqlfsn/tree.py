@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import errors
 from .core import ATTR_COLUMNS, Core, check_count, check_name
@@ -107,24 +108,25 @@ class TreeOps(Core):
         size = 0 if target is None else len(target)
         now = self._clock()
 
-        def work(db: Database) -> int:
+        def work(db: Database) -> Callable[[], Any]:
             # The parent's row lock: no other entry of this name, no rmdir of the parent.
             self._dir(parent, lock=True)
             if self._entry(parent, name) is not None:
                 raise errors.Exists(f"{name!r} in directory {parent}")
-            inode: int = db.execute(
+            new = db.execute(
                 "INSERT INTO inode (mode, uid, gid, rdev, nlink, size, atime_ns, mtime_ns,"
                 " ctime_ns, version, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
                 " RETURNING id",
                 (mode, uid, gid, rdev, nlink, size, now, now, now, target),
-            ).fetchone()[0]
-            db.execute(
-                "INSERT INTO dentry (parent, name, inode) VALUES (?, ?, ?)", (parent, name, inode)
+            )
+            db.execute(  # names the inode just inserted: no need to wait for its number
+                f"INSERT INTO dentry (parent, name, inode) VALUES (?, ?, {db.dialect.last_inode})",
+                (parent, name),
             )
             self._touch_dir(parent, now, 1 if is_dir else 0)
-            return inode
+            return db.fetch_later(new)
 
-        inode = self._write(work)
+        inode = self._write(work)()[0]
         return Attr(inode, mode, nlink, uid, gid, rdev, size, now, now, now, 0)
 
     def readlink(self, inode: int) -> bytes:
@@ -144,7 +146,7 @@ class TreeOps(Core):
         check_name(new_name)
         now = self._clock()
 
-        def work(db: Database) -> Attr:
+        def work(db: Database) -> Callable[[], Attr]:
             # The new parent's lock (as in _make), then the inode's: its nlink is tested.
             db.lock_inodes(new_parent)
             attr = self._attr(inode, lock=True)
@@ -162,7 +164,7 @@ class TreeOps(Core):
             self._touch_dir(new_parent, now)
             return self._link_delta(inode, 1, now)
 
-        return self._write(work)
+        return self._write(work)()
 
     # -- removing ---------------------------------------------------------------------
 
@@ -174,7 +176,7 @@ class TreeOps(Core):
         check_name(name)
         now = self._clock()
 
-        def work(db: Database) -> Attr:
+        def work(db: Database) -> Callable[[], Attr]:
             # The parent's lock keeps the entry; the inode's nlink - 1 is one statement (its
             # row lock orders it with a link, which tests nlink under that lock).
             self._dir(parent, live=False, lock=True)
@@ -188,7 +190,7 @@ class TreeOps(Core):
             self._touch_dir(parent, now)
             return self._link_delta(inode, -1, now)
 
-        return self._write(work)
+        return self._write(work)()
 
     def rmdir(self, parent: int, name: bytes) -> Attr:
         """Remove an empty directory; returns its Attr, now an orphan (nlink 0).
@@ -198,7 +200,7 @@ class TreeOps(Core):
         check_name(name)
         now = self._clock()
 
-        def work(db: Database) -> Attr:
+        def work(db: Database) -> Callable[[], Any]:
             # The parent's lock keeps the entry; the directory's own lock keeps it empty: a
             # create in it waits for us, then finds it removed (nlink 0: NotFound).
             self._dir(parent, live=False, lock=True)
@@ -212,13 +214,12 @@ class TreeOps(Core):
             self._require_empty(inode)
             db.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
             self._touch_dir(parent, now, -1)
-            row = db.execute(
+            return db.fetch_later(db.execute(
                 f"UPDATE inode SET nlink = 0, ctime_ns = ? WHERE id = ? RETURNING {ATTR_COLUMNS}",
                 (now, inode),
-            ).fetchone()
-            return Attr(*row)
+            ))
 
-        return self._write(work)
+        return Attr(*self._write(work)())
 
     def _require_empty(self, directory: int) -> None:
         row = self._db.execute(
