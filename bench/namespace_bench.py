@@ -14,13 +14,14 @@ lock), unlinks (ns.unlink + ns.drop_if_orphan: an rm as the mount does it), then
 directory of `--entries` entries (all of ns.readdir, made before the timing). Backends are
 interleaved per round (sqlite, pg-tcp, pg-socket, sqlite, ...) because this machine is shared;
 the table gives medians over rounds, and each PostgreSQL rate as a ratio of SQLite's
-(per-round ratios' median, with min and max). It also counts round trips per operation
-(statements a PostgreSQL operation sends, BEGIN and COMMIT included).
+(per-round ratios' median, with min and max). It also counts the round trips of one
+PostgreSQL operation (BEGIN and COMMIT included).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -72,8 +73,9 @@ def run_round(ns: Namespace, files: int, entries: int, tag: str) -> dict[str, fl
 
 
 def statements_per_op(ns: Namespace) -> dict[str, int]:
-    """Round trips one operation makes to PostgreSQL (BEGIN and COMMIT included), from
-    libpq's protocol trace, once its statements are prepared (psycopg prepares a statement
+    """Round trips one operation makes to PostgreSQL (BEGIN and COMMIT included: client
+    messages followed by the server's answer, in libpq's protocol trace), once its statements
+    are prepared (psycopg prepares a statement
     on its 5th use, which costs one more round trip that time only)."""
     counts = {}
     d = ns.mkdir(ROOT_INODE, b"count", 0o755, 0, 0).inode
@@ -94,7 +96,9 @@ def statements_per_op(ns: Namespace) -> dict[str, int]:
             op()
             pgconn.untrace()
             trace.seek(0)
-            counts[name] = len(re.findall(r"\tF\t\d+\t(?:Sync|Query)\b", trace.read()))
+            # A round trip: the client's messages, then the server's answer.
+            sides = re.findall(r"^[^\t\n]*\t([FB])\t", trace.read(), re.MULTILINE)
+            counts[name] = sum(1 for a, b in itertools.pairwise(sides) if (a, b) == ("F", "B"))
     return counts
 
 
@@ -138,7 +142,7 @@ def main() -> int:
           f"entries; load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}, "
           f"{time.time() - started:.0f} s")
     print("| operation | sqlite /s | pg-tcp /s | ratio pg-tcp/sqlite | pg-socket /s | "
-          "ratio pg-socket/sqlite | statements per op (pg) |")
+          "ratio pg-socket/sqlite | round trips per op (pg) |")
     print("|---|---|---|---|---|---|---|")
     for phase in PHASES:
         cells = [f"{median('sqlite', phase):,.0f}"]

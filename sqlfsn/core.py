@@ -23,10 +23,12 @@ transaction of one of two kinds (``Isolation``), chosen per operation and commen
   which no row lock can hold; PostgreSQL's serializable isolation detects the conflict with a
   transaction adding such a row, and refuses one of the two.
 
-A lost race (serialization failure; a deadlock, possible only when concurrent renames turned
-a parent into a child) rolls the transaction back and runs it again, up to MAX_ATTEMPTS
-times with a short random backoff; then ``errors.Unavailable``. On SQLite every write is the
-one ``BEGIN IMMEDIATE`` writer, so none of this can happen there.
+Both kinds lock an inode's row before changing its content (set_content, settle, truncation),
+so the two never wait for each other crosswise on one file. A lost race (a serialization
+failure; a deadlock, which needs locks taken in different orders: e.g. two renames after a
+third turned a parent into a child) rolls the transaction back and runs it again, up to
+MAX_ATTEMPTS times with a short random backoff; then ``errors.Unavailable``. On SQLite every
+write is the one ``BEGIN IMMEDIATE`` writer, so none of this can happen there.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ RETRY_PAUSE_S = (0.001, 0.1)
 ATTR_COLUMNS = "id, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns, version"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+# (dentry id, inode, mode) of entry ? in directory ?.
+_ENTRY = (
+    "SELECT d.id, d.inode, i.mode FROM dentry d JOIN inode i ON i.id = d.inode"
+    " WHERE d.parent = ? AND d.name = ?"
+)
 
 
 def check_name(name: bytes) -> None:
@@ -215,11 +223,21 @@ class Core:
 
     def _entry(self, parent: int, name: bytes) -> tuple[int, int, int] | None:
         """(dentry id, inode, mode) of entry ``name`` in ``parent``, or None."""
-        return self._db.execute(
-            "SELECT d.id, d.inode, i.mode FROM dentry d JOIN inode i ON i.id = d.inode"
-            " WHERE d.parent = ? AND d.name = ?",
-            (parent, name),
-        ).fetchone()
+        return self._db.execute(_ENTRY, (parent, name)).fetchone()  # type: ignore[no-any-return]
+
+    def _dir_entry(self, parent: int, name: bytes, *, live: bool) -> tuple[int, int, int] | None:
+        """Lock directory ``parent`` and check it (as ``_dir``), then its entry ``name`` (as
+        ``_entry``). The two statements are sent together (PostgreSQL: one round trip): the
+        server runs them in order, so the entry is read once the lock is held, and sees what
+        the lock's previous holder committed."""
+        db = self._db
+        locked = db.execute(
+            f"SELECT {ATTR_COLUMNS} FROM inode WHERE id = ?{db.dialect.for_update}", (parent,)
+        )
+        entry = db.execute(_ENTRY, (parent, name))
+        row = locked.fetchone()
+        self._as_dir(parent, None if row is None else Attr(*row), live=live)
+        return entry.fetchone()  # type: ignore[no-any-return]
 
     def _link_delta(self, inode: int, delta: int, now: int) -> Callable[[], Attr]:
         """Add ``delta`` to the inode's nlink (a name added or removed), ctime = now; the

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import errors
 from .core import Core, check_count, check_hash, check_time
@@ -201,7 +202,7 @@ class FileOps(Core):
         now = self._clock()
 
         def work(c: Database) -> Attr:
-            old = self._attr(inode)
+            old = self._attr(inode, lock=True)  # as every change of the inode's content
             if not stat.S_ISREG(old.mode):
                 if stat.S_ISDIR(old.mode):
                     raise errors.IsADirectory(f"directory {inode} has no content")
@@ -309,7 +310,7 @@ class FileOps(Core):
         now = self._clock()
 
         def work(c: Database) -> Attr:
-            old = self._attr(inode)
+            old = self._attr(inode, lock=True)  # as every change of the inode's content
             if not stat.S_ISREG(old.mode):
                 raise errors.InvalidArgument(f"inode {inode} is not a regular file")
             if expect_version != old.version:
@@ -350,12 +351,13 @@ class FileOps(Core):
         if inode == ROOT_INODE:
             return False
 
-        def work(c: Database) -> bool:
+        def work(c: Database) -> Callable[[], Any]:
             # One statement deciding by itself (nlink 0 stays 0: nothing names the inode).
-            cur = c.execute("DELETE FROM inode WHERE id = ? AND nlink = 0", (inode,))
-            return cur.rowcount > 0
+            return c.fetch_later(
+                c.execute("DELETE FROM inode WHERE id = ? AND nlink = 0 RETURNING id", (inode,))
+            )
 
-        return self._write(work, durable=False)
+        return self._write(work, durable=False)() is not None
 
     def purge_orphans(self) -> int:
         """Delete every orphan (at mount start nothing can have them open); how many."""

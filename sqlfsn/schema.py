@@ -64,8 +64,8 @@ _TEMPLATE: tuple[str, ...] = (
     -- Invariants (check.py): a non-directory's nlink is its number of dentry rows; a live
     -- directory has exactly one dentry (none for the root) and nlink = 2 + its number of
     -- subdirectories; a regular file's size is the sum of its file_piece lengths.
-    -- Concurrency (PostgreSQL, see core.py): a directory's entries, and an inode's nlink,
-    -- change only while the transaction holds this row's lock (SELECT ... FOR UPDATE).
+    -- Concurrency (PostgreSQL, see core.py): a directory's entries, an inode's nlink and a
+    -- file's content change only while the transaction holds this row's lock.
     CREATE TABLE inode (
         id       {row_id},  -- inode number; 1 is the root directory
                             -- (the first row); increasing, never reused (gaps possible)

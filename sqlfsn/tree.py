@@ -110,8 +110,7 @@ class TreeOps(Core):
 
         def work(db: Database) -> Callable[[], Any]:
             # The parent's row lock: no other entry of this name, no rmdir of the parent.
-            self._dir(parent, lock=True)
-            if self._entry(parent, name) is not None:
+            if self._dir_entry(parent, name, live=True) is not None:
                 raise errors.Exists(f"{name!r} in directory {parent}")
             new = db.execute(
                 "INSERT INTO inode (mode, uid, gid, rdev, nlink, size, atime_ns, mtime_ns,"
@@ -179,8 +178,7 @@ class TreeOps(Core):
         def work(db: Database) -> Callable[[], Attr]:
             # The parent's lock keeps the entry; the inode's nlink - 1 is one statement (its
             # row lock orders it with a link, which tests nlink under that lock).
-            self._dir(parent, live=False, lock=True)
-            entry = self._entry(parent, name)
+            entry = self._dir_entry(parent, name, live=False)
             if entry is None:
                 raise errors.NotFound(f"{name!r} in directory {parent}")
             dentry_id, inode, mode = entry
@@ -203,8 +201,7 @@ class TreeOps(Core):
         def work(db: Database) -> Callable[[], Any]:
             # The parent's lock keeps the entry; the directory's own lock keeps it empty: a
             # create in it waits for us, then finds it removed (nlink 0: NotFound).
-            self._dir(parent, live=False, lock=True)
-            entry = self._entry(parent, name)
+            entry = self._dir_entry(parent, name, live=False)
             if entry is None:
                 raise errors.NotFound(f"{name!r} in directory {parent}")
             dentry_id, inode, mode = entry
@@ -267,17 +264,26 @@ class TreeOps(Core):
                 # row lock), so their subtree checks see each other's moves.
                 db.lock_renames()
             # Both parents' locks (one statement, in inode order) keep the two entries, and
-            # the new parent alive.
-            rows = db.execute(
+            # the new parent alive. Both entries are read in the same round trip, by the next
+            # statement: the server runs it once the locks are held.
+            locked = db.execute(
                 f"SELECT {ATTR_COLUMNS} FROM inode WHERE id IN (?, ?) ORDER BY id"
                 f"{db.dialect.for_update}",
                 (old_parent, new_parent),
-            ).fetchall()
-            parents = {row[0]: Attr(*row) for row in rows}
+            )
+            entries = db.execute(
+                "SELECT d.parent, d.name, d.id, d.inode, i.mode FROM dentry d"
+                " JOIN inode i ON i.id = d.inode"
+                " WHERE (d.parent = ? AND d.name = ?) OR (d.parent = ? AND d.name = ?)",
+                (old_parent, old_name, new_parent, new_name),
+            )
+            parents = {row[0]: Attr(*row) for row in locked.fetchall()}
             self._as_dir(old_parent, parents.get(old_parent), live=False)
             self._as_dir(new_parent, parents.get(new_parent), live=True)
+            found = {(parent, bytes(name)): (dentry, inode, mode)
+                     for parent, name, dentry, inode, mode in entries.fetchall()}
             return self._rename(old_parent, old_name, new_parent, new_name, noreplace,
-                                exchange, now)
+                                exchange, now, found)
 
         return self._write(work)
 
@@ -290,17 +296,11 @@ class TreeOps(Core):
         noreplace: bool,
         exchange: bool,
         now: int,
+        found: dict[tuple[int, bytes], tuple[int, int, int]],
     ) -> int | None:
-        """rename() inside its transaction, the locks taken and the parents checked."""
+        """rename() inside its transaction, the locks taken, the parents checked and the
+        entries ``found`` ((parent, name) -> (dentry id, inode, mode))."""
         db = self._db
-        rows = db.execute(  # both entries, one statement
-            "SELECT d.parent, d.name, d.id, d.inode, i.mode FROM dentry d"
-            " JOIN inode i ON i.id = d.inode"
-            " WHERE (d.parent = ? AND d.name = ?) OR (d.parent = ? AND d.name = ?)",
-            (old_parent, old_name, new_parent, new_name),
-        ).fetchall()
-        found = {(parent, bytes(name)): (dentry, inode, mode)
-                 for parent, name, dentry, inode, mode in rows}
         source = found.get((old_parent, old_name))
         if source is None:
             raise errors.NotFound(f"{old_name!r} in directory {old_parent}")
