@@ -15,6 +15,7 @@ engines are in ``sqlfsn/dialect.py``; how concurrent transactions keep the invar
 """
 
 from . import errors
+from .local import MountInfo, mount_holder
 from .namespace import Namespace
 from .schema import SCHEMA_VERSION
 from .types import (
@@ -39,9 +40,11 @@ __all__ = [
     "Claim",
     "ContentInfo",
     "DirEntry",
+    "MountInfo",
     "Namespace",
     "Piece",
     "UnsettledFile",
     "UploadInfo",
     "errors",
+    "mount_holder",
 ]

@@ -103,6 +103,7 @@ class Core:
     Attributes:
         _db: the database connection (autocommit; writes go through ``_write``).
         _clock: returns the current time in integer nanoseconds.
+        commits: how many write transactions this connection committed.
     """
 
     _db: Database
@@ -111,6 +112,7 @@ class Core:
     def __init__(self, db: Database, clock: Callable[[], int]) -> None:
         self._db = db
         self._clock = clock
+        self.commits = 0  # write transactions committed by this connection (statistics)
 
     def close(self) -> None:
         """Close the connection (uncommitted work cannot exist: every write commits)."""
@@ -147,6 +149,8 @@ class Core:
             try:
                 result = work(db)
                 db.commit()
+                if isolation is not Isolation.SNAPSHOT:
+                    self.commits += 1
                 return result
             except (Retry, ConnectionLost) as exc:
                 db.rollback()

@@ -12,12 +12,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
 from .check import run_checks
 from .content import ContentOps
-from .database import open_database
+from .database import is_postgres, open_database, sqlite_path
 from .files import FileOps
+from .local import MountInfo, MountLock
 from .tree import TreeOps
 from .xattrs import XattrOps
 
@@ -52,12 +54,34 @@ class Namespace(TreeOps, FileOps, XattrOps, ContentOps):
         that cannot be reached or refuses the connection. Messages never show a password.
         ``clock`` gives "now" for every time stamp (tests inject a fake one).
         """
-        return cls(open_database(spec, create=create, clock=clock), clock)
+        namespace = cls(open_database(spec, create=create, clock=clock), clock)
+        if not is_postgres(spec) and sqlite_path(spec) != ":memory:":
+            namespace._mount_lock = MountLock(Path(sqlite_path(spec)))
+        return namespace
+
+    _mount_lock: MountLock | None = None
 
     @property
     def database(self) -> str:
         """The database's name for messages (a URL without its password)."""
         return self._db.display
+
+    def register_mount(self, info: MountInfo) -> None:
+        """Register the mount of this process (call once, before serving).
+
+        SQLite allows one mount per namespace: an exclusive lock on the database's `-mount`
+        file, released by the kernel when this process ends however it ends, or by
+        ``close()``. MountBusy (naming the holder) if another process holds it. An in-memory
+        namespace has no other process: nothing to register. PostgreSQL: nothing is
+        registered yet (several mounts of one PostgreSQL namespace are a later step)."""
+        if self._mount_lock is not None:
+            self._mount_lock.acquire(info)
+
+    def close(self) -> None:
+        """Close the connection and give up the mount registration, if any."""
+        if self._mount_lock is not None:
+            self._mount_lock.release()
+        super().close()
 
     def __enter__(self) -> Namespace:
         return self

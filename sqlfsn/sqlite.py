@@ -15,9 +15,10 @@ import os
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import errors, local
 from .database import Cursor, Database, Isolation, Params, check_version
 from .dialect import SQLITE
 from .schema import SCHEMA_VERSION, create_tables
@@ -117,7 +118,8 @@ def connect_sqlite(path: str, *, create: bool, clock: Callable[[], int]) -> Sqli
     ``":memory:"`` gives a private in-memory database (always created). Otherwise a missing
     file is created only if ``create``; an existing file must be an empty database (then
     ``create`` is needed too) or a namespace of exactly SCHEMA_VERSION. A new root directory
-    gets ``clock()`` as its times and the calling process's uid and gid as owner.
+    gets ``clock()`` as its times and the calling process's uid and gid as owner. The file is
+    created, or tightened, readable by its owner only (local.py).
     """
     memory = path == ":memory:"
     if memory:
@@ -125,6 +127,8 @@ def connect_sqlite(path: str, *, create: bool, clock: Callable[[], int]) -> Sqli
     else:
         quoted = urllib.parse.quote(os.path.abspath(path))
         target = f"file:{quoted}?mode={'rwc' if create else 'rw'}"
+        if create:
+            local.create_private(Path(path))
     try:
         conn = sqlite3.connect(target, uri=not memory, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     except sqlite3.OperationalError as exc:
@@ -133,6 +137,8 @@ def connect_sqlite(path: str, *, create: bool, clock: Callable[[], int]) -> Sqli
     try:
         _set_pragmas(conn, path, memory=memory)
         _ensure_schema(db, create=create, clock=clock)
+        if not memory:
+            local.tighten(Path(path))
     except sqlite3.DatabaseError as exc:
         conn.close()
         if getattr(exc, "sqlite_errorcode", None) == _SQLITE_NOTADB:

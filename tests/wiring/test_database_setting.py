@@ -87,7 +87,7 @@ def test_mkfs_on_postgres(tmp_path: Path, pg_url: str, dev_swift, swift_containe
     assert made.returncode == 0, made.stderr
     assert "created filesystem" in made.stdout and "passfile" in made.stdout
     with Namespace.open(pg_url) as ns:
-        assert ns.get_meta("fs_id") in made.stdout
+        assert ns.get_meta("fs_uuid") in made.stdout
         assert ns.check() == []
     again = mkfs(config, "--force")
     assert again.returncode == 2
