@@ -17,6 +17,8 @@ from cloudfs.mount import MountOptions, run
 from seqwrite import Layout, StoreError
 from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace, mount_holder
+from sqlfsn.database import describe, is_postgres, sqlite_path
+from sqlfsn.errors import EmptyDatabase, NamespaceError
 from wiring.config import EXAMPLE, Config, load, parse_size
 from wiring.filesystem import make_store
 
@@ -33,7 +35,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--user",
                    help="Swift user (also ST_USER); the key comes from the file or ST_KEY")
     g.add_argument("--container", help="base name of the filesystem's containers")
-    g.add_argument("--database", help="namespace database (SQLite file)")
+    g.add_argument("--database",
+                   help="namespace database: an SQLite file, or postgresql://user@host/dbname")
     g.add_argument("--cache-dir", help="local spool/cache directory")
     g.add_argument("--segment-size", help="temporary segment size, e.g. 5G or 64M")
 
@@ -57,27 +60,53 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
     if args.shard_digits is not None:
         cfg = dataclasses.replace(cfg, shard_digits=args.shard_digits)
     cfg.require("database", "auth_url", "user", "key")
-    db = Path(cfg.database)
-    if db.exists() and not args.force:
-        raise UsageError(f"{db} already holds a filesystem; use --force to replace it "
-                         "(its files will be lost)")
-    holder = mount_holder(db)
-    if holder is not None:
-        raise UsageError(f"{db} is mounted ({holder.describe()}): unmount it first")
+    if is_postgres(cfg.database):
+        _require_empty_postgres(cfg.database)
+        db: str | Path = cfg.database
+    else:
+        db = Path(sqlite_path(cfg.database))
+        if db.exists() and not args.force:
+            raise UsageError(f"{db} already holds a filesystem; use --force to replace it "
+                             "(its files will be lost)")
+        holder = mount_holder(db)
+        if holder is not None:
+            raise UsageError(f"{db} is mounted ({holder.describe()}): unmount it first")
     layout = Layout(cfg.container, cfg.shard_digits)
     fs_id = trio.run(_make_containers, cfg, layout, args.force)
-    if db.exists():
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(db) + suffix).unlink(missing_ok=True)
-    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ns = Namespace.open(db, create=True)
+    if isinstance(db, Path):
+        if db.exists():
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+        db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        ns = Namespace.open(db, create=True)
+    except NamespaceError as exc:
+        raise UsageError(str(exc)) from None
+    if ns.get_meta(META_CONTAINER) is not None:  # another mkfs filled the database meanwhile
+        ns.close()
+        raise UsageError(f"{describe(str(db))} already holds a filesystem")
     ns.set_meta("fs_uuid", fs_id)  # the same id as the container's marker object
     ns.set_meta(META_CONTAINER, layout.base)
     ns.set_meta(META_SHARD_DIGITS, str(layout.shard_digits))
     ns.close()
-    print(f"created filesystem {fs_id}: database {db}, Swift containers {layout.base} and "
+    print(f"created filesystem {fs_id}: database {describe(str(db))}, Swift containers "
+          f"{layout.base} and "
           f"{len(layout.cas_containers())} CAS containers {layout.cas_containers()[0]}...")
     return 0
+
+
+def _require_empty_postgres(url: str) -> None:
+    """UsageError unless the PostgreSQL database `url` is empty: mkfs never replaces what a
+    database holds, even with --force (which then only concerns the Swift containers): drop
+    and re-create the database for that."""
+    try:
+        Namespace.open(url).close()
+    except EmptyDatabase:
+        return
+    except NamespaceError as exc:  # something else, another version, unreachable
+        raise UsageError(str(exc)) from None
+    raise UsageError(f"{describe(url)} already holds a filesystem; mkfs will not replace it "
+                     "(drop and re-create the database for a new one)")
 
 
 async def _make_containers(cfg: Config, layout: Layout, force: bool) -> str:
@@ -137,7 +166,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_args(p)
     p.add_argument("--shard-digits", type=int, choices=(0, 1, 2, 3),
                    help="CAS containers = 16**N (default 2 = 256; fixed for the filesystem)")
-    p.add_argument("--force", action="store_true", help="replace an existing filesystem")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing filesystem (its SQLite file and Swift containers' "
+                   "marker; a PostgreSQL database must be empty regardless)")
     p.set_defaults(func=cmd_mkfs)
 
     p = sub.add_parser("mount", help="mount a filesystem",

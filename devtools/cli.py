@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools import swift
+from devtools import postgres, swift
 from devtools.errors import ServiceError, UsageError
 
 
@@ -37,6 +37,7 @@ def _one_line_errors(prog: str, func: Callable[[argparse.Namespace], int]
 def register(subparsers: Any) -> None:
     """Add every development service's subcommand."""
     register_swift(subparsers)
+    register_postgres(subparsers)
 
 
 def register_swift(subparsers: Any) -> None:
@@ -85,17 +86,19 @@ def register_swift(subparsers: Any) -> None:
         help="lower the SLO max_manifest_segments (default 1000)",
     )
     p.set_defaults(func=_one_line_errors("cloudfs dev-swift start", _cmd_start))
-    p = actions.add_parser(
-        "stop",
-        help="stop DIR's Swift (idempotent)",
-        description="Stop the servers DIR's pid files name: SIGTERM, SIGKILL "
-        "after ~10 s. Exits 0 also when nothing ran.",
-    )
+    _add_dir_action(actions, "dev-swift", "stop", _cmd_stop, help="stop DIR's Swift (idempotent)",
+                    description="Stop the servers DIR's pid files name: SIGTERM, SIGKILL "
+                    "after ~10 s. Exits 0 also when nothing ran.")
+    _add_dir_action(actions, "dev-swift", "status", _cmd_status,
+                    help="show DIR's servers (exit 0 if all run, else 3)")
+
+
+def _add_dir_action(actions: Any, service: str, name: str,
+                    func: Callable[[argparse.Namespace], int], **texts: str) -> None:
+    """An ACTION of a dev service that takes only DIR."""
+    p = actions.add_parser(name, **texts)
     p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_one_line_errors("cloudfs dev-swift stop", _cmd_stop))
-    p = actions.add_parser("status", help="show DIR's servers (exit 0 if all run, else 3)")
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.set_defaults(func=_one_line_errors("cloudfs dev-swift status", _cmd_status))
+    p.set_defaults(func=_one_line_errors(f"cloudfs {service} {name}", func))
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -130,4 +133,68 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for name, s in st["servers"].items():
         state = f"running, pid {s['pid']}" if s["running"] else "stopped"
         print(f"  {name:<9} port {s['port'] or '-'}  {state}")
+    return 0 if st["running"] else 3
+
+
+def register_postgres(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "dev-postgres",
+        help="run a real PostgreSQL on 127.0.0.1 for development and tests",
+        description="Runs a real PostgreSQL (Debian's package, installed by scripts/install; "
+        "never the system's service) as one background server on 127.0.0.1:PORT, for a "
+        "filesystem whose namespace lives in PostgreSQL. Cluster, configuration, log and pid "
+        "file live in DIR; as root the server runs as the `postgres` user, which must be able "
+        "to reach DIR.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "start",
+        help="start DIR's PostgreSQL, print the `database = ...` line for the config file",
+        description="Start DIR's PostgreSQL (creating the cluster, role cloudfs with a random "
+        "password kept in DIR/etc/pgpass, and database cloudfs on first use) and wait until it "
+        "accepts connections, then print the `database = postgresql://...` line to put in the "
+        "[cloudfs] section of a config file (the password is not in it: the URL names the "
+        "passfile). Data survives restarts. If DIR's PostgreSQL already runs with the same port "
+        "(or if no --port is given), prints the line again and exits 0; with another port it "
+        "exits 2. A busy port is refused (exit 2). A failed start prints the server log's tail "
+        "and exits 1.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"TCP port on 127.0.0.1 (default: the port of DIR's last start, "
+                   f"else {postgres.DEFAULT_PORT})")
+    p.set_defaults(func=_one_line_errors("cloudfs dev-postgres start", _cmd_pg_start))
+    _add_dir_action(actions, "dev-postgres", "stop", _cmd_pg_stop,
+                    help="stop DIR's PostgreSQL (idempotent)",
+                    description="Stop the server DIR's pid file names: fast shutdown (clients "
+                    "are disconnected, data is kept), SIGKILL after ~10 s. Exits 0 also when "
+                    "nothing ran.")
+    _add_dir_action(actions, "dev-postgres", "status", _cmd_pg_status,
+                    help="show DIR's server (exit 0 if it runs, else 3)")
+
+
+def _cmd_pg_start(args: argparse.Namespace) -> int:
+    dev = postgres.running(args.dir)
+    if dev is not None and args.port in (None, dev.port):
+        print(f"the dev PostgreSQL in {dev.dir} is already running", file=sys.stderr)
+    else:
+        try:
+            last = postgres.status(args.dir)["port"] or postgres.DEFAULT_PORT
+            dev = postgres.start(args.dir, last if args.port is None else args.port)
+        except ServiceError as exc:
+            print(f"cloudfs dev-postgres start: {exc}", file=sys.stderr)
+            return 1
+    print(f"database = {dev.url()}")
+    return 0
+
+
+def _cmd_pg_stop(args: argparse.Namespace) -> int:
+    postgres.stop(args.dir)
+    return 0
+
+
+def _cmd_pg_status(args: argparse.Namespace) -> int:
+    st = postgres.status(args.dir)
+    state = f"running, pid {st['pid']}, port {st['port']}" if st["running"] else "not running"
+    print(f"dev PostgreSQL in {st['dir']}: {state}")
     return 0 if st["running"] else 3

@@ -102,28 +102,31 @@ def is_running(pid: int, dir: Path) -> bool:
     return any(os.fsencode(f"{dir}/{sub}/") in cmdline for sub in ("etc", "run"))
 
 
-def _preexec(parent: int, prctl: Callable[..., int] | None) -> None:
+def _preexec(parent: int, prctl: Callable[..., int] | None,
+             death_signal: signal.Signals = signal.SIGTERM) -> None:
     """Runs in the child between fork and exec: die with the parent (thread) if asked."""
     if prctl is not None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
 
 def spawn(cmd: list[str], dir: Path, name: str, *, die_with_parent: bool,
           env: Mapping[str, str] | None = None,
-          user: Callable[[], None] | None = None) -> int:
+          user: Callable[[], None] | None = None,
+          death_signal: signal.Signals = signal.SIGTERM) -> int:
     """Start `cmd` in the background (own session, stdin closed, output to log/<name>.log),
     write run/<name>.pid and return the pid. `user`, if given, runs in the child before exec
-    (e.g. to drop privileges)."""
+    (e.g. to drop privileges; before the parent-death signal is set, which a change of user
+    would clear). `death_signal` is what the process gets when the parent thread dies."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl if die_with_parent else None
     logfile = dir / "log" / f"{name}.log"
     parent = os.getpid()
 
     def preexec() -> None:
-        _preexec(parent, prctl)
         if user is not None:
             user()
+        _preexec(parent, prctl, death_signal)
 
     with open(logfile, "ab") as out:
         out.write(f"{START_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
@@ -158,12 +161,22 @@ def log_tails(dir: Path, names: Iterable[str]) -> str:
     return "\n".join(parts)
 
 
-def stop_all(dir: Path, names: Iterable[str], what: str) -> None:
-    """Stop the named processes of DIR (SIGTERM, SIGKILL after STOP_TIMEOUT) and remove their
+def stop_dir(dir: Path, stop_locked: Callable[[Path], None]) -> None:
+    """Run `stop_locked(DIR)` under DIR's lock (run/lock); nothing if DIR has no run/."""
+    dir = Path(dir).absolute()
+    if not (dir / "run").is_dir():
+        return
+    with locked(dir / "run" / "lock"):
+        stop_locked(dir)
+
+
+def stop_all(dir: Path, names: Iterable[str], what: str, *,
+             first: signal.Signals = signal.SIGTERM) -> None:
+    """Stop the named processes of DIR (`first`, SIGKILL after STOP_TIMEOUT) and remove their
     pid files. Only pids that are still DIR's are signalled. Call it under DIR's lock."""
     names = list(names)
     pids = [p for n in names if (p := read_pid(dir, n)) is not None and is_running(p, dir)]
-    for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+    for sig, timeout in ((first, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

@@ -441,11 +441,7 @@ def start(
 def stop(dir: Path) -> None:
     """Stops DIR's processes (Swift servers, memcached) by the pids in DIR/run (SIGTERM, then
     SIGKILL after ~10 s). Only signals a pid whose command line still names DIR. Idempotent."""
-    dir = Path(dir).absolute()
-    if not (dir / "run").is_dir():
-        return
-    with process.locked(dir / "run" / "lock"):
-        _stop_locked(dir)
+    process.stop_dir(dir, _stop_locked)
 
 
 def _stop_locked(dir: Path) -> None:

@@ -1,12 +1,16 @@
 """sqlfsn - the SQL filesystem namespace of cloudfs.
 
-Synchronous, stdlib sqlite3 only: directories, names, inode attributes, the content maps of
-regular files, the registry of stored content objects (the fence against the garbage
-collector) and upload leases, in one SQLite file shared by the mount and ccd. The schema,
-with the meaning of every table and column, is in ``sqlfsn/schema.py``.
+Synchronous: directories, names, inode attributes, the content maps of regular files, the
+registry of stored content objects (the fence against the garbage collector) and upload
+leases, in one SQLite file (stdlib sqlite3; the embedded default, one host) or one PostgreSQL
+database (psycopg 3; any number of hosts), shared by the mounts and ccd. The schema, with the
+meaning of every table and column, is in ``sqlfsn/schema.py``; the SQL differences of the two
+engines are in ``sqlfsn/dialect.py``; how concurrent transactions keep the invariants is in
+``sqlfsn/core.py``.
 
     from sqlfsn import Namespace, ROOT_INODE, errors
     ns = Namespace.open("/var/lib/cloudfs/ns.db", create=True)
+    ns = Namespace.open("postgresql://cloudfs@db.example:5432/cloudfs", create=True)
     attr = ns.mkdir(ROOT_INODE, b"docs", 0o755, uid, gid)
 """
 

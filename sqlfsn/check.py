@@ -4,16 +4,16 @@ Each ``check_*`` function verifies one invariant written in schema.py and yields
 violation; ``run_checks`` runs them all on one snapshot. The check only reads: repairing is
 the job of a separate fsck. It also re-verifies per-row rules that CHECK constraints and
 foreign keys enforce, because a database written with those switched off (or by an older
-tool) must not slip through.
+tool) must not slip through. The queries are the same on both engines (dialect.py).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 
 from .core import HEX64
+from .database import Database
 from .schema import SCHEMA_VERSION
 from .types import NAME_MAX, ROOT_INODE
 
@@ -33,20 +33,20 @@ def _is_dir(alias: str) -> str:
     return f"({alias}.mode & 61440) = 16384"
 
 
-Check = Callable[[sqlite3.Connection], Iterator[str]]
+Check = Callable[[Database], Iterator[str]]
 
 
 def _bad_hash(value: object) -> bool:
     return not isinstance(value, str) or not HEX64.fullmatch(value)
 
 
-def check_meta(c: sqlite3.Connection) -> Iterator[str]:
+def check_meta(c: Database) -> Iterator[str]:
     row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None or row[0] != str(SCHEMA_VERSION):
         yield f"meta: schema_version is {row and row[0]!r}, expected '{SCHEMA_VERSION}'"
 
 
-def check_root(c: sqlite3.Connection) -> Iterator[str]:
+def check_root(c: Database) -> Iterator[str]:
     row = c.execute("SELECT mode, nlink FROM inode WHERE id = ?", (ROOT_INODE,)).fetchone()
     if row is None or not stat.S_ISDIR(row[0]) or row[1] == 0:
         yield f"root inode {ROOT_INODE} missing, not a directory or removed: {row}"
@@ -54,7 +54,7 @@ def check_root(c: sqlite3.Connection) -> Iterator[str]:
         yield f"dentry {dentry_id}: names the root directory"
 
 
-def check_dentry_ends(c: sqlite3.Connection) -> Iterator[str]:
+def check_dentry_ends(c: Database) -> Iterator[str]:
     rows = c.execute(
         "SELECT d.id, d.parent, d.inode, p.mode, p.nlink, i.id FROM dentry d"
         " LEFT JOIN inode p ON p.id = d.parent LEFT JOIN inode i ON i.id = d.inode"
@@ -70,7 +70,7 @@ def check_dentry_ends(c: sqlite3.Connection) -> Iterator[str]:
             yield f"dentry {dentry_id}: inode {inode} does not exist"
 
 
-def check_names(c: sqlite3.Connection) -> Iterator[str]:
+def check_names(c: Database) -> Iterator[str]:
     for dentry_id, name in c.execute("SELECT id, name FROM dentry"):
         if (
             not isinstance(name, bytes)
@@ -82,10 +82,11 @@ def check_names(c: sqlite3.Connection) -> Iterator[str]:
             yield f"dentry {dentry_id}: invalid name {name!r}"
 
 
-def check_file_link_counts(c: sqlite3.Connection) -> Iterator[str]:
+def check_file_link_counts(c: Database) -> Iterator[str]:
     rows = c.execute(
-        "SELECT i.id, i.nlink, (SELECT count(*) FROM dentry d WHERE d.inode = i.id) AS names"
-        f" FROM inode i WHERE NOT {_is_dir('i')} AND i.nlink != names"
+        "SELECT id, nlink, names FROM (SELECT i.id, i.nlink, i.mode,"
+        "  (SELECT count(*) FROM dentry d WHERE d.inode = i.id) AS names FROM inode i) AS t"
+        f" WHERE NOT {_is_dir('t')} AND t.nlink != t.names"
     )
     for inode, nlink, names in rows:
         if names == 0:
@@ -94,7 +95,7 @@ def check_file_link_counts(c: sqlite3.Connection) -> Iterator[str]:
             yield f"inode {inode}: nlink {nlink} but {names} name(s)"
 
 
-def check_dir_link_counts(c: sqlite3.Connection) -> Iterator[str]:
+def check_dir_link_counts(c: Database) -> Iterator[str]:
     rows = c.execute(
         "SELECT i.id, i.nlink,"
         " (SELECT count(*) FROM dentry d WHERE d.inode = i.id),"
@@ -115,10 +116,10 @@ def check_dir_link_counts(c: sqlite3.Connection) -> Iterator[str]:
             yield f"directory {inode}: nlink {nlink} but {subdirs} subdirectories"
 
 
-def check_reachable(c: sqlite3.Connection) -> Iterator[str]:
+def check_reachable(c: Database) -> Iterator[str]:
     """Every named inode hangs below the root (no cycles, no detached subtrees)."""
     rows = c.execute(
-        "WITH RECURSIVE reach (id) AS (SELECT ? UNION"
+        "WITH RECURSIVE reach (id) AS (SELECT CAST(? AS BIGINT) UNION"
         " SELECT d.inode FROM dentry d JOIN reach r ON d.parent = r.id"
         f" JOIN inode i ON i.id = d.inode AND {_is_dir('i')})"
         " SELECT i.id FROM inode i WHERE i.nlink > 0 AND i.id != ?"
@@ -131,7 +132,7 @@ def check_reachable(c: sqlite3.Connection) -> Iterator[str]:
         yield f"inode {inode}: not reachable from the root (detached or in a cycle)"
 
 
-def check_inode_rows(c: sqlite3.Connection) -> Iterator[str]:
+def check_inode_rows(c: Database) -> Iterator[str]:
     rows = c.execute("SELECT id, mode, nlink, size, rdev, version, target FROM inode")
     for inode, mode, nlink, size, rdev, version, target in rows:
         kind = stat.S_IFMT(mode)
@@ -152,23 +153,24 @@ def check_inode_rows(c: sqlite3.Connection) -> Iterator[str]:
             yield f"inode {inode}: rdev set on a non-device"
 
 
-def check_orphans(c: sqlite3.Connection) -> Iterator[str]:
+def check_orphans(c: Database) -> Iterator[str]:
     """Inodes with nlink 0 (normal while the mount runs; run only when asked)."""
-    for (inode,) in c.execute("SELECT id FROM inode WHERE nlink = 0"):
+    for (inode,) in c.execute("SELECT id FROM inode WHERE nlink = 0 ORDER BY id"):
         yield f"inode {inode}: orphan (nlink 0)"
 
 
-def check_file_sizes(c: sqlite3.Connection) -> Iterator[str]:
+def check_file_sizes(c: Database) -> Iterator[str]:
     rows = c.execute(
-        "SELECT i.id, i.size, (SELECT coalesce(sum(p.length), 0) FROM file_piece p"
-        "  WHERE p.inode = i.id) AS total"
-        " FROM inode i WHERE (i.mode & 61440) = 32768 AND i.size != total"
+        "SELECT id, size, total FROM (SELECT i.id, i.size, i.mode,"
+        "  (SELECT CAST(coalesce(sum(p.length), 0) AS BIGINT) FROM file_piece p"
+        "   WHERE p.inode = i.id) AS total FROM inode i) AS t"
+        " WHERE (t.mode & 61440) = 32768 AND t.size != t.total"
     )
     for inode, size, total in rows:
         yield f"inode {inode}: size {size} but pieces hold {total} bytes"
 
 
-def check_pieces(c: sqlite3.Connection) -> Iterator[str]:
+def check_pieces(c: Database) -> Iterator[str]:
     rows = c.execute(
         "SELECT p.inode, p.idx, p.hash, p.obj_offset, p.length, i.mode, k.size, k.state"
         " FROM file_piece p LEFT JOIN inode i ON i.id = p.inode"
@@ -200,7 +202,7 @@ def check_pieces(c: sqlite3.Connection) -> Iterator[str]:
             yield f"{where}: ends at {offset + length}, content {h} has {content_size} bytes"
 
 
-def check_content(c: sqlite3.Connection) -> Iterator[str]:
+def check_content(c: Database) -> Iterator[str]:
     rows = c.execute("SELECT hash, size, state, claimed_ns, deleting_ns FROM content")
     for h, size, state, _claimed_ns, deleting_ns in rows:
         if _bad_hash(h):
@@ -211,11 +213,12 @@ def check_content(c: sqlite3.Connection) -> Iterator[str]:
             yield f"content {h}: state {state!r} with deleting_ns {deleting_ns}"
 
 
-def check_segments(c: sqlite3.Connection) -> Iterator[str]:
+def check_segments(c: Database) -> Iterator[str]:
     rows = c.execute(
-        "SELECT s.content_hash, count(*), min(s.seq), max(s.seq), sum(s.size), min(s.size),"
+        "SELECT s.content_hash, count(*), min(s.seq), max(s.seq), CAST(sum(s.size) AS BIGINT),"
+        " min(s.size),"
         " k.size FROM content_segment s LEFT JOIN content k ON k.hash = s.content_hash"
-        " GROUP BY s.content_hash"
+        " GROUP BY s.content_hash, k.size"
     )
     for h, count, first, last, total, smallest, size in rows:
         if size is None:
@@ -232,7 +235,7 @@ def check_segments(c: sqlite3.Connection) -> Iterator[str]:
             yield f"segment {seq} of content {h}: bad hash {segment!r}"
 
 
-def check_xattrs(c: sqlite3.Connection) -> Iterator[str]:
+def check_xattrs(c: Database) -> Iterator[str]:
     rows = c.execute(
         "SELECT x.inode, x.name FROM xattr x WHERE NOT EXISTS"
         " (SELECT 1 FROM inode i WHERE i.id = x.inode)"
@@ -259,7 +262,7 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def run_checks(c: sqlite3.Connection, *, include_orphans: bool = False) -> list[str]:
+def run_checks(c: Database, *, include_orphans: bool = False) -> list[str]:
     """All violations found (empty = consistent); ``c`` should be in a read transaction."""
     checks = CHECKS + (check_orphans,) if include_orphans else CHECKS
     return [problem for check in checks for problem in check(c)]

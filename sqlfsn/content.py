@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 
 from . import errors
 from .core import Core, check_count, check_hash
+from .database import Database, Isolation
 from .types import Claim, ContentInfo, ContentState, UploadInfo
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ class ContentOps(Core):
         if segs and sum(s for _, s in segs) != size:
             raise errors.InvalidArgument(f"segments of {hash} do not sum to {size}")
         now = self._clock()
-        with self._txn(durable=False) as c:
+
+        def work(c: Database) -> Claim:
             condemned: list[str] = []
             took_over_since: int | None = None  # oldest condemnation taken over
             for h in dict.fromkeys([hash, *(h for h, _ in segs)]):
@@ -150,11 +152,16 @@ class ContentOps(Core):
                     " VALUES (?, ?, ?, ?)",
                     [(hash, seq, h, s) for seq, (h, s) in enumerate(segs)],
                 )
-        return Claim(True, took_over_since)
+            return Claim(True, took_over_since)
+
+        # SERIALIZABLE: the claim and the collector's condemn decide on the same rows, which
+        # may not exist yet (a first claim, an object found without a row); of two racing,
+        # one is refused and run again, and then sees the other's outcome.
+        return self._write(work, isolation=Isolation.SERIALIZABLE, durable=False)
 
     def referenced_hashes(self, *, claimed_since_ns: int) -> set[str]:
         """Every hash the GC must keep (the two rules of the module docstring)."""
-        rows = self._conn.execute(_KEPT, {"since": claimed_since_ns}).fetchall()
+        rows = self._db.execute(_KEPT, {"since": claimed_since_ns}).fetchall()
         return {row[0] for row in rows}
 
     def condemn(self, hash: str, *, claimed_before_ns: int) -> bool:
@@ -167,7 +174,8 @@ class ContentOps(Core):
         """
         check_hash(hash)
         now = self._clock()
-        with self._txn() as c:
+
+        def work(c: Database) -> bool:
             kept = c.execute(_IS_KEPT, {"since": claimed_before_ns, "hash": hash}).fetchone()
             if kept[0]:
                 return False
@@ -177,30 +185,40 @@ class ContentOps(Core):
                 " state = 'deleting', deleting_ns = excluded.deleting_ns",
                 (hash, now),
             )
-        return True
+            return True
+
+        # SERIALIZABLE: "no piece and no recent claim references it" is about rows that do
+        # not exist; a set_content, settle or claim adding one concurrently (all three
+        # SERIALIZABLE) conflicts with this transaction, and one of the two is run again.
+        return self._write(work, isolation=Isolation.SERIALIZABLE)
 
     def content_deleted(self, hash: str) -> bool:
         """The object ``hash`` is gone from the store: forget its row (and segments) if it
         is 'deleting'; whether a row was deleted (False if a claim took it over)."""
         check_hash(hash)
-        with self._txn() as c:
+
+        def work(c: Database) -> bool:
             cur = c.execute("DELETE FROM content WHERE hash = ? AND state = 'deleting'", (hash,))
             return cur.rowcount > 0
+
+        # SERIALIZABLE: against a claim taking the condemned row over at the same time.
+        return self._write(work, isolation=Isolation.SERIALIZABLE)
 
     def contents(self, state: ContentState | None = None) -> list[ContentInfo]:
         """The registry rows (all, or those in ``state``), ordered by hash."""
         if state not in (None, "live", "deleting"):
             raise errors.InvalidArgument(f"no content state {state!r}")
-        rows = self._conn.execute(
-            "SELECT hash, size, state, claimed_ns, deleting_ns FROM content"
-            " WHERE ?1 IS NULL OR state = ?1 ORDER BY hash",
-            (state,),
+        where, params = ("", ()) if state is None else (" WHERE state = ?", (state,))
+        rows = self._db.execute(
+            f"SELECT hash, size, state, claimed_ns, deleting_ns FROM content{where}"
+            " ORDER BY hash",
+            params,
         ).fetchall()
         return [ContentInfo(*row) for row in rows]
 
     def content_segments(self, hash: str) -> list[tuple[str, int]]:
         """The (segment_hash, size) of content ``hash`` in order; [] for a single object."""
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT segment_hash, size FROM content_segment WHERE content_hash = ? ORDER BY seq",
             (hash,),
         ).fetchall()
@@ -212,10 +230,16 @@ class ContentOps(Core):
         """Take the lease ``upload_id`` (started = heartbeat = now); Exists if taken."""
         _check_upload_id(upload_id)
         now = self._clock()
-        with self._txn() as c:
-            if c.execute("SELECT 1 FROM upload WHERE id = ?", (upload_id,)).fetchone():
-                raise errors.Exists(f"upload {upload_id}")
-            c.execute("INSERT INTO upload VALUES (?, ?, ?)", (upload_id, now, now))
+
+        def work(c: Database) -> int:
+            # One statement decides (of two takers, the second finds the row).
+            return c.execute(
+                "INSERT INTO upload VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (upload_id, now, now),
+            ).rowcount
+
+        if self._write(work) == 0:
+            raise errors.Exists(f"upload {upload_id}")
 
     def upload_heartbeat(self, upload_ids: Iterable[str]) -> set[str]:
         """Renew these leases (heartbeat = now), in one transaction.
@@ -225,30 +249,37 @@ class ContentOps(Core):
         """
         ids = [_check_upload_id(i) for i in upload_ids]
         now = self._clock()
-        lost = set()
-        with self._txn() as c:
+
+        def work(c: Database) -> set[str]:
+            # Each UPDATE decides for its own row.
+            lost = set()
             for upload_id in ids:
                 cur = c.execute("UPDATE upload SET heartbeat_ns = ? WHERE id = ?", (now, upload_id))
                 if cur.rowcount == 0:
                     lost.add(upload_id)
-        return lost
+            return lost
+
+        return self._write(work)
 
     def upload_end(self, upload_id: str) -> bool:
         """Drop the lease (write aborted, or reaped by the cleanup); whether it existed."""
         _check_upload_id(upload_id)
-        with self._txn() as c:
+
+        def work(c: Database) -> bool:
             return c.execute("DELETE FROM upload WHERE id = ?", (upload_id,)).rowcount > 0
+
+        return self._write(work)
 
     def uploads_alive(self, since_ns: int) -> set[str]:
         """Ids of the leases whose heartbeat is at or after ``since_ns``."""
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT id FROM upload WHERE heartbeat_ns >= ?", (since_ns,)
         ).fetchall()
         return {row[0] for row in rows}
 
     def uploads(self) -> list[UploadInfo]:
         """Every lease, ordered by start time."""
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT id, started_ns, heartbeat_ns FROM upload ORDER BY started_ns, id"
         ).fetchall()
         return [UploadInfo(*row) for row in rows]
@@ -258,7 +289,7 @@ class ContentOps(Core):
     def content_info(self, hash: str) -> ContentInfo | None:
         """The registry row of ``hash``, or None."""
         check_hash(hash)
-        row = self._conn.execute(
+        row = self._db.execute(
             "SELECT hash, size, state, claimed_ns, deleting_ns FROM content WHERE hash = ?",
             (hash,),
         ).fetchone()
@@ -268,7 +299,7 @@ class ContentOps(Core):
         """Whether the GC keeps ``hash`` for this threshold (the rules of the module
         docstring), by index look-ups."""
         check_hash(hash)
-        row = self._conn.execute(_IS_KEPT, {"since": claimed_since_ns, "hash": hash}).fetchone()
+        row = self._db.execute(_IS_KEPT, {"since": claimed_since_ns, "hash": hash}).fetchone()
         return bool(row[0])
 
     def is_referenced(self, hash: str) -> bool:
@@ -281,7 +312,7 @@ class ContentOps(Core):
         state), ordered. The GC deletes a segment object only when this is empty: while a
         content row lists it, that content's manifest may still name it."""
         check_hash(hash)
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT DISTINCT content_hash FROM content_segment"
             " WHERE segment_hash = ? AND content_hash != ? ORDER BY content_hash",
             (hash, hash),
@@ -292,7 +323,7 @@ class ContentOps(Core):
         """The 'live' rows the GC does not keep for this threshold (claimed long ago, never
         referenced or no longer), ordered: contents whose writer died before publishing or
         whose files are gone. The GC removes them even when no listing shows their object."""
-        rows = self._conn.execute(
+        rows = self._db.execute(
             f"SELECT hash FROM content WHERE state = 'live' AND claimed_ns < :since"
             f" AND hash NOT IN ({_KEPT}) ORDER BY hash",
             {"since": claimed_since_ns},

@@ -1,44 +1,71 @@
-"""core.py - the database connection and what every part of the namespace shares.
+"""core.py - what every part of the namespace shares: transactions, validation, inode helpers.
 
-Owns: opening the SQLite file (pragmas, schema creation and version check), the write
-transaction (``_txn``), argument validation (names, hashes) and the small inode helpers that
-tree.py, files.py and content.py build on.
+Owns: running an operation as one transaction (``_write``, ``_read``) with bounded retries of
+lost races, argument validation (names, hashes) and the small inode helpers that tree.py,
+files.py and content.py build on. The database itself is database.py (SQLite: sqlite.py,
+PostgreSQL: postgres.py).
 
-Concurrency model: one connection per process, used from one thread. Two processes (the mount
-and ccd) may open the same file: WAL lets readers run beside the single writer, every write is
-one ``BEGIN IMMEDIATE`` transaction (it takes the write lock up front, so it never fails half
-way on a lock upgrade), and a writer waits up to BUSY_TIMEOUT_S for the other's transaction.
-Single SELECTs run in autocommit mode and see the last committed state.
+Concurrency model: one connection per Namespace, used from one thread; any number of
+processes (SQLite: on one host; PostgreSQL: on many) may open the same database. Single
+SELECTs run in autocommit mode and see the last committed state. Each write is one
+transaction of one of two kinds (``Isolation``), chosen per operation and commented there:
+
+* LOCKS, for changes of names and attributes. On PostgreSQL: READ COMMITTED, and before
+  deciding anything the transaction locks the inode rows its decision depends on
+  (``lock_inodes``): the directories whose entries it reads or changes (parents first, in
+  inode order), then an inode whose nlink or emptiness it tests. So two operations on one
+  directory queue on its row instead of failing, and each statement after the locks sees what
+  the previous holder committed. A rename between two directories first takes the
+  filesystem's rename lock (``lock_renames``, as Linux's s_vfs_rename_mutex): only such
+  renames change which directory lies below which, so their subtree checks cannot race.
+* SERIALIZABLE, for the content registry's fence against the garbage collector and content
+  commits: "no file and no recent claim references H" is a fact about rows that do not exist,
+  which no row lock can hold; PostgreSQL's serializable isolation detects the conflict with a
+  transaction adding such a row, and refuses one of the two.
+
+Both kinds lock an inode's row before changing its content (set_content, settle, truncation),
+so the two never wait for each other crosswise on one file. A lost race (a serialization
+failure; a deadlock, which needs locks taken in different orders: e.g. two renames after a
+third turned a parent into a child) rolls the transaction back and runs it again, up to
+MAX_ATTEMPTS times with a short random backoff; then ``errors.Unavailable``. On SQLite every
+write is the one ``BEGIN IMMEDIATE`` writer, so none of this can happen there.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
-import sqlite3
 import stat
-import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from . import errors, local
-from .schema import SCHEMA_VERSION, create_tables
+from . import errors
+from .database import ConnectionLost, Database, Isolation, Retry
 from .types import NAME_MAX, Attr
 
 log = logging.getLogger(__name__)
 
-#: How long a write waits for the other process's write transaction before failing. Our
-#: transactions are short (milliseconds); this only rides out the other daemon's commit.
-BUSY_TIMEOUT_S = 10.0
+T = TypeVar("T")
+
+#: Runs of one transaction before a still-losing race becomes errors.Unavailable. With the
+#: backoff below that is about two seconds of trying.
+MAX_ATTEMPTS = 30
+#: First and largest pause before a transaction is run again, seconds (then random 50-100 %).
+RETRY_PAUSE_S = (0.001, 0.1)
 
 #: The columns of ``inode`` that make an Attr, in Attr's field order.
 ATTR_COLUMNS = "id, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns, version"
 
 #: A content hash: 64 lowercase hex digits (blake3-256); also the schema's CHECK.
 HEX64 = re.compile(r"[0-9a-f]{64}")
-_SQLITE_NOTADB = 26
+
+# (dentry id, inode, mode) of entry ? in directory ?.
+_ENTRY = (
+    "SELECT d.id, d.inode, i.mode FROM dentry d JOIN inode i ON i.id = d.inode"
+    " WHERE d.parent = ? AND d.name = ?"
+)
 
 
 def check_name(name: bytes) -> None:
@@ -71,155 +98,81 @@ def check_time(what: str, value: object) -> None:
         raise errors.InvalidArgument(f"{what} must be integer nanoseconds, got {value!r}")
 
 
-def connect(
-    path: str | os.PathLike[str], *, create: bool, clock: Callable[[], int]
-) -> sqlite3.Connection:
-    """Open the database file, set the pragmas, and create or verify the schema.
-
-    ``":memory:"`` gives a private in-memory database (always created). Otherwise a missing
-    file is created only if ``create``; an existing file must be an empty database (then
-    ``create`` is needed too) or a namespace of exactly SCHEMA_VERSION. A new root directory
-    gets ``clock()`` as its times and the calling process's uid and gid as owner.
-    """
-    spec = os.fspath(path)
-    memory = spec == ":memory:"
-    if memory:
-        target, create = ":memory:", True
-    else:
-        quoted = urllib.parse.quote(os.path.abspath(spec))
-        target = f"file:{quoted}?mode={'rw' if not create else 'rwc'}"
-        if create:
-            local.create_private(Path(spec))
-    try:
-        conn = sqlite3.connect(target, uri=not memory, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except sqlite3.OperationalError as exc:
-        raise errors.NotAFilesystem(f"{spec}: cannot open ({exc})") from exc
-    try:
-        _set_pragmas(conn, spec, memory=memory)
-        _ensure_schema(conn, spec, create=create, clock=clock)
-        if not memory:
-            local.tighten(Path(spec))
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_NOTADB:
-            raise errors.NotAFilesystem(f"{spec}: not an SQLite database") from exc
-        raise
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _set_pragmas(conn: sqlite3.Connection, spec: str, *, memory: bool) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    conn.execute("PRAGMA foreign_keys = ON")
-    # FULL: in WAL mode, NORMAL may lose the last commits on power failure; we promise a
-    # committed rename or set_content survives, so every commit syncs the WAL.
-    conn.execute("PRAGMA synchronous = FULL")
-    journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if not memory and journal != "wal":
-        log.warning("%s: journal_mode is %s, not wal: the other daemon will block", spec, journal)
-
-
-def _ensure_schema(
-    conn: sqlite3.Connection, spec: str, *, create: bool, clock: Callable[[], int]
-) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version == 0:
-        # Possibly new: decide under the write lock, so two processes cannot both create.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-                if tables:
-                    raise errors.NotAFilesystem(f"{spec}: an SQLite database of something else")
-                if not create:
-                    raise errors.NotAFilesystem(f"{spec}: empty database (open with create=True)")
-                create_tables(conn, now_ns=clock(), root_uid=os.getuid(), root_gid=os.getgid())
-                version = SCHEMA_VERSION
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    if version != SCHEMA_VERSION:
-        newer = "newer" if version > SCHEMA_VERSION else "older"
-        raise errors.NotAFilesystem(
-            f"{spec}: schema version {version} is {newer} than this sqlfsn's "
-            f"{SCHEMA_VERSION}; {'upgrade cloudfs' if newer == 'newer' else 'no upgrade path'}"
-        )
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None or row[0] != str(SCHEMA_VERSION):
-        raise errors.NotAFilesystem(f"{spec}: meta schema_version {row} != user_version")
-
-
 class Core:
     """State and helpers shared by the operation mixins.
 
     Attributes:
-        _conn: the connection (autocommit; writes go through ``_txn``).
+        _db: the database connection (autocommit; writes go through ``_write``).
         _clock: returns the current time in integer nanoseconds.
         commits: how many write transactions this connection committed.
     """
 
-    _conn: sqlite3.Connection
+    _db: Database
     _clock: Callable[[], int]
 
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], int]) -> None:
-        self._conn = conn
+    def __init__(self, db: Database, clock: Callable[[], int]) -> None:
+        self._db = db
         self._clock = clock
         self.commits = 0  # write transactions committed by this connection (statistics)
 
     def close(self) -> None:
         """Close the connection (uncommitted work cannot exist: every write commits)."""
-        self._conn.close()
+        self._db.close()
 
-    @contextmanager
-    def _txn(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error.
+    def _write(
+        self,
+        work: Callable[[Database], T],
+        *,
+        isolation: Isolation = Isolation.LOCKS,
+        durable: bool = True,
+    ) -> T:
+        """``work(db)`` as one write transaction: COMMIT on return, ROLLBACK on error, run
+        again (bounded) if it lost a race or its connection broke before the COMMIT.
 
-        ``durable=False`` commits without syncing the WAL, for housekeeping whose loss in a
-        power failure is repaired anyway (e.g. dropping an orphan: purge_orphans at the next
-        mount). Its effect becomes durable with the next durable commit of any process, since
-        syncing the WAL syncs every frame before it: nothing durable can depend on it alone."""
-        conn = self._conn
-        if conn.in_transaction:
-            raise RuntimeError("sqlfsn transactions do not nest")
-        if not durable:
-            conn.execute("PRAGMA synchronous = NORMAL")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        ``durable=False`` commits without waiting for the disk, for housekeeping whose loss in
+        a power failure is repaired anyway (e.g. dropping an orphan: purge_orphans at the next
+        mount). Its effect becomes durable with the next durable commit of any process (both
+        engines write one log, and syncing it syncs every record before): nothing durable can
+        depend on it alone. ``work`` must not have effects outside the database: it may run
+        more than once."""
+        return self._transaction(work, isolation, durable)
+
+    def _read(self, work: Callable[[Database], T]) -> T:
+        """``work(db)`` in a read transaction: several SELECTs that see one consistent state."""
+        return self._transaction(work, Isolation.SNAPSHOT, True)
+
+    def _transaction(self, work: Callable[[Database], T], isolation: Isolation,
+                     durable: bool) -> T:
+        db = self._db
+        pause = RETRY_PAUSE_S[0]
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            db.begin(isolation, durable=durable)
             try:
-                yield conn
-                conn.execute("COMMIT")
-                self.commits += 1
+                result = work(db)
+                db.commit()
+                if isolation is not Isolation.SNAPSHOT:
+                    self.commits += 1
+                return result
+            except (Retry, ConnectionLost) as exc:
+                db.rollback()
+                level = logging.DEBUG if attempt < 5 else logging.INFO
+                log.log(level, "%s transaction run again (attempt %d): %s",
+                        isolation.value, attempt + 1, exc)
+                last: Exception = exc
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                db.rollback()
                 raise
-        finally:
-            if not durable:
-                conn.execute("PRAGMA synchronous = FULL")
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: several SELECTs that see one consistent state."""
-        conn = self._conn
-        if conn.in_transaction:
-            raise RuntimeError("sqlfsn transactions do not nest")
-        conn.execute("BEGIN DEFERRED")
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(2 * pause, RETRY_PAUSE_S[1])
+        raise errors.Unavailable(
+            f"{db.display}: a transaction still conflicted after {MAX_ATTEMPTS} attempts ({last})"
+        )
 
     # -- meta ---------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
         """The value of filesystem parameter ``key`` (see the meta table), or None."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
@@ -228,35 +181,45 @@ class Core:
             raise errors.InvalidArgument("meta keys and values are non-empty str")
         if key == "schema_version":
             raise errors.InvalidArgument("schema_version is managed by sqlfsn")
-        with self._txn() as c:
-            c.execute(
+        # One statement: nothing to decide, nothing to lock.
+        self._write(
+            lambda db: db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+        )
 
     # -- inode helpers (call inside a transaction when the answer guides a write) ----------
 
-    def _attr_or_none(self, inode: int) -> Attr | None:
-        row = self._conn.execute(
-            f"SELECT {ATTR_COLUMNS} FROM inode WHERE id = ?", (inode,)
+    def _attr_or_none(self, inode: int, *, lock: bool = False) -> Attr | None:
+        """The inode's attributes, or None; ``lock``: also lock its row (``lock_inodes``)
+        in the same statement."""
+        locking = self._db.dialect.for_update if lock else ""
+        row = self._db.execute(
+            f"SELECT {ATTR_COLUMNS} FROM inode WHERE id = ?{locking}", (inode,)
         ).fetchone()
         return None if row is None else Attr(*row)
 
-    def _attr(self, inode: int) -> Attr:
-        """The inode's attributes; NotFound if there is no such inode."""
-        attr = self._attr_or_none(inode)
+    def _attr(self, inode: int, *, lock: bool = False) -> Attr:
+        """The inode's attributes (``lock``: as in _attr_or_none); NotFound if there is no
+        such inode."""
+        attr = self._attr_or_none(inode, lock=lock)
         if attr is None:
             raise errors.NotFound(f"inode {inode}")
         return attr
 
-    def _dir(self, inode: int, *, live: bool = True) -> Attr:
-        """The attributes of directory ``inode``.
+    def _dir(self, inode: int, *, live: bool = True, lock: bool = False) -> Attr:
+        """The attributes of directory ``inode`` (``lock``: as in _attr_or_none).
 
         NotFound if it does not exist (or, with ``live``, was removed: nlink 0, so no new
         entries may appear in it); NotADirectory if it is something else.
         """
-        attr = self._attr_or_none(inode)
+        return self._as_dir(inode, self._attr_or_none(inode, lock=lock), live=live)
+
+    @staticmethod
+    def _as_dir(inode: int, attr: Attr | None, *, live: bool) -> Attr:
+        """``attr`` (of ``inode``) if it is a directory; the errors of ``_dir``."""
         if attr is None or (live and attr.nlink == 0 and stat.S_ISDIR(attr.mode)):
             raise errors.NotFound(f"directory {inode}")
         if not stat.S_ISDIR(attr.mode):
@@ -265,16 +228,47 @@ class Core:
 
     def _entry(self, parent: int, name: bytes) -> tuple[int, int, int] | None:
         """(dentry id, inode, mode) of entry ``name`` in ``parent``, or None."""
-        row: tuple[int, int, int] | None = self._conn.execute(
-            "SELECT d.id, d.inode, i.mode FROM dentry d JOIN inode i ON i.id = d.inode"
-            " WHERE d.parent = ? AND d.name = ?",
-            (parent, name),
-        ).fetchone()
-        return row
+        return self._db.execute(_ENTRY, (parent, name)).fetchone()  # type: ignore[no-any-return]
+
+    def _dir_entry(self, parent: int, name: bytes, *, live: bool) -> tuple[int, int, int] | None:
+        """Lock directory ``parent`` and check it (as ``_dir``), then its entry ``name`` (as
+        ``_entry``). The two statements are sent together (PostgreSQL: one round trip): the
+        server runs them in order, so the entry is read once the lock is held, and sees what
+        the lock's previous holder committed."""
+        db = self._db
+        locked = db.execute(
+            f"SELECT {ATTR_COLUMNS} FROM inode WHERE id = ?{db.dialect.for_update}", (parent,)
+        )
+        entry = db.execute(_ENTRY, (parent, name))
+        row = locked.fetchone()
+        self._as_dir(parent, None if row is None else Attr(*row), live=live)
+        return entry.fetchone()  # type: ignore[no-any-return]
+
+    def _link_delta(self, inode: int, delta: int, now: int) -> Callable[[], Attr]:
+        """Add ``delta`` to the inode's nlink (a name added or removed), ctime = now; the
+        new attributes, to be read after the COMMIT (``fetch_later``)."""
+        row = self._db.fetch_later(self._db.execute(
+            "UPDATE inode SET nlink = nlink + ?, ctime_ns = ? WHERE id = ?"
+            f" RETURNING {ATTR_COLUMNS}",
+            (delta, now, inode),
+        ))
+        return lambda: Attr(*row())
 
     def _touch_dir(self, inode: int, now: int, nlink_delta: int = 0) -> None:
         """A directory's entries changed: set its mtime and ctime, adjust its nlink."""
-        self._conn.execute(
+        self._db.execute(
             "UPDATE inode SET mtime_ns = ?, ctime_ns = ?, nlink = nlink + ? WHERE id = ?",
             (now, now, nlink_delta, inode),
+        )
+
+    def _touch_dirs(self, first: int, second: int, now: int, moved: int) -> None:
+        """Two directories' entries changed (one statement): mtime and ctime of both = now;
+        ``moved`` subdirectories went from ``first`` to ``second`` (their nlinks follow)."""
+        if first == second:
+            self._touch_dir(first, now)
+            return
+        self._db.execute(
+            "UPDATE inode SET mtime_ns = ?, ctime_ns = ?,"
+            " nlink = nlink + CASE WHEN id = ? THEN ? ELSE ? END WHERE id IN (?, ?)",
+            (now, now, first, -moved, moved, first, second),
         )

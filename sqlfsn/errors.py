@@ -2,7 +2,8 @@
 
 sqlfsn knows no errno numbers: the FUSE layer maps these classes to errnos in one table.
 Every error is raised before anything is changed (the operation's transaction is rolled
-back), so a caller never has to repair half-done work.
+back), so a caller never has to repair half-done work. The one exception is said in its
+place: ``Unavailable`` when the connection broke during a COMMIT.
 """
 
 from __future__ import annotations
@@ -114,6 +115,20 @@ class MountBusy(NamespaceError):
 
 
 class NotAFilesystem(NamespaceError):
-    """The database is missing, not SQLite, not a cloudfs namespace, or of another version."""
+    """The database is missing, not a database, not a cloudfs namespace, or of another
+    version."""
 
     reason = "not a cloudfs namespace"
+
+
+class EmptyDatabase(NotAFilesystem):
+    """The database exists but is empty: no namespace yet (open it with create=True)."""
+
+
+class Unavailable(NamespaceError):
+    """The database cannot serve the request: unreachable, connection lost, out of space,
+    locked by another process for too long, or still losing races after many retries. The
+    operation did not happen, except where the detail says the connection broke during the
+    COMMIT (then it may have)."""
+
+    reason = "database unavailable"

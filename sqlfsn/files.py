@@ -1,4 +1,4 @@
-"""files.py - inode attributes, file content maps (``file_piece``), orphans and xattrs.
+"""files.py - inode attributes, file content maps (``file_piece``) and orphans.
 
 A regular file's content is a list of pieces (see the file_piece table): ranges of stored
 content objects, or holes. ``set_content`` replaces the whole list in one transaction (the
@@ -11,32 +11,15 @@ from __future__ import annotations
 
 import logging
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import errors
 from .core import Core, check_count, check_hash, check_time
-from .types import NAME_MAX, ROOT_INODE, Attr, Piece, UnsettledFile
+from .database import Database, Isolation
+from .types import ROOT_INODE, Attr, Piece, UnsettledFile
 
 log = logging.getLogger(__name__)
-
-
-#: xattr namespaces the kernel or a security module interprets (POSIX ACLs, SELinux labels,
-#: file capabilities). cloudfs enforces neither, so storing them would pretend a protection
-#: that does not exist: requests for them are Unsupported (EOPNOTSUPP). Tools cache that
-#: answer per filesystem (`ls -l` asks once, not twice per entry), which a "no such
-#: attribute" answer would not allow.
-UNSUPPORTED_XATTR_PREFIXES = (b"system.", b"security.")
-
-
-def _check_xattr_name(name: bytes) -> None:
-    if not isinstance(name, bytes):
-        raise TypeError(f"xattr names are bytes, not {type(name).__name__}")
-    if len(name) > NAME_MAX:
-        raise errors.NameTooLong(f"xattr name of {len(name)} bytes")
-    if not name or b"\0" in name:
-        raise errors.InvalidName(f"xattr name {name!r}")
-    if name.startswith(UNSUPPORTED_XATTR_PREFIXES):
-        raise errors.Unsupported(f"xattr namespace of {name!r}")
 
 
 def _normalized(pieces: Sequence[Piece], size: int) -> list[Piece]:
@@ -62,7 +45,7 @@ def _normalized(pieces: Sequence[Piece], size: int) -> list[Piece]:
 
 
 class FileOps(Core):
-    """Attributes, content maps, orphans, statfs and extended attributes; mixed into Namespace."""
+    """Attributes, content maps, orphans and statfs; mixed into Namespace."""
 
     def setattr(
         self,
@@ -90,8 +73,10 @@ class FileOps(Core):
         for what, value in (("atime_ns", atime_ns), ("mtime_ns", mtime_ns), ("ctime_ns", ctime_ns)):
             check_time(what, value)
         now = self._clock()
-        with self._txn() as c:
-            old = self._attr(inode)
+
+        def work(c: Database) -> Attr:
+            # The inode's lock: the new attributes are computed from the old ones.
+            old = self._attr(inode, lock=True)
             if size is not None and not stat.S_ISREG(old.mode):
                 if stat.S_ISDIR(old.mode):
                     raise errors.IsADirectory(f"cannot truncate directory {inode}")
@@ -99,12 +84,12 @@ class FileOps(Core):
             given = (mode, uid, gid, atime_ns, mtime_ns, ctime_ns, size)
             if all(value is None for value in given):
                 return old
-            version = old.version
+            version, new_mtime = old.version, mtime_ns
             if size is not None and size != old.size:
                 self._resize(inode, old.size, size)
                 version += 1
-                if mtime_ns is None:
-                    mtime_ns = now
+                if new_mtime is None:
+                    new_mtime = now
             new = Attr(
                 inode=inode,
                 mode=old.mode if mode is None else stat.S_IFMT(old.mode) | (mode & 0o7777),
@@ -114,7 +99,7 @@ class FileOps(Core):
                 rdev=old.rdev,
                 size=old.size if size is None else size,
                 atime_ns=old.atime_ns if atime_ns is None else atime_ns,
-                mtime_ns=old.mtime_ns if mtime_ns is None else mtime_ns,
+                mtime_ns=old.mtime_ns if new_mtime is None else new_mtime,
                 ctime_ns=now if ctime_ns is None else ctime_ns,
                 version=version,
             )
@@ -135,9 +120,11 @@ class FileOps(Core):
             )
             return new
 
+        return self._write(work)
+
     def _resize(self, inode: int, old_size: int, new_size: int) -> None:
         """Trim the pieces to ``new_size`` bytes, or append a hole (extending a final hole)."""
-        c = self._conn
+        c = self._db
         if new_size < old_size:
             pos = 0
             rows = c.execute(
@@ -177,14 +164,17 @@ class FileOps(Core):
 
     def pieces(self, inode: int) -> list[Piece]:
         """The content map of ``inode`` in order (empty for non-regular inodes); NotFound."""
-        with self._snapshot() as c:
+
+        def work(c: Database) -> list[Piece]:
             rows = c.execute(
                 "SELECT hash, obj_offset, length FROM file_piece WHERE inode = ? ORDER BY idx",
                 (inode,),
             ).fetchall()
             if not rows:
                 self._attr(inode)
-        return [Piece(*row) for row in rows]
+            return [Piece(*row) for row in rows]
+
+        return self._read(work)
 
     def set_content(
         self,
@@ -210,8 +200,9 @@ class FileOps(Core):
         pieces = _normalized(pieces, size)
         check_time("mtime_ns", mtime_ns)
         now = self._clock()
-        with self._txn() as c:
-            old = self._attr(inode)
+
+        def work(c: Database) -> Attr:
+            old = self._attr(inode, lock=True)  # as every change of the inode's content
             if not stat.S_ISREG(old.mode):
                 if stat.S_ISDIR(old.mode):
                     raise errors.IsADirectory(f"directory {inode} has no content")
@@ -250,24 +241,34 @@ class FileOps(Core):
             )
             return self._attr(inode)
 
+        # SERIALIZABLE: the pieces may only name content that is live, and the collector's
+        # condemn (also SERIALIZABLE) proves that no piece names it; one of two such
+        # transactions racing is refused and run again. The compare-and-swap on the version
+        # needs nothing more: of two commits from the same version, the second's UPDATE of the
+        # inode row fails to serialize, and run again it sees the new version (Conflict).
+        return self._write(work, isolation=Isolation.SERIALIZABLE)
+
     # -- settling (ccd) ---------------------------------------------------------------
 
     def versioned_pieces(self, inode: int) -> tuple[Attr, list[Piece]]:
         """The attributes and the content map of ``inode`` read in one snapshot, so the
         pieces are exactly those of ``attr.version``; NotFound."""
-        with self._snapshot() as c:
+
+        def work(c: Database) -> tuple[Attr, list[Piece]]:
             attr = self._attr(inode)
             rows = c.execute(
                 "SELECT hash, obj_offset, length FROM file_piece WHERE inode = ? ORDER BY idx",
                 (inode,),
             ).fetchall()
-        return attr, [Piece(*row) for row in rows]
+            return attr, [Piece(*row) for row in rows]
+
+        return self._read(work)
 
     def unsettled_files(self) -> list[UnsettledFile]:
         """The regular files with a name (nlink > 0) and at least one piece whose content is
         not one whole stored content, i.e. not the single piece (H, 0, size of H): several
         pieces, a hole, or part of a content. Ordered by inode. One scan of the files."""
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT i.id, i.version, i.size, i.ctime_ns,"
             "  (SELECT count(*) FROM file_piece q WHERE q.inode = i.id)"
             " FROM file_piece p JOIN inode i ON i.id = p.inode"
@@ -307,8 +308,9 @@ class FileOps(Core):
         check_count("size", size, minimum=1)
         check_count("expect_version", expect_version)
         now = self._clock()
-        with self._txn() as c:
-            old = self._attr(inode)
+
+        def work(c: Database) -> Attr:
+            old = self._attr(inode, lock=True)  # as every change of the inode's content
             if not stat.S_ISREG(old.mode):
                 raise errors.InvalidArgument(f"inode {inode} is not a regular file")
             if expect_version != old.version:
@@ -337,6 +339,9 @@ class FileOps(Core):
                 c.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
             return old
 
+        # SERIALIZABLE, as set_content: it adds a reference (and re-claims the old ones).
+        return self._write(work, isolation=Isolation.SERIALIZABLE)
+
     # -- orphans and statistics -------------------------------------------------------
 
     def drop_if_orphan(self, inode: int) -> bool:
@@ -345,89 +350,31 @@ class FileOps(Core):
         orphan is purged at the next mount."""
         if inode == ROOT_INODE:
             return False
-        with self._txn(durable=False) as c:
-            cur = c.execute("DELETE FROM inode WHERE id = ? AND nlink = 0", (inode,))
-            return cur.rowcount > 0
+
+        def work(c: Database) -> Callable[[], Any]:
+            # One statement deciding by itself (nlink 0 stays 0: nothing names the inode).
+            return c.fetch_later(
+                c.execute("DELETE FROM inode WHERE id = ? AND nlink = 0 RETURNING id", (inode,))
+            )
+
+        return self._write(work, durable=False)() is not None
 
     def purge_orphans(self) -> int:
         """Delete every orphan (at mount start nothing can have them open); how many."""
-        with self._txn() as c:
+
+        def work(c: Database) -> int:
             cur = c.execute("DELETE FROM inode WHERE nlink = 0 AND id != ?", (ROOT_INODE,))
-            if cur.rowcount:
-                log.info("purged %d orphan inodes", cur.rowcount)
             return cur.rowcount
+
+        count = self._write(work)
+        if count:
+            log.info("purged %d orphan inodes", count)
+        return count
 
     def statfs(self) -> tuple[int, int]:
         """(number of inodes, orphans included; total bytes of regular files)."""
-        count, total = self._conn.execute(
-            "SELECT count(*), coalesce(sum(CASE WHEN (mode & 61440) = 32768 THEN size END), 0)"
-            " FROM inode"
+        count, total = self._db.execute(
+            "SELECT count(*), CAST(coalesce(sum(CASE WHEN (mode & 61440) = 32768 THEN size END),"
+            " 0) AS BIGINT) FROM inode"
         ).fetchone()
         return count, total
-
-    # -- extended attributes ----------------------------------------------------------
-
-    def getxattr(self, inode: int, name: bytes) -> bytes:
-        """The value of xattr ``name``; NotFound (inode), NoSuchAttr."""
-        _check_xattr_name(name)
-        row = self._conn.execute(
-            "SELECT value FROM xattr WHERE inode = ? AND name = ?", (inode, name)
-        ).fetchone()
-        if row is None:
-            self._attr(inode)
-            raise errors.NoSuchAttr(f"{name!r} of inode {inode}")
-        value: bytes = row[0]
-        return value
-
-    def setxattr(
-        self,
-        inode: int,
-        name: bytes,
-        value: bytes,
-        *,
-        create: bool = False,
-        replace: bool = False,
-    ) -> None:
-        """Set xattr ``name``; ctime = now. ``create``: Exists if present (XATTR_CREATE);
-        ``replace``: NoSuchAttr if absent (XATTR_REPLACE); both: InvalidArgument."""
-        _check_xattr_name(name)
-        if not isinstance(value, bytes):
-            raise TypeError(f"xattr values are bytes, not {type(value).__name__}")
-        if create and replace:
-            raise errors.InvalidArgument("setxattr: create and replace together")
-        now = self._clock()
-        with self._txn() as c:
-            self._attr(inode)
-            exists = c.execute(
-                "SELECT 1 FROM xattr WHERE inode = ? AND name = ?", (inode, name)
-            ).fetchone()
-            if create and exists:
-                raise errors.Exists(f"xattr {name!r} of inode {inode}")
-            if replace and not exists:
-                raise errors.NoSuchAttr(f"{name!r} of inode {inode}")
-            c.execute(
-                "INSERT INTO xattr (inode, name, value) VALUES (?, ?, ?)"
-                " ON CONFLICT (inode, name) DO UPDATE SET value = excluded.value",
-                (inode, name, value),
-            )
-            c.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, inode))
-
-    def listxattr(self, inode: int) -> list[bytes]:
-        """The xattr names of ``inode``, sorted; NotFound."""
-        with self._snapshot() as c:
-            self._attr(inode)
-            rows = c.execute(
-                "SELECT name FROM xattr WHERE inode = ? ORDER BY name", (inode,)
-            ).fetchall()
-        return [row[0] for row in rows]
-
-    def removexattr(self, inode: int, name: bytes) -> None:
-        """Remove xattr ``name``; ctime = now. NotFound (inode), NoSuchAttr."""
-        _check_xattr_name(name)
-        now = self._clock()
-        with self._txn() as c:
-            self._attr(inode)
-            cur = c.execute("DELETE FROM xattr WHERE inode = ? AND name = ?", (inode, name))
-            if cur.rowcount == 0:
-                raise errors.NoSuchAttr(f"{name!r} of inode {inode}")
-            c.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, inode))

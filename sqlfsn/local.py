@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import errors
+from .database import is_postgres, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,13 @@ class MountLock:
             os.close(fd)
 
 
-def mount_holder(path: Path) -> MountInfo | None:
-    """Who has the SQLite namespace at `path` mounted now, or None (nobody, or no such file)."""
+def mount_holder(path: Path | str) -> MountInfo | None:
+    """Who has the SQLite namespace at `path` mounted now, or None (nobody, or no such file).
+    `path` may be any database spec (`sqlite:///path`; a PostgreSQL URL has no holder here)."""
+    if is_postgres(str(path)):
+        return None
     try:
-        fd = os.open(f"{path}-mount", os.O_RDONLY)
+        fd = os.open(f"{sqlite_path(path)}-mount", os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:

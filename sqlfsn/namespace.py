@@ -1,8 +1,9 @@
 """namespace.py - ``Namespace``, the public face of sqlfsn: open a database, use the API.
 
 The operations live in mixins, one module per concern: tree.py (names), files.py (attributes,
-content maps, orphans, xattrs), content.py (content registry, upload leases), on top of
-core.py (connection, transactions). This module only assembles them and adds the check.
+content maps, orphans), xattrs.py, content.py (content registry, upload leases), on top of
+core.py (transactions) and database.py (the connection: SQLite or PostgreSQL). This module
+only assembles them and adds the check.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from types import TracebackType
 
 from .check import run_checks
 from .content import ContentOps
-from .core import connect
+from .database import is_postgres, open_database, sqlite_path
 from .files import FileOps
 from .local import MountInfo, MountLock
 from .tree import TreeOps
+from .xattrs import XattrOps
 
 log = logging.getLogger(__name__)
 
 
-class Namespace(TreeOps, FileOps, ContentOps):
-    """A cloudfs namespace stored in one SQLite file. Synchronous; use from one thread.
+class Namespace(TreeOps, FileOps, XattrOps, ContentOps):
+    """A cloudfs namespace in an SQLite file or a PostgreSQL database. Synchronous; use
+    from one thread.
 
     Every method is one transaction (or one consistent read) and raises a subclass of
     ``errors.NamespaceError`` (having changed nothing) when the operation is refused.
@@ -35,24 +38,33 @@ class Namespace(TreeOps, FileOps, ContentOps):
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike[str],
+        spec: str | os.PathLike[str],
         *,
         create: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> Namespace:
-        """Open the namespace in ``path`` (``":memory:"``: a new private in-memory one).
+        """Open the namespace ``spec`` names: an SQLite file (a path or ``sqlite:///path``;
+        ``":memory:"``: a new private in-memory one) or a PostgreSQL database
+        (``postgresql://user@host:port/dbname``, libpq conventions, see postgres.py).
 
-        ``create``: create the file and schema if the file is missing or empty. Raises
-        errors.NotAFilesystem for a missing file (without ``create``), a non-SQLite file,
-        a database of something else, or a schema version this code does not know.
+        ``create``: create the schema if the database is empty (and, for SQLite, the file if
+        it is missing). Raises errors.NotAFilesystem for a missing file (without
+        ``create``), a file that is no SQLite database, a database of something else, or a
+        schema version this code does not know; errors.Unavailable for a PostgreSQL server
+        that cannot be reached or refuses the connection. Messages never show a password.
         ``clock`` gives "now" for every time stamp (tests inject a fake one).
         """
-        namespace = cls(connect(path, create=create, clock=clock), clock)
-        if os.fspath(path) != ":memory:":
-            namespace._mount_lock = MountLock(Path(path))
+        namespace = cls(open_database(spec, create=create, clock=clock), clock)
+        if not is_postgres(spec) and sqlite_path(spec) != ":memory:":
+            namespace._mount_lock = MountLock(Path(sqlite_path(spec)))
         return namespace
 
     _mount_lock: MountLock | None = None
+
+    @property
+    def database(self) -> str:
+        """The database's name for messages (a URL without its password)."""
+        return self._db.display
 
     def register_mount(self, info: MountInfo) -> None:
         """Register the mount of this process (call once, before serving).
@@ -60,7 +72,8 @@ class Namespace(TreeOps, FileOps, ContentOps):
         SQLite allows one mount per namespace: an exclusive lock on the database's `-mount`
         file, released by the kernel when this process ends however it ends, or by
         ``close()``. MountBusy (naming the holder) if another process holds it. An in-memory
-        namespace has no other process: nothing to register."""
+        namespace has no other process: nothing to register. PostgreSQL: nothing is
+        registered yet (several mounts of one PostgreSQL namespace are a later step)."""
         if self._mount_lock is not None:
             self._mount_lock.acquire(info)
 
@@ -87,5 +100,4 @@ class Namespace(TreeOps, FileOps, ContentOps):
         Orphans (nlink 0) are normal while a mount runs; they are reported only with
         ``include_orphans`` (e.g. after ``purge_orphans``, or offline).
         """
-        with self._snapshot() as c:
-            return run_checks(c, include_orphans=include_orphans)
+        return self._read(lambda db: run_checks(db, include_orphans=include_orphans))

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import errors
 from .core import ATTR_COLUMNS, Core, check_count, check_name
+from .database import Database
 from .types import ROOT_INODE, TARGET_MAX, Attr, DirEntry
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ class TreeOps(Core):
         b'.' and b'..' are InvalidName here: the FUSE layer answers those itself.
         """
         check_name(name)
-        row = self._conn.execute(
+        row = self._db.execute(
             f"SELECT {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
             " WHERE d.parent = ? AND d.name = ?",
             (parent, name),
@@ -105,25 +107,30 @@ class TreeOps(Core):
         nlink = 2 if is_dir else 1
         size = 0 if target is None else len(target)
         now = self._clock()
-        with self._txn() as c:
-            self._dir(parent)
-            if self._entry(parent, name) is not None:
+
+        def work(db: Database) -> Callable[[], Any]:
+            # The parent's row lock: no other entry of this name, no rmdir of the parent.
+            if self._dir_entry(parent, name, live=True) is not None:
                 raise errors.Exists(f"{name!r} in directory {parent}")
-            inode = c.execute(
+            new = db.execute(
                 "INSERT INTO inode (mode, uid, gid, rdev, nlink, size, atime_ns, mtime_ns,"
-                " ctime_ns, version, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                " ctime_ns, version, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+                " RETURNING id",
                 (mode, uid, gid, rdev, nlink, size, now, now, now, target),
-            ).lastrowid
-            assert inode is not None
-            c.execute(
-                "INSERT INTO dentry (parent, name, inode) VALUES (?, ?, ?)", (parent, name, inode)
+            )
+            db.execute(  # names the inode just inserted: no need to wait for its number
+                f"INSERT INTO dentry (parent, name, inode) VALUES (?, ?, {db.dialect.last_inode})",
+                (parent, name),
             )
             self._touch_dir(parent, now, 1 if is_dir else 0)
+            return db.fetch_later(new)
+
+        inode = self._write(work)()[0]
         return Attr(inode, mode, nlink, uid, gid, rdev, size, now, now, now, 0)
 
     def readlink(self, inode: int) -> bytes:
         """The target of symlink ``inode``; NotFound, InvalidArgument if not a symlink."""
-        row = self._conn.execute("SELECT target FROM inode WHERE id = ?", (inode,)).fetchone()
+        row = self._db.execute("SELECT target FROM inode WHERE id = ?", (inode,)).fetchone()
         if row is None:
             raise errors.NotFound(f"inode {inode}")
         if row[0] is None:
@@ -138,8 +145,11 @@ class TreeOps(Core):
         """
         check_name(new_name)
         now = self._clock()
-        with self._txn() as c:
-            attr = self._attr(inode)
+
+        def work(db: Database) -> Callable[[], Attr]:
+            # The new parent's lock (as in _make), then the inode's: its nlink is tested.
+            db.lock_inodes(new_parent)
+            attr = self._attr(inode, lock=True)
             if stat.S_ISDIR(attr.mode):
                 raise errors.NotPermitted(f"hard link to directory {inode}")
             if attr.nlink == 0:
@@ -147,13 +157,14 @@ class TreeOps(Core):
             self._dir(new_parent)
             if self._entry(new_parent, new_name) is not None:
                 raise errors.Exists(f"{new_name!r} in directory {new_parent}")
-            c.execute(
+            db.execute(
                 "INSERT INTO dentry (parent, name, inode) VALUES (?, ?, ?)",
                 (new_parent, new_name, inode),
             )
-            c.execute("UPDATE inode SET nlink = nlink + 1, ctime_ns = ? WHERE id = ?", (now, inode))
             self._touch_dir(new_parent, now)
-            return self._attr(inode)
+            return self._link_delta(inode, 1, now)
+
+        return self._write(work)()
 
     # -- removing ---------------------------------------------------------------------
 
@@ -164,18 +175,21 @@ class TreeOps(Core):
         """
         check_name(name)
         now = self._clock()
-        with self._txn() as c:
-            self._dir(parent, live=False)
-            entry = self._entry(parent, name)
+
+        def work(db: Database) -> Callable[[], Attr]:
+            # The parent's lock keeps the entry; the inode's nlink - 1 is one statement (its
+            # row lock orders it with a link, which tests nlink under that lock).
+            entry = self._dir_entry(parent, name, live=False)
             if entry is None:
                 raise errors.NotFound(f"{name!r} in directory {parent}")
             dentry_id, inode, mode = entry
             if stat.S_ISDIR(mode):
                 raise errors.IsADirectory(f"{name!r} in directory {parent}")
-            c.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
-            c.execute("UPDATE inode SET nlink = nlink - 1, ctime_ns = ? WHERE id = ?", (now, inode))
+            db.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
             self._touch_dir(parent, now)
-            return self._attr(inode)
+            return self._link_delta(inode, -1, now)
+
+        return self._write(work)()
 
     def rmdir(self, parent: int, name: bytes) -> Attr:
         """Remove an empty directory; returns its Attr, now an orphan (nlink 0).
@@ -184,22 +198,29 @@ class TreeOps(Core):
         """
         check_name(name)
         now = self._clock()
-        with self._txn() as c:
-            self._dir(parent, live=False)
-            entry = self._entry(parent, name)
+
+        def work(db: Database) -> Callable[[], Any]:
+            # The parent's lock keeps the entry; the directory's own lock keeps it empty: a
+            # create in it waits for us, then finds it removed (nlink 0: NotFound).
+            entry = self._dir_entry(parent, name, live=False)
             if entry is None:
                 raise errors.NotFound(f"{name!r} in directory {parent}")
             dentry_id, inode, mode = entry
             if not stat.S_ISDIR(mode):
                 raise errors.NotADirectory(f"{name!r} in directory {parent}")
+            db.lock_inodes(inode)
             self._require_empty(inode)
-            c.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
-            c.execute("UPDATE inode SET nlink = 0, ctime_ns = ? WHERE id = ?", (now, inode))
+            db.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
             self._touch_dir(parent, now, -1)
-            return self._attr(inode)
+            return db.fetch_later(db.execute(
+                f"UPDATE inode SET nlink = 0, ctime_ns = ? WHERE id = ? RETURNING {ATTR_COLUMNS}",
+                (now, inode),
+            ))
+
+        return Attr(*self._write(work)())
 
     def _require_empty(self, directory: int) -> None:
-        row = self._conn.execute(
+        row = self._db.execute(
             "SELECT 1 FROM dentry WHERE parent = ? LIMIT 1", (directory,)
         ).fetchone()
         if row is not None:
@@ -236,54 +257,95 @@ class TreeOps(Core):
         if noreplace and exchange:
             raise errors.InvalidArgument("rename: noreplace and exchange together")
         now = self._clock()
-        with self._txn() as c:
-            self._dir(old_parent, live=False)
-            self._dir(new_parent)
-            source = self._entry(old_parent, old_name)
-            if source is None:
-                raise errors.NotFound(f"{old_name!r} in directory {old_parent}")
-            target = self._entry(new_parent, new_name)
-            if target is None and exchange:
-                raise errors.NotFound(f"{new_name!r} in directory {new_parent}")
-            if target is not None and noreplace:
-                raise errors.Exists(f"{new_name!r} in directory {new_parent}")
-            if target is not None and target[1] == source[1]:
-                return None
-            src_id, src_inode, src_mode = source
-            src_dir = stat.S_ISDIR(src_mode)
-            if src_dir and self._in_subtree(new_parent, src_inode):
-                raise errors.InvalidMove(f"directory {src_inode} into {new_parent}")
-            if exchange:
-                assert target is not None
-                self._exchange(source, target, old_parent, new_parent, now)
-                return None
-            replaced: int | None = None
-            if target is not None:
-                tgt_id, replaced, tgt_mode = target
-                tgt_dir = stat.S_ISDIR(tgt_mode)
-                if src_dir and not tgt_dir:
-                    raise errors.NotADirectory(f"{new_name!r} in directory {new_parent}")
-                if tgt_dir and not src_dir:
-                    raise errors.IsADirectory(f"{new_name!r} in directory {new_parent}")
-                if tgt_dir:
-                    self._require_empty(replaced)
-                c.execute("DELETE FROM dentry WHERE id = ?", (tgt_id,))
-                c.execute(
-                    "UPDATE inode SET nlink = CASE WHEN ? THEN 0 ELSE nlink - 1 END,"
-                    " ctime_ns = ? WHERE id = ?",
-                    (tgt_dir, now, replaced),
-                )
-                if tgt_dir:
-                    self._touch_dir(new_parent, now, -1)
-            c.execute(
-                "UPDATE dentry SET parent = ?, name = ? WHERE id = ?",
-                (new_parent, new_name, src_id),
+
+        def work(db: Database) -> int | None:
+            if old_parent != new_parent:
+                # Only a rename between two directories can change which directory lies
+                # below which: these take the filesystem's rename lock first (before any
+                # row lock), so their subtree checks see each other's moves.
+                db.lock_renames()
+            # Both parents' locks (one statement, in inode order) keep the two entries, and
+            # the new parent alive. Both entries are read in the same round trip, by the next
+            # statement: the server runs it once the locks are held.
+            locked = db.execute(
+                f"SELECT {ATTR_COLUMNS} FROM inode WHERE id IN (?, ?) ORDER BY id"
+                f"{db.dialect.for_update}",
+                (old_parent, new_parent),
             )
-            c.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, src_inode))
-            moved = 1 if src_dir and old_parent != new_parent else 0
-            self._touch_dir(old_parent, now, -moved)
-            self._touch_dir(new_parent, now, moved)
-            return replaced
+            entries = db.execute(
+                "SELECT d.parent, d.name, d.id, d.inode, i.mode FROM dentry d"
+                " JOIN inode i ON i.id = d.inode"
+                " WHERE (d.parent = ? AND d.name = ?) OR (d.parent = ? AND d.name = ?)",
+                (old_parent, old_name, new_parent, new_name),
+            )
+            parents = {row[0]: Attr(*row) for row in locked.fetchall()}
+            self._as_dir(old_parent, parents.get(old_parent), live=False)
+            self._as_dir(new_parent, parents.get(new_parent), live=True)
+            found = {(parent, bytes(name)): (dentry, inode, mode)
+                     for parent, name, dentry, inode, mode in entries.fetchall()}
+            return self._rename(old_parent, old_name, new_parent, new_name, noreplace,
+                                exchange, now, found)
+
+        return self._write(work)
+
+    def _rename(
+        self,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        noreplace: bool,
+        exchange: bool,
+        now: int,
+        found: dict[tuple[int, bytes], tuple[int, int, int]],
+    ) -> int | None:
+        """rename() inside its transaction, the locks taken, the parents checked and the
+        entries ``found`` ((parent, name) -> (dentry id, inode, mode))."""
+        db = self._db
+        source = found.get((old_parent, old_name))
+        if source is None:
+            raise errors.NotFound(f"{old_name!r} in directory {old_parent}")
+        target = found.get((new_parent, new_name))
+        if target is None and exchange:
+            raise errors.NotFound(f"{new_name!r} in directory {new_parent}")
+        if target is not None and noreplace:
+            raise errors.Exists(f"{new_name!r} in directory {new_parent}")
+        if target is not None and target[1] == source[1]:
+            return None
+        src_id, src_inode, src_mode = source
+        src_dir = stat.S_ISDIR(src_mode)
+        if src_dir and self._in_subtree(new_parent, src_inode):
+            raise errors.InvalidMove(f"directory {src_inode} into {new_parent}")
+        if exchange:
+            assert target is not None
+            self._exchange(source, target, old_parent, new_parent, now)
+            return None
+        replaced: int | None = None
+        if target is not None:
+            tgt_id, replaced, tgt_mode = target
+            tgt_dir = stat.S_ISDIR(tgt_mode)
+            if src_dir and not tgt_dir:
+                raise errors.NotADirectory(f"{new_name!r} in directory {new_parent}")
+            if tgt_dir and not src_dir:
+                raise errors.IsADirectory(f"{new_name!r} in directory {new_parent}")
+            if tgt_dir:
+                db.lock_inodes(replaced)  # keeps it empty, as in rmdir
+                self._require_empty(replaced)
+            db.execute("DELETE FROM dentry WHERE id = ?", (tgt_id,))
+            db.execute(
+                "UPDATE inode SET nlink = CASE WHEN ? THEN 0 ELSE nlink - 1 END,"
+                " ctime_ns = ? WHERE id = ?",
+                (tgt_dir, now, replaced),
+            )
+            if tgt_dir:
+                self._touch_dir(new_parent, now, -1)
+        db.execute(
+            "UPDATE dentry SET parent = ?, name = ? WHERE id = ?",
+            (new_parent, new_name, src_id),
+        )
+        db.execute("UPDATE inode SET ctime_ns = ? WHERE id = ?", (now, src_inode))
+        self._touch_dirs(old_parent, new_parent, now, 1 if src_dir else 0)
+        return replaced
 
     def _exchange(
         self,
@@ -297,21 +359,18 @@ class TreeOps(Core):
         (src_id, src_inode, src_mode), (tgt_id, tgt_inode, tgt_mode) = source, target
         if stat.S_ISDIR(tgt_mode) and self._in_subtree(old_parent, tgt_inode):
             raise errors.InvalidMove(f"directory {tgt_inode} into {old_parent}")
-        c = self._conn
-        c.execute("UPDATE dentry SET inode = ? WHERE id = ?", (tgt_inode, src_id))
-        c.execute("UPDATE dentry SET inode = ? WHERE id = ?", (src_inode, tgt_id))
-        c.execute("UPDATE inode SET ctime_ns = ? WHERE id IN (?, ?)", (now, src_inode, tgt_inode))
+        db = self._db
+        db.execute("UPDATE dentry SET inode = ? WHERE id = ?", (tgt_inode, src_id))
+        db.execute("UPDATE dentry SET inode = ? WHERE id = ?", (src_inode, tgt_id))
+        db.execute("UPDATE inode SET ctime_ns = ? WHERE id IN (?, ?)", (now, src_inode, tgt_inode))
         # A directory that changes parent moves one nlink from its old parent to its new one.
         shift = int(stat.S_ISDIR(src_mode)) - int(stat.S_ISDIR(tgt_mode))
-        if old_parent == new_parent:
-            shift = 0
-        self._touch_dir(old_parent, now, -shift)
-        self._touch_dir(new_parent, now, shift)
+        self._touch_dirs(old_parent, new_parent, now, shift)
 
     def _in_subtree(self, node: int, directory: int) -> bool:
         """Whether directory ``node`` is ``directory`` or lies below it (walks up names)."""
-        row = self._conn.execute(
-            "WITH RECURSIVE up (id) AS (SELECT ? UNION"
+        row = self._db.execute(
+            "WITH RECURSIVE up (id) AS (SELECT CAST(? AS BIGINT) UNION"
             " SELECT d.parent FROM dentry d JOIN up ON d.inode = up.id)"
             " SELECT 1 FROM up WHERE id = ? LIMIT 1",
             (node, directory),
@@ -323,9 +382,10 @@ class TreeOps(Core):
         names gets one of them), b'/' for the root, or None if it has no name (an orphan)."""
         if inode == ROOT_INODE:
             return b"/"
-        names: list[bytes] = []
-        node = inode
-        with self._snapshot() as c:
+
+        def work(c: Database) -> bytes | None:
+            names: list[bytes] = []
+            node = inode
             while node != ROOT_INODE:
                 row = c.execute(
                     "SELECT parent, name FROM dentry WHERE inode = ? ORDER BY id LIMIT 1",
@@ -334,8 +394,10 @@ class TreeOps(Core):
                 if row is None or len(names) > 4096:
                     return None
                 node, name = row
-                names.append(name)
-        return b"/" + b"/".join(reversed(names))
+                names.append(bytes(name))
+            return b"/" + b"/".join(reversed(names))
+
+        return self._read(work)
 
     # -- listing ----------------------------------------------------------------------
 
@@ -353,7 +415,7 @@ class TreeOps(Core):
 
     def _readdir(self, inode: int, offset: int) -> Iterator[DirEntry]:
         while True:
-            rows = self._conn.execute(
+            rows = self._db.execute(
                 f"SELECT d.id, d.name, {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
                 " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
                 (inode, offset, READDIR_BATCH),

@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the session's real dev Swift and the tests' own clients of it.
+"""Shared pytest fixtures: the session's real dev Swift and dev PostgreSQL, and the tests' own
+clients of them.
 
 Fixtures (all lazy: a test that requests none of them never starts Swift):
     dev_swift       session: a `devtools.swift.DevSwift` on a random free port range, with a
@@ -8,8 +9,13 @@ Fixtures (all lazy: a test that requests none of them never starts Swift):
     fault_proxy     function: a started `faultproxy.FaultProxy` in front of dev_swift; use
                     `fault_proxy.url` as the auth URL so every request goes through it.
 
-Tests using dev_swift (directly or through another fixture) get the `swift` marker, so
-`pytest -m "not swift"` runs the pure unit tests only. The dev Swift never outlives the session:
+    dev_postgres    session: a `devtools.postgres.DevPostgres` (fast: no fsync) on a free port,
+                    in a temporary directory of its own, removed at the end.
+    pg_url          function: the URL of a fresh, empty database on it, dropped afterwards.
+
+Tests using dev_swift (directly or through another fixture) get the `swift` marker, those
+using dev_postgres the `postgres` marker, so `pytest -m "not swift and not postgres"` runs the
+pure unit tests only. The dev Swift never outlives the session:
 the fixture's finalizer stops it, an atexit hook stops it if pytest is interrupted, and the
 servers run with PR_SET_PDEATHSIG so they die with a killed pytest.
 """
@@ -27,8 +33,10 @@ import pytest
 from faultproxy import FaultProxy
 from swiftraw import SwiftRaw
 
+from devtools import postgres as devpostgres
 from devtools import swift as devswift
 from devtools.errors import UsageError
+from devtools.postgres import DevPostgres
 from devtools.swift import DevSwift
 
 # Small enough that tests can cross it cheaply; SLO manifests (~210 B per segment) must still fit.
@@ -53,6 +61,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "dev_swift" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.swift)
+        if "dev_postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +73,23 @@ def dev_swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSwift]:
         yield swift
     finally:
         devswift.stop(dir)
+
+
+@pytest.fixture(scope="session")
+def dev_postgres() -> Iterator[DevPostgres]:
+    dev = devpostgres.start_throwaway(fast=True, die_with_parent=True)
+    try:
+        yield dev
+    finally:
+        devpostgres.remove(dev.dir)
+
+
+@pytest.fixture
+def pg_url(dev_postgres: DevPostgres) -> Iterator[str]:
+    name = f"t_{secrets.token_hex(6)}"
+    url = devpostgres.create_database(dev_postgres, name, socket=True)
+    yield url
+    devpostgres.drop_database(dev_postgres, name)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +41,12 @@ retry_deadline = 300
 max_connections = 16
 
 [cloudfs]
-# The namespace database (SQLite, WAL mode). (required)
+# The namespace database (required), either
+# - an SQLite file (a path, or sqlite:///path): WAL mode, for mounts on this one host; or
+# - a PostgreSQL database, postgresql://user@host:port/dbname (a libpq URL; query parameters
+#   such as ?sslmode=verify-full are honoured): for mounts on several hosts. The password comes
+#   from a passfile (PGPASSFILE, or ?passfile=/path) or PGPASSWORD, never from the URL: the URL
+#   is shown in logs. With PostgreSQL, cache_dir is required.
 database = /var/lib/cloudfs/cloudfs.db
 # Local spool and cache directory (segments in flight are spooled here, and the write cache
 # of files written at random offsets lives here).
@@ -84,6 +90,14 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 class ConfigError(SetupError):
     """A setting is missing or malformed; the message names it."""
+
+
+def has_password(database: str) -> bool:
+    """Whether a PostgreSQL URL carries a password (as user:password@ or ?password=)."""
+    parts = urllib.parse.urlsplit(database)
+    if not parts.scheme.startswith("postgres"):
+        return False
+    return parts.password is not None or "password" in urllib.parse.parse_qs(parts.query)
 
 
 def parse_size(text: str, key: str) -> int:
@@ -215,5 +229,8 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"{key}: {value} is out of range (at least {least:g})")
     if cfg.shard_digits > 3:
         raise ConfigError(f"shard_digits must be 0..3 (got {cfg.shard_digits})")
+    if has_password(cfg.database):
+        raise ConfigError("database: a password in the URL would be shown in logs; put it in a "
+                          "passfile (PGPASSFILE or ?passfile=) or PGPASSWORD")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: {cfg.log_level!r} is not DEBUG/INFO/WARNING/ERROR")

@@ -20,7 +20,8 @@ from seqwrite import Layout, RetryPolicy, StoreError, SwiftStore, WriterSettings
 from seqwrite.layout import layout_from_meta
 from seqwrite.space import LocalSpace
 from sqlfsn import Namespace
-from sqlfsn.errors import NotAFilesystem
+from sqlfsn.database import describe, is_postgres, sqlite_path
+from sqlfsn.errors import EmptyDatabase, NotAFilesystem, Unavailable
 from wiring.config import Config
 from wiring.errors import SetupError
 
@@ -41,8 +42,13 @@ class Filesystem:
 
 
 def cache_dir(cfg: Config) -> Path:
-    """The local cache directory: `cache_dir`, or `cache` beside the database."""
-    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.database).parent / "cache"
+    """The local cache directory: `cache_dir`, or `cache` beside an SQLite database (a
+    PostgreSQL database has no "beside": then `cache_dir` is required)."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    if is_postgres(cfg.database):
+        raise SetupError("setting 'cache_dir' is required when the database is PostgreSQL")
+    return Path(sqlite_path(cfg.database)).parent / "cache"
 
 
 def private_dir(path: Path) -> Path:
@@ -97,14 +103,20 @@ def stale_deletion_ns(cfg: Config) -> int:
 
 
 def open_namespace(cfg: Config) -> Namespace:
-    """The filesystem's namespace database; SetupError if it is missing or not a namespace."""
+    """The filesystem's namespace database (an SQLite file or a PostgreSQL URL); SetupError,
+    one line without a password, if it is missing, unreachable or not a namespace."""
     cfg.require("database")
-    if not Path(cfg.database).is_file():
+    if not is_postgres(cfg.database) and not Path(sqlite_path(cfg.database)).is_file():
         raise SetupError(f"no filesystem at {cfg.database}: run `cloudfs mkfs` first")
     try:
         return Namespace.open(cfg.database)
+    except EmptyDatabase:
+        raise SetupError(f"no filesystem in {describe(cfg.database)}: run `cloudfs mkfs` "
+                         "first") from None
     except NotAFilesystem as exc:
-        raise SetupError(f"{cfg.database}: {exc}") from None
+        raise SetupError(f"{describe(cfg.database)}: {exc}") from None
+    except Unavailable as exc:
+        raise SetupError(str(exc)) from None
 
 
 def layout_of(ns: Namespace) -> Layout:

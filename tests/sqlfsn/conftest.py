@@ -1,4 +1,11 @@
-"""Fixtures of the sqlfsn tests: a settable clock and namespaces in memory and on disk."""
+"""Fixtures of the sqlfsn tests: a settable clock and namespaces on every backend.
+
+    ns        a fresh namespace: SQLite in memory, SQLite in a WAL file, and PostgreSQL (a fresh
+              database on the session's dev cluster): every test taking it runs three times.
+    spec      the name of a fresh, empty database to open (possibly several times): an SQLite
+              file path, or a PostgreSQL URL.
+    file_ns   a fresh namespace in an SQLite file (db_path), for SQLite-only tests.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from sqlfsn import Namespace
 
 #: Time the fake clock starts at (2025-ish, in ns), so times are realistic but exact.
 START_NS = 1_750_000_000_000_000_000
+
+BACKENDS = ["memory", "file", "postgresql"]
 
 
 class FakeClock:
@@ -37,11 +46,24 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ns.db"
 
 
-@pytest.fixture(params=["memory", "file"])
+def _spec(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    if backend == "memory":
+        return ":memory:"
+    if backend == "file":
+        return str(tmp_path / "ns.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: an SQLite file, then a PostgreSQL database."""
+    return _spec(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
 def ns(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Iterator[Namespace]:
-    """A fresh namespace, once in memory and once in a WAL file."""
-    path = ":memory:" if request.param == "memory" else str(tmp_path / "ns.db")
-    namespace = Namespace.open(path, create=True, clock=clock)
+    """A fresh namespace: in memory, in a WAL file, and in PostgreSQL."""
+    namespace = Namespace.open(_spec(request, request.param, tmp_path), create=True, clock=clock)
     yield namespace
     namespace.close()
 

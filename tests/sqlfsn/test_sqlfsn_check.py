@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from sqlfsn import ROOT_INODE, Namespace, Piece
@@ -86,6 +88,31 @@ def test_check_finds(file_ns: Namespace, tmp_path: Path, sql: str, expected: str
     assert any(expected.format(**inodes) in p for p in problems), problems
     broken.close()
     assert file_ns.check() == []  # the original is untouched
+
+
+def corrupt_postgres(url: str, sql: str) -> None:
+    """Run ``sql`` on the PostgreSQL namespace ``url`` with its constraints off: CHECKs
+    dropped, foreign keys (triggers) not fired (session_replication_role = replica)."""
+    sql = re.sub(r"x'([0-9a-f]*)'", r"'\\x\1'::bytea", sql)
+    with psycopg.connect(url, autocommit=True) as raw:
+        checks = raw.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint WHERE contype = 'c'"
+            " AND connamespace = current_schema()::regnamespace"
+        ).fetchall()
+        for table, name in checks:
+            raw.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        raw.execute("SET session_replication_role = replica")
+        raw.execute(sql)
+
+
+@pytest.mark.parametrize(("sql", "expected"), CORRUPTIONS)
+def test_check_finds_on_postgres(pg_url: str, sql: str, expected: str) -> None:
+    with Namespace.open(pg_url, create=True) as ns:
+        inodes = build(ns)
+        assert ns.check() == []
+        corrupt_postgres(pg_url, sql.format(**inodes))
+        problems = ns.check()
+        assert any(expected.format(**inodes) in p for p in problems), problems
 
 
 def test_orphans_reported_only_on_request(ns: Namespace) -> None:

@@ -51,7 +51,7 @@ def test_claim_fences_other_processes_at_once_without_its_own_sync(tmp_path: Pat
     mount = Namespace.open(str(db), create=True)
     collector = Namespace.open(str(db))
     pragmas: list[str] = []
-    mount._conn.set_trace_callback(lambda q: pragmas.append(q) if "synchronous" in q else None)
+    mount._db.conn.set_trace_callback(lambda q: pragmas.append(q) if "synchronous" in q else None)
     assert mount.claim_content(H(1), 100).ok
     assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
     assert collector.is_kept(H(1), claimed_since_ns=0)
@@ -59,7 +59,7 @@ def test_claim_fences_other_processes_at_once_without_its_own_sync(tmp_path: Pat
     pragmas.clear()
     use(mount, b"f", H(1), 100)  # create + set_content: synced
     assert pragmas == []
-    assert mount._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert mount._db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     mount.close()
     collector.close()
 
@@ -251,13 +251,15 @@ def test_condemn_and_referenced_hashes_agree(ns: Namespace, clock: FakeClock) ->
     assert ns.check() == []
 
 
-def test_condemnation_seen_by_other_process(file_ns: Namespace, db_path: Path) -> None:
-    gc = Namespace.open(db_path)
+def test_condemnation_seen_by_other_process(spec: str, clock: FakeClock) -> None:
+    file_ns = Namespace.open(spec, create=True, clock=clock)
+    gc = Namespace.open(spec)
     file_ns.claim_content(H(1), 10)
     assert gc.condemn(H(1), claimed_before_ns=2**62)
     assert file_ns.claim_content(H(1), 10).ok is False
     gc.close()
     assert file_ns.check() == []
+    file_ns.close()
 
 
 # -- upload leases ----------------------------------------------------------------------

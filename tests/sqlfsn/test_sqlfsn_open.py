@@ -35,7 +35,8 @@ def test_create_makes_root_and_meta(db_path: Path, clock: FakeClock) -> None:
     ns.close()
 
 
-def test_reopen_keeps_everything(db_path: Path) -> None:
+def test_reopen_keeps_everything(spec: str) -> None:
+    db_path = spec
     with Namespace.open(db_path, create=True) as ns:
         d = ns.mkdir(ROOT_INODE, b"d", 0o700, 1, 2)
         ns.set_meta("block", "4096")
@@ -99,7 +100,8 @@ def test_meta_version_must_match(db_path: Path) -> None:
         Namespace.open(db_path)
 
 
-def test_concurrent_creation_makes_one_namespace(db_path: Path) -> None:
+def test_concurrent_creation_makes_one_namespace(spec: str) -> None:
+    db_path = spec
     results: list[object] = []
 
     def open_and_read() -> None:
@@ -147,8 +149,9 @@ def test_meta(ns: Namespace) -> None:
     assert ns.check() == []
 
 
-def test_two_namespaces_see_each_others_commits(file_ns: Namespace, db_path: Path) -> None:
-    other = Namespace.open(db_path)
+def test_two_namespaces_see_each_others_commits(spec: str, clock: FakeClock) -> None:
+    file_ns = Namespace.open(spec, create=True, clock=clock)
+    other = Namespace.open(spec)
     d = file_ns.mkdir(ROOT_INODE, b"d", 0o755, 0, 0)
     assert other.lookup(ROOT_INODE, b"d") == d
     f = other.create(d.inode, b"f", 0o644, 0, 0)
@@ -165,6 +168,7 @@ def test_two_namespaces_see_each_others_commits(file_ns: Namespace, db_path: Pat
     assert other.check() == []
     other.close()
     assert file_ns.check() == []
+    file_ns.close()
 
 
 def test_write_waits_for_the_other_process(file_ns: Namespace, db_path: Path) -> None:
@@ -210,6 +214,7 @@ def test_error_text() -> None:
         "NoSuchAttr",
         "Conflict",
         "NotAFilesystem",
+        "Unavailable",
     ]
     reasons = {getattr(errors, n).reason for n in names}
     assert len(reasons) == len(names)
