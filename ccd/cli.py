@@ -31,6 +31,7 @@ from ccd.report import Progress, Report
 from ccd.settle import DEFAULT_SETTLE_GRACE, Settler
 from seqwrite import StoreError
 from sqlfsn.errors import NamespaceError
+from wiring import logs
 from wiring.config import Config, load
 from wiring.errors import SetupError
 from wiring.filesystem import spool_dir, writer_settings
@@ -44,7 +45,6 @@ log = logging.getLogger("ccd")
 MIN_SAFE_GRACE = 5 * HEARTBEAT_INTERVAL
 CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (consolidate.py, settle.py)
 CRASH_POINTS = consolidate.CRASH_POINTS + settle.CRASH_POINTS
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
 
@@ -118,12 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level or "INFO"), format=LOG_FORMAT,
-                        stream=sys.stderr)
+    logs.setup(args.log_level or "INFO")
     try:
         cfg = load(args.config)
         if not args.log_level:
-            logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
+            logs.set_level(cfg.log_level)
         return int(args.func(cfg, args))
     except SetupError as exc:
         print(f"ccd {args.command}: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from cloudfs import commands
 from devtools import cli as devcli
+from wiring import logs
 from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level or "INFO"),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_level or "INFO")
     try:
         return int(args.func(args) or 0)
     except SetupError as exc:

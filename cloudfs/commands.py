@@ -17,6 +17,7 @@ from cloudfs.mount import MountOptions, run
 from seqwrite import Layout, StoreError
 from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace, mount_holder
+from wiring import logs
 from wiring.config import EXAMPLE, Config, load, parse_size
 from wiring.filesystem import make_store
 
@@ -112,7 +113,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     opts = MountOptions(args.mountpoint, foreground=args.foreground,
                         allow_other=args.allow_other, fuse_options=tuple(args.o or ()))
     if args.log_level is None:  # the command line wins over the file
-        logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
+        logs.set_level(cfg.log_level)
     return run(cfg, opts)
 
 

@@ -31,7 +31,7 @@ from cloudfs.reader import BlockBudget
 from seqwrite import Layout
 from sqlfsn import MountInfo, Namespace, mount_holder
 from sqlfsn.errors import MountBusy
-from wiring import sdnotify
+from wiring import logs, sdnotify
 from wiring.config import Config
 from wiring.errors import SetupError
 from wiring.filesystem import (
@@ -239,10 +239,13 @@ def _report(fd: int, message: str) -> None:
 
 
 def _detach_stdio(cfg: Config) -> None:
-    """The background daemon logs to <cache_dir>/mount.log."""
-    logdir = private_dir(cache_dir(cfg))
-    fd = os.open(logdir / "mount.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)  # an older log readable by others: it names paths
+    """The background daemon logs to <cache_dir>/mount.log (rotated, private: the daemon's
+    files are its owner's only, so is every rotated copy); stdout and stderr go there too
+    (a last traceback is never lost)."""
+    os.umask(0o077)
+    log_path = private_dir(cache_dir(cfg)) / "mount.log"
+    logs.to_file(log_path)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fd, 1)

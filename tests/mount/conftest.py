@@ -26,6 +26,8 @@ from seqwrite import Layout
 from sqlfsn import Namespace
 
 MiB = 1 << 20
+# A log line at WARNING or above (after its time stamp), or a traceback.
+LOUD = re.compile(r"^(\S+ )?(WARNING|ERROR|CRITICAL) |^Traceback")
 PR_SET_PDEATHSIG = 1
 
 
@@ -69,8 +71,7 @@ class MountSession:
         """WARNING/ERROR/CRITICAL lines and tracebacks not allowed by the test."""
         bad = []
         for line in self.log_text().splitlines():
-            if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback")) and not any(
-                    re.search(p, line) for p in self.allowed):
+            if LOUD.match(line) and not any(re.search(p, line) for p in self.allowed):
                 bad.append(line)
         return bad
 
