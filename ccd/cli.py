@@ -12,11 +12,13 @@ the time); reports go to stdout. The Swift key is never printed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -180,13 +182,29 @@ async def run_pass(settler: Settler | None, consolidator: Consolidator, *,
                    dry_run: bool = False) -> Report:
     """Settle (if `settler`), then consolidate, into one report. A settle pass that cannot
     list the files is one error in the report; consolidation runs anyway."""
+    started = time.time()
     report = Report("consolidation", dry_run=dry_run)
     if settler is not None:
         try:
             await settler.run_pass(report, dry_run=dry_run)
         except (NamespaceError, sqlite3.Error) as exc:
             report.error(f"settle pass failed: {exc}")
-    return await consolidator.run_pass(report, dry_run=dry_run)
+    await consolidator.run_pass(report, dry_run=dry_run)
+    record(consolidator.ctx, report, started)
+    return report
+
+
+def record(ctx: Context, report: Report, started: float) -> None:
+    """Note the pass in the namespace's meta table, where `cloudfs status` shows it (a dry
+    run changes nothing, so it is not noted). Failing to note it fails nothing."""
+    if report.dry_run:
+        return
+    note = {"at": time.time(), "seconds": time.time() - started,
+            "counts": report.as_dict(), "errors": report.kept_errors}
+    try:
+        ctx.ns.set_meta(f"ccd.{report.title}", json.dumps(note, sort_keys=True))
+    except (NamespaceError, sqlite3.Error) as exc:
+        log.warning("could not note the pass in the namespace: %s", exc)
 
 
 # -- once ---------------------------------------------------------------------------------------
@@ -214,8 +232,11 @@ def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
 
     async def cleanup() -> Report:
         async with open_context(cfg, grace=grace, progress=Progress()) as ctx:
-            return await cleanup_pass(ctx, retire_grace=_retire_grace(cfg, args),
-                                      dry_run=args.dry_run)
+            started = time.time()
+            report = await cleanup_pass(ctx, retire_grace=_retire_grace(cfg, args),
+                                        dry_run=args.dry_run)
+            record(ctx, report, started)
+            return report
 
     return _print(run_trio(cleanup), quiet=args.quiet)
 

@@ -466,6 +466,10 @@ class Files:
         while any(isinstance(s.state, Committing) for s in self._sessions.values()):
             await self._session_ended.wait()
 
+    def writes(self) -> list[WriteSession]:
+        """The write sessions in progress."""
+        return list(self._sessions.values())
+
     def statistics(self) -> dict[str, object]:
         """Counters for `cloudfs stats` and the benchmarks: Swift requests by method, open
         files, writes in progress, namespace transactions committed."""

@@ -28,11 +28,13 @@ from cloudfs.errors import UsageError
 from cloudfs.files import Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
+from cloudfs.status import MountStatus
 from seqwrite import Layout
 from sqlfsn import MountInfo, Namespace, mount_holder
 from sqlfsn.errors import MountBusy
 from wiring import logs, sdnotify
 from wiring.config import Config
+from wiring.control import ControlServer, mount_device, own_runtime_dir, socket_name
 from wiring.errors import SetupError
 from wiring.filesystem import (
     cache_dir,
@@ -102,7 +104,9 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         stack.callback(pyfuse3.close, unmount=True)
         nursery.start_soon(files.leases.keep_alive)
         nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout)
-        nursery.start_soon(_tune_read_ahead, opts.mountpoint)
+        control = ControlServer(MountStatus(files, ns, os.path.abspath(opts.mountpoint),
+                                            cfg.database, time.time()).operations())
+        nursery.start_soon(_after_init, opts.mountpoint, control)
         log.info("mounted %s (Swift container %s, database %s)", opts.mountpoint,
                  layout.base, cfg.database)
         on_ready()
@@ -161,14 +165,26 @@ async def _stop(files: Files, grace: float, waiting: trio.CancelScope) -> None:
     pyfuse3.terminate()
 
 
-async def _tune_read_ahead(mountpoint: str) -> None:
-    """After the kernel's FUSE INIT (which resets read-ahead): a stat from a worker thread
-    returns once INIT is answered and the main loop serves requests."""
+async def _after_init(mountpoint: str, control: ControlServer) -> None:
+    """Once the kernel's FUSE INIT is answered (a stat from a worker thread returns once the
+    main loop serves requests): raise the read-ahead (INIT resets it), then open the control
+    channel, named by the mount's device number."""
     try:
         await trio.to_thread.run_sync(os.stat, mountpoint)
     except OSError:
         return
     raise_read_ahead(mountpoint)
+    device = mount_device(mountpoint)
+    if device is None:
+        log.warning("%s is not in the mount table: no control channel (cloudfs status)",
+                    mountpoint)
+        return
+    try:
+        path = own_runtime_dir() / socket_name(device)
+    except OSError as exc:
+        log.warning("no control channel (cloudfs status): %s", exc)
+        return
+    await control.serve(path)
 
 
 async def _main(cfg: Config, opts: MountOptions, report: int | None) -> None:
