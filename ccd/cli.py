@@ -19,7 +19,8 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import trio
@@ -29,6 +30,7 @@ from ccd.cleanup import cleanup_pass
 from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator
 from ccd.context import CcdError, Context, open_context, sole_error
 from ccd.crash import CrashInjected
+from ccd.metrics import CcdMetrics
 from ccd.report import Progress, Report
 from ccd.settle import DEFAULT_SETTLE_GRACE, Settler
 from seqwrite import StoreError
@@ -38,6 +40,7 @@ from wiring.config import Config, load
 from wiring.errors import SetupError
 from wiring.filesystem import spool_dir, writer_settings
 from wiring.leases import HEARTBEAT_INTERVAL
+from wiring.metrics import Exporter, Target
 from wiring.sdnotify import notify
 
 log = logging.getLogger("ccd")
@@ -179,7 +182,7 @@ def _consolidator(ctx: Context, cfg: Config, args: argparse.Namespace,
 
 
 async def run_pass(settler: Settler | None, consolidator: Consolidator, *,
-                   dry_run: bool = False) -> Report:
+                   dry_run: bool = False, metrics: CcdMetrics | None = None) -> Report:
     """Settle (if `settler`), then consolidate, into one report. A settle pass that cannot
     list the files is one error in the report; consolidation runs anyway."""
     started = time.time()
@@ -190,21 +193,45 @@ async def run_pass(settler: Settler | None, consolidator: Consolidator, *,
         except (NamespaceError, sqlite3.Error) as exc:
             report.error(f"settle pass failed: {exc}")
     await consolidator.run_pass(report, dry_run=dry_run)
-    record(consolidator.ctx, report, started)
+    record(consolidator.ctx, report, started, metrics)
     return report
 
 
-def record(ctx: Context, report: Report, started: float) -> None:
-    """Note the pass in the namespace's meta table, where `cloudfs status` shows it (a dry
-    run changes nothing, so it is not noted). Failing to note it fails nothing."""
+def record(ctx: Context, report: Report, started: float, metrics: CcdMetrics | None) -> None:
+    """Note the pass in the namespace's meta table, where `cloudfs status` shows it, and in
+    the metrics (a dry run changes nothing, so it is not noted). Failing to note it fails
+    nothing."""
     if report.dry_run:
         return
-    note = {"at": time.time(), "seconds": time.time() - started,
+    ended = time.time()
+    if metrics is not None:
+        metrics.passed(report, started, ended)
+    note = {"at": ended, "seconds": ended - started,
             "counts": report.as_dict(), "errors": report.kept_errors}
     try:
         ctx.ns.set_meta(f"ccd.{report.title}", json.dumps(note, sort_keys=True))
     except (NamespaceError, sqlite3.Error) as exc:
         log.warning("could not note the pass in the namespace: %s", exc)
+
+
+@asynccontextmanager
+async def exporting(cfg: Config, ctx: Context) -> AsyncIterator[CcdMetrics]:
+    """The metrics of this ccd run, exported as `ccd_metrics` says (kept fresh while the run
+    lasts; a textfile is written once more at its end)."""
+    metrics = CcdMetrics(ctx)
+    target = Target.parse(cfg.ccd_metrics, "ccd_metrics")
+    if target is None:
+        yield metrics
+        return
+    exporter = Exporter(target, metrics.families)
+    exporter.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(exporter.refresh)
+            yield metrics
+            nursery.cancel_scope.cancel()
+    finally:
+        exporter.update()
 
 
 # -- once ---------------------------------------------------------------------------------------
@@ -213,10 +240,12 @@ def cmd_once(cfg: Config, args: argparse.Namespace) -> int:
     crash_after = _crash_after()
 
     async def once() -> Report:
-        async with open_context(cfg, progress=Progress()) as ctx:
+        async with open_context(cfg, progress=Progress()) as ctx, \
+                exporting(cfg, ctx) as metrics:
             settler = _settler(ctx, cfg, args, crash_after)
             consolidator = _consolidator(ctx, cfg, args, crash_after)
-            return await run_pass(settler, consolidator, dry_run=args.dry_run)
+            return await run_pass(settler, consolidator, dry_run=args.dry_run,
+                                  metrics=metrics)
 
     return _print(run_trio(once))
 
@@ -231,11 +260,12 @@ def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
                     MIN_SAFE_GRACE)
 
     async def cleanup() -> Report:
-        async with open_context(cfg, grace=grace, progress=Progress()) as ctx:
+        async with open_context(cfg, grace=grace, progress=Progress()) as ctx, \
+                exporting(cfg, ctx) as metrics:
             started = time.time()
             report = await cleanup_pass(ctx, retire_grace=_retire_grace(cfg, args),
                                         dry_run=args.dry_run)
-            record(ctx, report, started)
+            record(ctx, report, started, metrics)
             return report
 
     return _print(run_trio(cleanup), quiet=args.quiet)
@@ -248,7 +278,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     crash_after = _crash_after()
 
     async def daemon() -> None:
-        async with open_context(cfg) as ctx:
+        async with open_context(cfg) as ctx, exporting(cfg, ctx) as metrics:
             consolidator = _consolidator(ctx, cfg, args, crash_after)
             settler = _settler(ctx, cfg, args, crash_after)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -265,7 +295,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
                     notify("READY=1")
                     log.info("consolidating %s every %.0f s, settling every %.0f s",
                              ctx.layout.base, interval, max(interval, settler.settle_grace / 2))
-                    await _loop(ctx, settler, consolidator, interval)
+                    await _loop(ctx, settler, consolidator, interval, metrics)
 
     run_trio(daemon)
     log.info("stopped")
@@ -273,10 +303,11 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _loop(ctx: Context, settler: Settler, consolidator: Consolidator,
-                interval: float) -> None:
+                interval: float, metrics: CcdMetrics) -> None:
     while True:
         try:
-            report = await run_pass(settler if settler.scan_due() else None, consolidator)
+            report = await run_pass(settler if settler.scan_due() else None, consolidator,
+                                    metrics=metrics)
         except (StoreError, NamespaceError, sqlite3.Error) as exc:
             log.warning("consolidation pass failed: %s; next try in %.0f s", exc, interval)
             notify(f"STATUS=last pass failed: {str(exc)[:200]}")

@@ -45,6 +45,7 @@ from wiring.filesystem import (
     stale_deletion_ns,
     writer_settings,
 )
+from wiring.metrics import Exporter, Target
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def raise_read_ahead(mountpoint: str) -> None:
 
 async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -> None:
     """Mount, serve until unmounted or signalled, tear down."""
+    metrics = Target.parse(cfg.metrics)
     async with contextlib.AsyncExitStack() as stack:
         fs = await stack.enter_async_context(open_filesystem(cfg))
         ns, store, layout = fs.ns, fs.store, fs.layout
@@ -104,9 +106,14 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         stack.callback(pyfuse3.close, unmount=True)
         nursery.start_soon(files.leases.keep_alive)
         nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout)
-        control = ControlServer(MountStatus(files, ns, os.path.abspath(opts.mountpoint),
-                                            cfg.database, time.time()).operations())
-        nursery.start_soon(_after_init, opts.mountpoint, control)
+        status = MountStatus(files, ns, os.path.abspath(opts.mountpoint), cfg.database,
+                             time.time())
+        nursery.start_soon(_after_init, opts.mountpoint, ControlServer(status.operations()))
+        if metrics is not None:
+            exporter = Exporter(metrics, status.families)
+            exporter.start()
+            stack.callback(exporter.update)  # a textfile's last values
+            nursery.start_soon(exporter.refresh)
         log.info("mounted %s (Swift container %s, database %s)", opts.mountpoint,
                  layout.base, cfg.database)
         on_ready()

@@ -24,6 +24,7 @@ from cloudfs.errors import errno_of
 from cloudfs.files import Files
 from sqlfsn import NAME_MAX, Attr, Namespace
 from sqlfsn.errors import NameTooLong, NotFound
+from wiring.metrics import READ_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -297,11 +298,12 @@ class Operations(pyfuse3.Operations):
         fh = self.files.open(attr.inode, flags)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
 
-    @fuse_errors
     # pyfuse3 replies from any buffer; its stub says bytes, a view of a block spares a copy.
+    @fuse_errors
     async def read(self, fh: int, off: int, size: int  # type: ignore[override]
                    ) -> bytes | memoryview:
-        return await self.files.read(fh, off, size)
+        with READ_SECONDS.time():
+            return await self.files.read(fh, off, size)
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from cloudfs.files import Files
 from cloudfs.ops import REQUESTS, fuse_errors_by_errno
 from sqlfsn import Namespace
 from wiring.control import Operation, Peer
+from wiring.metrics import gauge, swift_families
 
 #: Keys of the namespace's meta table where ccd records its last passes (ccd/cli.py).
 CCD_META = ("ccd.consolidation", "ccd.cleanup")
@@ -32,6 +36,35 @@ class MountStatus:
     mountpoint: str
     database: str
     started: float
+
+    def families(self) -> Iterator[Metric]:
+        """The mount's Prometheus metrics (wiring/metrics.py)."""
+        files, space = self.files, self.files.space
+        yield from swift_families(files.store.stats)
+        requests = CounterMetricFamily("cloudfs_fuse_requests", "FUSE requests answered, by "
+                                       "operation", labels=["operation"])
+        for name, n in sorted(REQUESTS.items()):
+            requests.add_metric([name], n)
+        yield requests
+        errors = CounterMetricFamily("cloudfs_fuse_errors", "FUSE requests answered with an "
+                                     "error, by errno", labels=["errno"])
+        for name, n in sorted(fuse_errors_by_errno().items()):
+            errors.add_metric([name], n)
+        yield errors
+        writes = files.writes()
+        yield gauge("cloudfs_open_files", "Open files", len(files.handles))
+        yield gauge("cloudfs_open_files_for_writing", "Files open for writing",
+                    files.handles.writable)
+        yield gauge("cloudfs_write_sessions", "Writes in progress (not committed)", len(writes))
+        yield gauge("cloudfs_uncommitted_bytes", "Bytes written and not yet committed",
+                    sum(w.written for w in writes))
+        yield gauge("cloudfs_local_disk_used_bytes", "Local disk used by the spool and the "
+                    "write cache", space.used)
+        yield gauge("cloudfs_local_disk_limit_bytes", "cache_size", space.limit)
+        yield gauge("cloudfs_local_disk_free_bytes", "Free space on the local disk above its "
+                    "reserve", max(0, space.free_on_disk()))
+        yield CounterMetricFamily("cloudfs_namespace_commits", "Namespace transactions "
+                                  "committed", value=self.ns.commits)
 
     def operations(self) -> dict[str, Operation]:
         return {"status": Operation(self.status), "stats": Operation(self.stats)}

@@ -61,6 +61,9 @@ verify_md5 = true
 # be closed; what is still open then is aborted (never published: the file keeps its previous
 # content). Keep it below the unit's TimeoutStopSec.
 stop_timeout = 60
+# Prometheus metrics of the mount: off, PORT or HOST:PORT (HTTP /metrics; the host defaults
+# to 127.0.0.1), or /path/name.prom (a node_exporter textfile). See docs/OPERATIONS.md.
+metrics = off
 # CAS containers = 16 ** shard_digits; read only by `cloudfs mkfs`.
 shard_digits = 2
 log_level = INFO
@@ -76,6 +79,8 @@ retire_grace = 3600
 # Seconds a file made of several pieces (appends, random writes, truncations) must stay
 # unchanged before ccd settles it into one whole-file object (which re-uploads the file).
 settle_grace = 600
+# Prometheus metrics of ccd (as `metrics` above; `ccd cleanup` writes a textfile at exit).
+ccd_metrics = off
 """
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -112,11 +117,13 @@ class Config:
     shard_digits: int = 2
     verify_md5: bool = True
     stop_timeout: float = 60.0
+    metrics: str = "off"
     log_level: str = "INFO"
     grace: float = 86400.0
     interval: float = 60.0
     retire_grace: float = 3600.0
     settle_grace: float = 600.0
+    ccd_metrics: str = "off"
     source: str = ""  # the file it came from, for messages
 
     @property
@@ -139,8 +146,9 @@ _FIELDS: dict[str, dict[str, object]] = {
               "retry_deadline": float, "max_connections": int},
     "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
                 "small_file_threshold": "size", "shard_digits": int, "log_level": str,
-                "verify_md5": "bool", "stop_timeout": float},
-    "ccd": {"grace": float, "interval": float, "retire_grace": float, "settle_grace": float},
+                "verify_md5": "bool", "stop_timeout": float, "metrics": str},
+    "ccd": {"grace": float, "interval": float, "retire_grace": float, "settle_grace": float,
+            "ccd_metrics": str},
 }
 
 

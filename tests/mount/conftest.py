@@ -126,6 +126,8 @@ class MountSession:
         """Change settings of the config file (they apply at the next start)."""
         parser = configparser.ConfigParser(interpolation=None)
         parser.read(self.config)
+        if not parser.has_section(section):
+            parser.add_section(section)
         for key, value in settings.items():
             parser[section][key] = str(value)
         with open(self.config, "w") as f:
