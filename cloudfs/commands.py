@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from seqwrite import Layout, StoreError
 from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace, mount_holder
 from wiring import control, logs
-from wiring.config import EXAMPLE, Config, load, parse_size
+from wiring.config import EXAMPLE, Config, check, load, parse_size, setting_from_text
 from wiring.filesystem import make_store
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,29 @@ async def _make_containers(cfg: Config, layout: Layout, force: bool) -> str:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     cfg = config_from(args)
+    settings, fuse = split_options(args.o or ())
+    if settings:
+        cfg = check(dataclasses.replace(cfg, **settings))  # type: ignore[arg-type]
     opts = MountOptions(args.mountpoint, foreground=args.foreground,
-                        allow_other=args.allow_other, fuse_options=tuple(args.o or ()))
+                        allow_other=args.allow_other, fuse_options=tuple(fuse))
     if args.log_level is None:  # the command line wins over the file
         logs.set_level(cfg.log_level)
     return run(cfg, opts)
+
+
+def split_options(groups: Sequence[str]) -> tuple[dict[str, object], list[str]]:
+    """-o options: cloudfs settings (`stop_timeout=30`, `cache_dir=/x`: they override the
+    config file, as flags do) and the rest, FUSE mount options (`allow_other`, `ro`, ...)."""
+    settings: dict[str, object] = {}
+    fuse: list[str] = []
+    for option in (o.strip() for group in groups for o in group.split(",")):
+        key, eq, text = option.partition("=")
+        value = setting_from_text(key, text) if eq else None
+        if value is not None:
+            settings[key] = value
+        elif option:
+            fuse.append(option)
+    return settings, fuse
 
 
 def _ask(mountpoint: str, op: str, timeout: float = 10.0) -> Any:

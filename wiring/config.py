@@ -167,6 +167,15 @@ def _convert(key: str, value: str, kind: object) -> object:
         raise ConfigError(f"{key}: {value!r} is not a valid {kind.__name__}") from None  # type: ignore[attr-defined]
 
 
+def setting_from_text(key: str, text: str) -> object | None:
+    """The value of setting `key` read from `text` (as in the file), or None if `key` is not a
+    setting; ConfigError naming it if `text` is malformed."""
+    for fields in _FIELDS.values():
+        if key in fields:
+            return _convert(key, text.strip(), fields[key])
+    return None
+
+
 def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None,
          overrides: Mapping[str, object] | None = None) -> Config:
     """Read `path` (may be None), then apply ST_* from `env`, then non-None `overrides`."""
@@ -203,7 +212,11 @@ def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None =
     for key, override in (overrides or {}).items():
         if override is not None:
             values[key] = override
-    cfg = replace(Config(), source=source, **values)  # type: ignore[arg-type]
+    return check(replace(Config(), source=source, **values))  # type: ignore[arg-type]
+
+
+def check(cfg: Config) -> Config:
+    """`cfg` if every setting is in range; ConfigError naming the first that is not."""
     _check_ranges(cfg)
     return cfg
 
