@@ -12,12 +12,15 @@ the time); reports go to stdout. The Swift key is never printed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import trio
@@ -27,14 +30,17 @@ from ccd.cleanup import cleanup_pass
 from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator
 from ccd.context import CcdError, Context, open_context, sole_error
 from ccd.crash import CrashInjected
+from ccd.metrics import CcdMetrics
 from ccd.report import Progress, Report
 from ccd.settle import DEFAULT_SETTLE_GRACE, Settler
 from seqwrite import StoreError
 from sqlfsn.errors import NamespaceError
+from wiring import logs
 from wiring.config import Config, load
 from wiring.errors import SetupError
 from wiring.filesystem import spool_dir, writer_settings
 from wiring.leases import HEARTBEAT_INTERVAL
+from wiring.metrics import Exporter, Target
 from wiring.sdnotify import notify
 
 log = logging.getLogger("ccd")
@@ -44,7 +50,6 @@ log = logging.getLogger("ccd")
 MIN_SAFE_GRACE = 5 * HEARTBEAT_INTERVAL
 CRASH_ENV = "CCD_CRASH_AFTER"  # tests: crash a pass after a step (consolidate.py, settle.py)
 CRASH_POINTS = consolidate.CRASH_POINTS + settle.CRASH_POINTS
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
 
@@ -118,12 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level or "INFO"), format=LOG_FORMAT,
-                        stream=sys.stderr)
+    logs.setup(args.log_level or "INFO")
     try:
         cfg = load(args.config)
         if not args.log_level:
-            logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
+            logs.set_level(cfg.log_level)
         return int(args.func(cfg, args))
     except SetupError as exc:
         print(f"ccd {args.command}: {exc}", file=sys.stderr)
@@ -178,16 +182,56 @@ def _consolidator(ctx: Context, cfg: Config, args: argparse.Namespace,
 
 
 async def run_pass(settler: Settler | None, consolidator: Consolidator, *,
-                   dry_run: bool = False) -> Report:
+                   dry_run: bool = False, metrics: CcdMetrics | None = None) -> Report:
     """Settle (if `settler`), then consolidate, into one report. A settle pass that cannot
     list the files is one error in the report; consolidation runs anyway."""
+    started = time.time()
     report = Report("consolidation", dry_run=dry_run)
     if settler is not None:
         try:
             await settler.run_pass(report, dry_run=dry_run)
         except (NamespaceError, sqlite3.Error) as exc:
             report.error(f"settle pass failed: {exc}")
-    return await consolidator.run_pass(report, dry_run=dry_run)
+    await consolidator.run_pass(report, dry_run=dry_run)
+    record(consolidator.ctx, report, started, metrics)
+    return report
+
+
+def record(ctx: Context, report: Report, started: float, metrics: CcdMetrics | None) -> None:
+    """Note the pass in the namespace's meta table, where `cloudfs status` shows it, and in
+    the metrics (a dry run changes nothing, so it is not noted). Failing to note it fails
+    nothing."""
+    if report.dry_run:
+        return
+    ended = time.time()
+    if metrics is not None:
+        metrics.passed(report, started, ended)
+    note = {"at": ended, "seconds": ended - started,
+            "counts": report.as_dict(), "errors": report.kept_errors}
+    try:
+        ctx.ns.set_meta(f"ccd.{report.title}", json.dumps(note, sort_keys=True))
+    except (NamespaceError, sqlite3.Error) as exc:
+        log.warning("could not note the pass in the namespace: %s", exc)
+
+
+@asynccontextmanager
+async def exporting(cfg: Config, ctx: Context) -> AsyncIterator[CcdMetrics]:
+    """The metrics of this ccd run, exported as `ccd_metrics` says (kept fresh while the run
+    lasts; a textfile is written once more at its end)."""
+    metrics = CcdMetrics(ctx)
+    target = Target.parse(cfg.ccd_metrics, "ccd_metrics")
+    if target is None:
+        yield metrics
+        return
+    exporter = Exporter(target, metrics.families)
+    exporter.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(exporter.refresh)
+            yield metrics
+            nursery.cancel_scope.cancel()
+    finally:
+        exporter.update()
 
 
 # -- once ---------------------------------------------------------------------------------------
@@ -196,10 +240,12 @@ def cmd_once(cfg: Config, args: argparse.Namespace) -> int:
     crash_after = _crash_after()
 
     async def once() -> Report:
-        async with open_context(cfg, progress=Progress()) as ctx:
+        async with open_context(cfg, progress=Progress()) as ctx, \
+                exporting(cfg, ctx) as metrics:
             settler = _settler(ctx, cfg, args, crash_after)
             consolidator = _consolidator(ctx, cfg, args, crash_after)
-            return await run_pass(settler, consolidator, dry_run=args.dry_run)
+            return await run_pass(settler, consolidator, dry_run=args.dry_run,
+                                  metrics=metrics)
 
     return _print(run_trio(once))
 
@@ -214,9 +260,13 @@ def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
                     MIN_SAFE_GRACE)
 
     async def cleanup() -> Report:
-        async with open_context(cfg, grace=grace, progress=Progress()) as ctx:
-            return await cleanup_pass(ctx, retire_grace=_retire_grace(cfg, args),
-                                      dry_run=args.dry_run)
+        async with open_context(cfg, grace=grace, progress=Progress()) as ctx, \
+                exporting(cfg, ctx) as metrics:
+            started = time.time()
+            report = await cleanup_pass(ctx, retire_grace=_retire_grace(cfg, args),
+                                        dry_run=args.dry_run)
+            record(ctx, report, started, metrics)
+            return report
 
     return _print(run_trio(cleanup), quiet=args.quiet)
 
@@ -228,7 +278,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     crash_after = _crash_after()
 
     async def daemon() -> None:
-        async with open_context(cfg) as ctx:
+        async with open_context(cfg) as ctx, exporting(cfg, ctx) as metrics:
             consolidator = _consolidator(ctx, cfg, args, crash_after)
             settler = _settler(ctx, cfg, args, crash_after)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -245,7 +295,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
                     notify("READY=1")
                     log.info("consolidating %s every %.0f s, settling every %.0f s",
                              ctx.layout.base, interval, max(interval, settler.settle_grace / 2))
-                    await _loop(ctx, settler, consolidator, interval)
+                    await _loop(ctx, settler, consolidator, interval, metrics)
 
     run_trio(daemon)
     log.info("stopped")
@@ -253,10 +303,11 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _loop(ctx: Context, settler: Settler, consolidator: Consolidator,
-                interval: float) -> None:
+                interval: float, metrics: CcdMetrics) -> None:
     while True:
         try:
-            report = await run_pass(settler if settler.scan_due() else None, consolidator)
+            report = await run_pass(settler if settler.scan_due() else None, consolidator,
+                                    metrics=metrics)
         except (StoreError, NamespaceError, sqlite3.Error) as exc:
             log.warning("consolidation pass failed: %s; next try in %.0f s", exc, interval)
             notify(f"STATUS=last pass failed: {str(exc)[:200]}")

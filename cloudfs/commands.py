@@ -6,20 +6,23 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from cloudfs.errors import UsageError
 from cloudfs.mount import MountOptions, run
+from cloudfs.status import render
 from seqwrite import Layout, StoreError
 from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace, mount_holder
 from sqlfsn.database import describe, is_postgres, sqlite_path
 from sqlfsn.errors import EmptyDatabase, NamespaceError
-from wiring.config import EXAMPLE, Config, load, parse_size
+from wiring import control, logs
+from wiring.config import EXAMPLE, Config, check, load, parse_size, setting_from_text
 from wiring.filesystem import make_store
 
 log = logging.getLogger(__name__)
@@ -138,19 +141,46 @@ async def _make_containers(cfg: Config, layout: Layout, force: bool) -> str:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     cfg = config_from(args)
+    settings, fuse = split_options(args.o or ())
+    if settings:
+        cfg = check(dataclasses.replace(cfg, **settings))  # type: ignore[arg-type]
     opts = MountOptions(args.mountpoint, foreground=args.foreground,
-                        allow_other=args.allow_other, fuse_options=tuple(args.o or ()))
+                        allow_other=args.allow_other, fuse_options=tuple(fuse))
     if args.log_level is None:  # the command line wins over the file
-        logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
+        logs.set_level(cfg.log_level)
     return run(cfg, opts)
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
+def split_options(groups: Sequence[str]) -> tuple[dict[str, object], list[str]]:
+    """-o options: cloudfs settings (`stop_timeout=30`, `cache_dir=/x`: they override the
+    config file, as flags do) and the rest, FUSE mount options (`allow_other`, `ro`, ...)."""
+    settings: dict[str, object] = {}
+    fuse: list[str] = []
+    for option in (o.strip() for group in groups for o in group.split(",")):
+        key, eq, text = option.partition("=")
+        value = setting_from_text(key, text) if eq else None
+        if value is not None:
+            settings[key] = value
+        elif option:
+            fuse.append(option)
+    return settings, fuse
+
+
+def _ask(mountpoint: str, op: str, timeout: float = 10.0) -> Any:
     try:
-        raw = os.getxattr(args.mountpoint, "user.cloudfs.stats")
-    except OSError as exc:
-        raise UsageError(f"{args.mountpoint}: not a cloudfs mount ({exc.strerror})") from None
-    print(json.dumps(json.loads(raw), indent=2, sort_keys=True))
+        return control.request(mountpoint, op, timeout=timeout)
+    except control.ControlError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    print(json.dumps(_ask(args.mountpoint, "stats"), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _ask(args.mountpoint, "status", args.timeout)
+    print(json.dumps(st, indent=2, sort_keys=True) if args.json else render(st))
     return 0
 
 
@@ -186,9 +216,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("stats", help="print a mounted filesystem's counters (JSON)",
                        description="Print the mount daemon's counters: Swift requests by "
-                       "method since the mount, open files, writes in progress.")
+                       "method since the mount, open files, writes in progress, namespace "
+                       "commits, FUSE requests. Asks the daemon's control channel (only its "
+                       "owner and root may).")
     p.add_argument("mountpoint")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("status", help="what a mount is doing now",
+                       description="What the mount daemon is doing now: uploads in flight, "
+                       "open files, local disk (spool and write cache) against its limits, "
+                       "Swift requests, retries and failures, FUSE errors, the namespace and "
+                       "the last ccd passes. Asks the daemon's control channel (only its owner "
+                       "and root may); never a request to the mount itself.")
+    p.add_argument("mountpoint")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="give up when the daemon does not answer within this (default 10)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("config-example", help="print a commented example config file")
     p.set_defaults(func=cmd_config_example)

@@ -51,6 +51,7 @@ from sqlfsn import Namespace, Piece
 from sqlfsn.errors import Conflict
 from wiring.filesystem import STALE_DELETION_NS
 from wiring.leases import Leases
+from wiring.metrics import COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +355,10 @@ class Files:
         self._committed(h.inode)
 
     async def _commit(self, session: WriteSession, h: Handle) -> None:
+        with COMMIT_SECONDS.time():
+            await self._commit_locked(session, h)
+
+    async def _commit_locked(self, session: WriteSession, h: Handle) -> None:
         async with session.lock:
             if self._sessions.get(session.inode) is not session:
                 return  # a concurrent flush (a dup'd descriptor) committed it already
@@ -465,6 +470,10 @@ class Files:
         """Until no session is committing (the application closed them: they complete)."""
         while any(isinstance(s.state, Committing) for s in self._sessions.values()):
             await self._session_ended.wait()
+
+    def writes(self) -> list[WriteSession]:
+        """The write sessions in progress."""
+        return list(self._sessions.values())
 
     def statistics(self) -> dict[str, object]:
         """Counters for `cloudfs stats` and the benchmarks: Swift requests by method, open

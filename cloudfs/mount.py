@@ -28,11 +28,13 @@ from cloudfs.errors import UsageError
 from cloudfs.files import Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
+from cloudfs.status import MountStatus
 from seqwrite import Layout
 from sqlfsn import MountInfo, Namespace, mount_holder
 from sqlfsn.errors import MountBusy
-from wiring import sdnotify
+from wiring import logs, sdnotify
 from wiring.config import Config
+from wiring.control import ControlServer, mount_device, own_runtime_dir, socket_name
 from wiring.errors import SetupError
 from wiring.filesystem import (
     cache_dir,
@@ -43,6 +45,7 @@ from wiring.filesystem import (
     stale_deletion_ns,
     writer_settings,
 )
+from wiring.metrics import Exporter, Target
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ def raise_read_ahead(mountpoint: str) -> None:
 
 async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -> None:
     """Mount, serve until unmounted or signalled, tear down."""
+    metrics = Target.parse(cfg.metrics)
     async with contextlib.AsyncExitStack() as stack:
         fs = await stack.enter_async_context(open_filesystem(cfg))
         ns, store, layout = fs.ns, fs.store, fs.layout
@@ -102,7 +106,14 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         stack.callback(pyfuse3.close, unmount=True)
         nursery.start_soon(files.leases.keep_alive)
         nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout)
-        nursery.start_soon(_tune_read_ahead, opts.mountpoint)
+        status = MountStatus(files, ns, os.path.abspath(opts.mountpoint), cfg.database,
+                             time.time())
+        nursery.start_soon(_after_init, opts.mountpoint, ControlServer(status.operations()))
+        if metrics is not None:
+            exporter = Exporter(metrics, status.families)
+            exporter.start()
+            stack.callback(exporter.update)  # a textfile's last values
+            nursery.start_soon(exporter.refresh)
         log.info("mounted %s (Swift container %s, database %s)", opts.mountpoint,
                  layout.base, cfg.database)
         on_ready()
@@ -161,14 +172,26 @@ async def _stop(files: Files, grace: float, waiting: trio.CancelScope) -> None:
     pyfuse3.terminate()
 
 
-async def _tune_read_ahead(mountpoint: str) -> None:
-    """After the kernel's FUSE INIT (which resets read-ahead): a stat from a worker thread
-    returns once INIT is answered and the main loop serves requests."""
+async def _after_init(mountpoint: str, control: ControlServer) -> None:
+    """Once the kernel's FUSE INIT is answered (a stat from a worker thread returns once the
+    main loop serves requests): raise the read-ahead (INIT resets it), then open the control
+    channel, named by the mount's device number."""
     try:
         await trio.to_thread.run_sync(os.stat, mountpoint)
     except OSError:
         return
     raise_read_ahead(mountpoint)
+    device = mount_device(mountpoint)
+    if device is None:
+        log.warning("%s is not in the mount table: no control channel (cloudfs status)",
+                    mountpoint)
+        return
+    try:
+        path = own_runtime_dir() / socket_name(device)
+    except OSError as exc:
+        log.warning("no control channel (cloudfs status): %s", exc)
+        return
+    await control.serve(path)
 
 
 async def _main(cfg: Config, opts: MountOptions, report: int | None) -> None:
@@ -239,10 +262,13 @@ def _report(fd: int, message: str) -> None:
 
 
 def _detach_stdio(cfg: Config) -> None:
-    """The background daemon logs to <cache_dir>/mount.log."""
-    logdir = private_dir(cache_dir(cfg))
-    fd = os.open(logdir / "mount.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)  # an older log readable by others: it names paths
+    """The background daemon logs to <cache_dir>/mount.log (rotated, private: the daemon's
+    files are its owner's only, so is every rotated copy); stdout and stderr go there too
+    (a last traceback is never lost)."""
+    os.umask(0o077)
+    log_path = private_dir(cache_dir(cfg)) / "mount.log"
+    logs.to_file(log_path)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fd, 1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import logging
 import os
 import stat
@@ -25,6 +24,7 @@ from cloudfs.errors import errno_of
 from cloudfs.files import Files
 from sqlfsn import NAME_MAX, Attr, Namespace
 from sqlfsn.errors import NameTooLong, NotFound
+from wiring.metrics import READ_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,18 @@ R = TypeVar("R")
 BLKSIZE = 1 << 20  # st_blksize: cp and cat size their buffers from it (1 MiB requests)
 ATTR_TIMEOUT = 1.0  # seconds the kernel may cache attributes and entries
 VIRTUAL_FREE = 1 << 50  # statfs: bytes reported free (Swift has no fixed capacity)
-# A virtual, unlisted xattr of the root: the daemon's counters as JSON (`cloudfs stats`).
-STATS_XATTR = b"user.cloudfs.stats"
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
-#: FUSE requests answered, by handler (in `cloudfs stats`). One mount per process (pyfuse3 is a
-#: process-wide singleton), so one counter per process.
+#: FUSE requests answered, by handler, and errors answered, by errno (`cloudfs stats`,
+#: `cloudfs status`, the metrics). One mount per process (pyfuse3 is a process-wide
+#: singleton), so one counter per process.
 REQUESTS: Counter[str] = Counter()
+ERRORS: Counter[int] = Counter()
+
+
+def fuse_errors_by_errno() -> dict[str, int]:
+    """Errors answered so far, by errno name (ENOENT, EIO, ...)."""
+    return {errno.errorcode.get(err, str(err)): n for err, n in ERRORS.items()}
 
 
 def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -53,10 +58,12 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
         REQUESTS[name] += 1
         try:
             return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as exc:
+            ERRORS[exc.errno] += 1
             raise
         except Exception as exc:
             err, level = errno_of(exc)
+            ERRORS[err] += 1
             if level < 0:
                 log.exception("%s: unexpected error, answering EIO", fn.__name__)
             else:
@@ -252,9 +259,6 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
-            stats = {**self.files.statistics(), "fuse_requests": dict(REQUESTS)}
-            return json.dumps(stats, sort_keys=True).encode()
         return self.ns.getxattr(inode, name)
 
     @fuse_errors
@@ -294,11 +298,12 @@ class Operations(pyfuse3.Operations):
         fh = self.files.open(attr.inode, flags)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
 
-    @fuse_errors
     # pyfuse3 replies from any buffer; its stub says bytes, a view of a block spares a copy.
+    @fuse_errors
     async def read(self, fh: int, off: int, size: int  # type: ignore[override]
                    ) -> bytes | memoryview:
-        return await self.files.read(fh, off, size)
+        with READ_SECONDS.time():
+            return await self.files.read(fh, off, size)
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

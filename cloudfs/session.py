@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -112,6 +113,7 @@ class WriteSession:
         leases: upload leases taken by its writers (ended when the session ends).
         mtime_ns: a modification time set after the last write (utimens on the open file, as
             `cp -a` and `tar x` do): the commit keeps it instead of stamping "now".
+        started: when the first write came (unix time).
         lock: serializes writes, reads back and commits: the kernel does not order FLUSH
             against WRITE or FSYNC (dup'd descriptors, threads).
     """
@@ -123,6 +125,7 @@ class WriteSession:
     state: State
     leases: list[str] = field(default_factory=list)
     mtime_ns: int | None = None
+    started: float = field(default_factory=time.time)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     def become(self, state: State) -> State:
@@ -133,6 +136,16 @@ class WriteSession:
                                  f"{type(previous).__name__} -> {type(state).__name__}")
         self.state = state
         return previous
+
+    @property
+    def written(self) -> int:
+        """Bytes this session holds that are not committed (streamed or cached)."""
+        state = self.state.of if isinstance(self.state, Committing) else self.state
+        if isinstance(state, Streaming):
+            return state.writer.size
+        if isinstance(state, Cached):
+            return state.cache.written.total()
+        return 0
 
     @property
     def size(self) -> int | None:

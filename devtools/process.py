@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 START_MARK = "=== cloudfs dev service start"
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this long
 LOG_TAIL_LINES = 20
+LOG_ROTATE_BYTES = 10 << 20  # a log larger than this at a start is moved to <name>.log.1
 PR_SET_PDEATHSIG = 1
 
 # Popen objects of the servers this process started, so stops can reap them (no zombies).
@@ -121,6 +122,9 @@ def spawn(cmd: list[str], dir: Path, name: str, *, die_with_parent: bool,
     would clear). `death_signal` is what the process gets when the parent thread dies."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl if die_with_parent else None
     logfile = dir / "log" / f"{name}.log"
+    with contextlib.suppress(FileNotFoundError):
+        if logfile.stat().st_size > LOG_ROTATE_BYTES:  # one older copy; logs never grow unbounded
+            logfile.replace(logfile.with_name(logfile.name + ".1"))
     parent = os.getpid()
 
     def preexec() -> None:

@@ -45,6 +45,7 @@ async def retrying(
     is_transient: Callable[[BaseException], bool],
     describe: Callable[[BaseException], str] = str,
     progressed: Callable[[], bool] | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> T:
     """Run `op` until it succeeds, a non-transient error occurs, or the deadline passes.
 
@@ -52,6 +53,7 @@ async def retrying(
     StoreUnavailable naming the operation and the last error. The deadline counts from the
     first failure since the last progress: when `progressed()` says the failed attempt got
     further than the one before (a long upload that fails again hours later), it starts over.
+    `on_retry` is called before each retry (statistics).
     """
     attempt = 0
     give_up_at: float | None = None
@@ -76,4 +78,6 @@ async def retrying(
                      else logging.INFO if attempt < 6 else logging.WARNING)
             log.log(level, "%s: transient failure (%s), retry %d in %.1fs",
                     what, describe(exc), attempt, delay)
+            if on_retry is not None:
+                on_retry()
             await trio.sleep(delay)

@@ -93,13 +93,16 @@ class SegmentUpload:
                 and (is_transient(e) or isinstance(e, Corrupted)),
                 describe=describe,
                 progressed=self._progressed,
+                on_retry=self.store.count_retry,
             )
         except _Aborted:
             self.error = WriterAborted(f"segment {self.name}: aborted")
         except StoreError as exc:
             self.error = exc
+            self.store.stats.failures += 1
         except Exception as exc:
             self.error = translate(exc, f"upload segment {self.name}")
+            self.store.stats.failures += 1
         except BaseException:  # cancelled: the writer is going away
             self.error = WriterAborted(f"segment {self.name}: cancelled")
             raise

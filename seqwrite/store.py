@@ -39,6 +39,7 @@ from seqwrite.errors import (
 )
 from seqwrite.layout import StoredObject, is_slo, parse_stored_manifest
 from seqwrite.retry import RetryPolicy, retrying
+from seqwrite.stats import StoreStats
 
 log = logging.getLogger(__name__)
 # swiftclient logs failed requests as curl lines carrying the auth token: never let them out.
@@ -173,6 +174,7 @@ class SwiftStore:
         self.policy = policy or RetryPolicy()
         self.limits = Limits()
         self.requests = Counter()
+        self.stats = StoreStats()
         self._idle: list[swiftclient.Connection] = []
         self._slots = trio.CapacityLimiter(max_connections)
         self._threads = trio.CapacityLimiter(max_connections)
@@ -215,7 +217,14 @@ class SwiftStore:
         async with self._slots:
             with self._borrowed() as conn:
                 self.requests[method] += 1
-                return await trio.to_thread.run_sync(partial(call, conn), limiter=self._threads)
+                try:
+                    result = await trio.to_thread.run_sync(partial(call, conn),
+                                                           limiter=self._threads)
+                except Exception as exc:
+                    self.stats.answered(method, exc)
+                    raise
+                self.stats.answered(method)
+                return result
 
     async def _call(self, what: str, method: str, call: Callable[[swiftclient.Connection], T]) -> T:
         """One request, retried while transient, translated to a StoreError when it fails."""
@@ -226,11 +235,22 @@ class SwiftStore:
                 policy=self.policy,
                 is_transient=is_transient,
                 describe=describe,
+                on_retry=self.count_retry,
             )
         except (ClientException, RequestException, OSError) as exc:
-            raise translate(exc, what) from exc
+            error = translate(exc, what)
+            if not isinstance(error, ObjectNotFound | AlreadyExists):  # answers, not failures
+                self.stats.failures += 1
+            raise error from exc
+        except StoreError:
+            self.stats.failures += 1
+            raise
+
+    def count_retry(self) -> None:
+        self.stats.retries += 1
 
     def statistics(self) -> dict[str, int]:
+        """Requests sent, by method."""
         return dict(self.requests)
 
     # -- account -----------------------------------------------------------------------------
@@ -283,11 +303,13 @@ class SwiftStore:
         hdrs = dict(headers or {})
         if if_none_match:
             hdrs["If-None-Match"] = "*"
-        return await self._call(
+        result = await self._call(
             f"PUT {container}/{name}", "PUT",
             lambda c: c.put_object(container, name, data, content_length=len(data),
                                    etag=etag, headers=hdrs, query_string=query),
         )
+        self.stats.bytes_sent += len(data)
+        return str(result)
 
     async def put_stream(
         self, container: str, name: str, body: Iterable[bytes | memoryview], *,
@@ -309,15 +331,24 @@ class SwiftStore:
         assert self._storage_url is not None and self._token is not None
         url, token = self._storage_url, self._token
         self.requests["PUT"] += 1
+        sent = _Sent()
         try:
-            return await trio.to_thread.run_sync(
+            etag = await trio.to_thread.run_sync(
                 partial(_chunked_put, url, token, container, name, body, headers or {},
-                        self._timeout),
+                        self._timeout, sent),
                 limiter=self._streams)
         except ClientException as exc:
+            self.stats.answered("PUT", exc)
             if exc.http_status == 401:
                 raise self._expired(token, f"PUT {container}/{name}") from exc
             raise
+        except Exception as exc:
+            self.stats.answered("PUT", exc)
+            raise
+        finally:
+            self.stats.bytes_sent += sent.n
+        self.stats.answered("PUT")
+        return etag
 
     def _expired(self, token: str, what: str) -> ConnectionError:
         """For a 401 to a request of our own (http.client) made with `token`: forget the token
@@ -362,7 +393,9 @@ class SwiftStore:
             _, body = c.get_object(container, name, headers=hdrs, query_string=query)
             return bytes(body)
 
-        return await self._call(f"GET {container}/{name}", "GET", call)
+        data = await self._call(f"GET {container}/{name}", "GET", call)
+        self.stats.bytes_received += len(data)
+        return data
 
     async def read_object(self, container: str, name: str) -> StoredObject:
         """HEAD the name and, for an SLO manifest, GET its stored form (the one home of that
@@ -429,9 +462,15 @@ class SwiftStore:
             marker = items[-1]["name"]
 
 
+class _Sent:
+    """Bytes of a body sent so far (written by the sending thread, read after it ends)."""
+
+    n = 0
+
+
 def _chunked_put(url: str, token: str, container: str, name: str,
                  body: Iterable[bytes | memoryview], headers: dict[str, str],
-                 timeout: float) -> str:
+                 timeout: float, sent: _Sent) -> str:
     """PUT `body` with chunked transfer encoding (blocking; see SwiftStore.put_stream)."""
     conn, target = _http_connection(url, container, name, timeout)
     try:
@@ -446,6 +485,7 @@ def _chunked_put(url: str, token: str, container: str, name: str,
                 conn.send(b"%x\r\n" % len(part))
                 conn.send(part)
                 conn.send(b"\r\n")
+                sent.n += len(part)
         conn.send(b"0\r\n\r\n")
         resp = conn.getresponse()
         content = resp.read()
@@ -508,8 +548,10 @@ class ObjectReader:
         try:
             await retrying(self.what, partial(self._read_into, buf, start),
                            policy=self.store.policy, is_transient=is_transient,
-                           describe=describe, progressed=progressed)
+                           describe=describe, progressed=progressed,
+                           on_retry=self.store.count_retry)
         except (ClientException, *_TRANSPORT_ERRORS) as exc:
+            self.store.stats.failures += 1
             raise translate(exc, self.what) from exc
         return len(buf)
 
@@ -525,6 +567,7 @@ class ObjectReader:
                 if not n:
                     raise ConnectionError(f"{self.what}: the response ended early")
                 self.pos += n
+                self.store.stats.bytes_received += n
         except BaseException:
             self.close()  # a broken stream is never reused; the retry opens a new GET
             raise
@@ -544,9 +587,14 @@ class ObjectReader:
                         self.pos, self.end, store._timeout),
                 limiter=store._streams)
         except ClientException as exc:
+            store.stats.answered("GET", exc)
             if exc.http_status == 401:
                 raise store._expired(token, self.what) from exc
             raise
+        except Exception as exc:
+            store.stats.answered("GET", exc)
+            raise
+        store.stats.answered("GET")
 
     def close(self) -> None:
         """Abandon the stream (its connection is closed)."""

@@ -67,6 +67,9 @@ verify_md5 = true
 # be closed; what is still open then is aborted (never published: the file keeps its previous
 # content). Keep it below the unit's TimeoutStopSec.
 stop_timeout = 60
+# Prometheus metrics of the mount: off, PORT or HOST:PORT (HTTP /metrics; the host defaults
+# to 127.0.0.1), or /path/name.prom (a node_exporter textfile). See docs/OPERATIONS.md.
+metrics = off
 # CAS containers = 16 ** shard_digits; read only by `cloudfs mkfs`.
 shard_digits = 2
 log_level = INFO
@@ -82,6 +85,8 @@ retire_grace = 3600
 # Seconds a file made of several pieces (appends, random writes, truncations) must stay
 # unchanged before ccd settles it into one whole-file object (which re-uploads the file).
 settle_grace = 600
+# Prometheus metrics of ccd (as `metrics` above; `ccd cleanup` writes a textfile at exit).
+ccd_metrics = off
 """
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -126,11 +131,13 @@ class Config:
     shard_digits: int = 2
     verify_md5: bool = True
     stop_timeout: float = 60.0
+    metrics: str = "off"
     log_level: str = "INFO"
     grace: float = 86400.0
     interval: float = 60.0
     retire_grace: float = 3600.0
     settle_grace: float = 600.0
+    ccd_metrics: str = "off"
     source: str = ""  # the file it came from, for messages
 
     @property
@@ -153,8 +160,9 @@ _FIELDS: dict[str, dict[str, object]] = {
               "retry_deadline": float, "max_connections": int},
     "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
                 "small_file_threshold": "size", "shard_digits": int, "log_level": str,
-                "verify_md5": "bool", "stop_timeout": float},
-    "ccd": {"grace": float, "interval": float, "retire_grace": float, "settle_grace": float},
+                "verify_md5": "bool", "stop_timeout": float, "metrics": str},
+    "ccd": {"grace": float, "interval": float, "retire_grace": float, "settle_grace": float,
+            "ccd_metrics": str},
 }
 
 
@@ -171,6 +179,15 @@ def _convert(key: str, value: str, kind: object) -> object:
         return kind(value)  # type: ignore[operator]
     except ValueError:
         raise ConfigError(f"{key}: {value!r} is not a valid {kind.__name__}") from None  # type: ignore[attr-defined]
+
+
+def setting_from_text(key: str, text: str) -> object | None:
+    """The value of setting `key` read from `text` (as in the file), or None if `key` is not a
+    setting; ConfigError naming it if `text` is malformed."""
+    for fields in _FIELDS.values():
+        if key in fields:
+            return _convert(key, text.strip(), fields[key])
+    return None
 
 
 def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None,
@@ -209,7 +226,11 @@ def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None =
     for key, override in (overrides or {}).items():
         if override is not None:
             values[key] = override
-    cfg = replace(Config(), source=source, **values)  # type: ignore[arg-type]
+    return check(replace(Config(), source=source, **values))  # type: ignore[arg-type]
+
+
+def check(cfg: Config) -> Config:
+    """`cfg` if every setting is in range; ConfigError naming the first that is not."""
     _check_ranges(cfg)
     return cfg
 

@@ -26,6 +26,8 @@ from seqwrite import Layout
 from sqlfsn import Namespace
 
 MiB = 1 << 20
+# A log line at WARNING or above (after its time stamp), or a traceback.
+LOUD = re.compile(r"^(\S+ )?(WARNING|ERROR|CRITICAL) |^Traceback")
 PR_SET_PDEATHSIG = 1
 
 
@@ -69,8 +71,7 @@ class MountSession:
         """WARNING/ERROR/CRITICAL lines and tracebacks not allowed by the test."""
         bad = []
         for line in self.log_text().splitlines():
-            if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback")) and not any(
-                    re.search(p, line) for p in self.allowed):
+            if LOUD.match(line) and not any(re.search(p, line) for p in self.allowed):
                 bad.append(line)
         return bad
 
@@ -125,6 +126,8 @@ class MountSession:
         """Change settings of the config file (they apply at the next start)."""
         parser = configparser.ConfigParser(interpolation=None)
         parser.read(self.config)
+        if not parser.has_section(section):
+            parser.add_section(section)
         for key, value in settings.items():
             parser[section][key] = str(value)
         with open(self.config, "w") as f:

@@ -306,3 +306,21 @@ def test_thousand_appends_read_back_as_the_concatenation(cloudfs_mount, fault_pr
     assert len(puts) == 1000
     assert not [p for m, p in fault_proxy.requests if m == "GET"], "appends read nothing"
     assert path.read_bytes() == b"".join(records)
+
+
+def test_every_close_commits_what_was_written(cloudfs_mount):
+    """Every close(2) of a descriptor of a file being written commits what was written so
+    far, also the close of a copy that a forked process inherited (FUSE reports each close,
+    and cloudfs cannot tell the last one apart while an error can still reach the program):
+    readers then see those bytes; the writer's later bytes are committed at its own close."""
+    path = cloudfs_mount.path / "forked"
+    first, second = os.urandom(MiB + 3), os.urandom(MiB + 5)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.write(fd, first)
+        subprocess.run(["true"], pass_fds=(fd,), check=True)  # the child closes its copy
+        assert path.read_bytes() == first
+        os.write(fd, second)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == first + second
