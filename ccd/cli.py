@@ -31,6 +31,7 @@ from ccd.report import Progress, Report
 from ccd.settle import DEFAULT_SETTLE_GRACE, Settler
 from seqwrite import StoreError
 from sqlfsn.errors import NamespaceError
+from wiring import credentials
 from wiring.config import Config, load
 from wiring.errors import SetupError
 from wiring.filesystem import spool_dir, writer_settings
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE",
                         help="the filesystem's INI config file, as given to `cloudfs mount`")
+    credentials.add_arguments(parser.add_argument_group(
+        "credentials (flags override the environment's OS_*/ST_* variables, which override "
+        "the file)"))
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log verbosity (default: log_level of the config file, or INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -121,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level or "INFO"), format=LOG_FORMAT,
                         stream=sys.stderr)
     try:
-        cfg = load(args.config)
+        cfg = load(args.config, overrides=credentials.overrides(args))
         if not args.log_level:
             logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
         return int(args.func(cfg, args))

@@ -17,6 +17,7 @@ from cloudfs.mount import MountOptions, run
 from seqwrite import Layout, StoreError
 from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace
+from wiring import credentials
 from wiring.config import EXAMPLE, Config, ConfigError, load, parse_size
 from wiring.filesystem import make_store
 
@@ -26,12 +27,11 @@ MARKER = ".cloudfs"  # object in the temp container naming the filesystem that o
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (flags override the file and ST_* variables)")
+    g = p.add_argument_group("configuration (flags override the environment's OS_*/ST_* "
+                             "variables, which override the file)")
     g.add_argument("--config", metavar="FILE",
                    help="INI config file (see `cloudfs config-example`)")
-    g.add_argument("--auth-url", help="Swift v1 auth URL (also ST_AUTH)")
-    g.add_argument("--user",
-                   help="Swift user (also ST_USER); the key comes from the file or ST_KEY")
+    credentials.add_arguments(g)
     g.add_argument("--container", help="base name of the filesystem's containers")
     g.add_argument("--database", help="namespace database (SQLite file)")
     g.add_argument("--cache-dir", help="local spool/cache directory")
@@ -41,7 +41,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> Config:
     try:
         overrides = {
-            "auth_url": args.auth_url, "user": args.user, "container": args.container,
+            **credentials.overrides(args), "container": args.container,
             "database": args.database, "cache_dir": args.cache_dir,
             "segment_size": (parse_size(args.segment_size, "--segment-size")
                              if args.segment_size else None),
@@ -58,7 +58,8 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
     if args.shard_digits is not None:
         cfg = dataclasses.replace(cfg, shard_digits=args.shard_digits)
     try:
-        cfg.require("database", "auth_url", "user", "key")
+        cfg.require("database")
+        cfg.auth  # noqa: B018 - says which credential is missing
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     db = Path(cfg.database)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -47,6 +48,14 @@ def start_dev_swift(dir: Path, **kwargs: object) -> DevSwift:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests configure Swift themselves: credentials a developer exported in this shell
+    (`eval "$(cloudfs dev-swift start ...)"`) would override their config files."""
+    for var in list(os.environ):
+        if var.startswith(("OS_", "ST_")) or var == "CREDENTIALS_DIRECTORY":
+            del os.environ[var]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
