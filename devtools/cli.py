@@ -77,8 +77,8 @@ def register_swift(subparsers: Any) -> None:
         "--port",
         type=int,
         default=None,
-        help=f"proxy port; PORT..PORT+4 must be free (default: the running "
-        f"instance's, else {swift.DEFAULT_PORT})",
+        help=f"proxy port; PORT..PORT+4 (+5 with Keystone) must be free (default: DIR's "
+        f"last port, else {swift.DEFAULT_PORT})",
     )
     p.add_argument(
         "--max-file-size",
@@ -91,15 +91,17 @@ def register_swift(subparsers: Any) -> None:
         "--auth",
         choices=swift.AUTH_MODES,
         default=None,
-        help="tempauth (v1, ST_* lines; the default) or keystone: a real Keystone v3 (SQLite) "
+        help="tempauth (v1, ST_* lines) or keystone: a real Keystone v3 (SQLite) "
         "on PORT+5, the proxy using keystonemiddleware's authtoken + keystoneauth; project "
-        "and user cloudfs with an application credential; prints OS_* lines",
+        "and user cloudfs with an application credential; prints OS_* lines (default: DIR's "
+        "last, else tempauth)",
     )
     p.add_argument(
         "--tls",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="serve the proxy (and Keystone) over https with a certificate of a CA generated "
-        "in DIR/tls (prints OS_CACERT)",
+        "in DIR/tls (prints OS_CACERT; default: DIR's last, else plain http)",
     )
     p.add_argument(
         "--os-credential",
@@ -136,19 +138,20 @@ def register_swift(subparsers: Any) -> None:
 
 def _cmd_start(args: argparse.Namespace) -> int:
     settings = (args.port, args.max_file_size, args.max_manifest_segments, args.auth,
-                args.tls or None, args.token_expiration)
+                args.tls, args.token_expiration)
     dev = swift.running(args.dir)
     if dev is not None and settings == (None,) * len(settings):
         print(f"the dev Swift in {dev.dir} is already running", file=sys.stderr)
     else:
+        last = swift.status(args.dir)  # a restart keeps DIR's port, auth and TLS by default
         try:
             dev = swift.start(
                 args.dir,
-                swift.DEFAULT_PORT if args.port is None else args.port,
+                args.port or last["port"] or swift.DEFAULT_PORT,
                 max_file_size=args.max_file_size,
                 max_manifest_segments=args.max_manifest_segments,
-                auth=args.auth or "tempauth",
-                tls_on=args.tls,
+                auth=args.auth or last["auth"],
+                tls_on=last["tls"] if args.tls is None else args.tls,
                 token_expiration=args.token_expiration,
             )
         except ServiceError as exc:

@@ -322,11 +322,30 @@ class Login:
         if isinstance(exc, ksa_exc.ConnectionError | ksa_exc.RequestTimeout
                       | ksa_exc.ServiceUnavailable | ksa_exc.InternalServerError
                       | ksa_exc.BadGateway | ksa_exc.GatewayTimeout):
-            return ConnectionError(f"authentication at {where}: {_first_line(exc)}")
+            return ConnectionError(f"authentication at {where}: {_reason(exc)}")
         if isinstance(exc, ksa_exc.ClientException):
             return AuthFailed(f"authentication at {self.auth.describe()} failed: "
                               f"{_first_line(exc)}")
         return exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause of a connection failure in a few words ("Connection refused"), found
+    down the chain of wrapped exceptions (keystoneauth, requests, urllib3, the socket)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        if isinstance(e, TimeoutError):
+            return "timed out"
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None),
+                 *(a for a in e.args if isinstance(a, BaseException))]
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
