@@ -73,9 +73,14 @@ def test_keystone_tls_start_restart_stop(swift_dir: Path) -> None:  # noqa: F811
         s.sendall(b"GET /healthcheck HTTP/1.0\r\n\r\n")
         assert not s.recv(100).startswith(b"HTTP/1.")
 
-    other = subprocess.run([*CLI, "start", str(swift_dir), "--port", str(port)],
-                           capture_output=True, text=True, timeout=60)
-    assert other.returncode == 2 and "already runs with other settings" in other.stderr
+    # Options left out keep DIR's settings; other settings are refused while it runs.
+    same = subprocess.run([*CLI, "start", str(swift_dir), "--port", str(port)],
+                          capture_output=True, text=True, timeout=60)
+    assert same.returncode == 0 and evaluated(same.stdout) == env, same.stderr
+    for flag in ("--auth=tempauth", "--no-tls"):
+        other = subprocess.run([*CLI, "start", str(swift_dir), flag], capture_output=True,
+                               text=True, timeout=60)
+        assert other.returncode == 2 and "already runs with other settings" in other.stderr
 
     assert subprocess.run([*CLI, "stop", str(swift_dir)]).returncode == 0
     assert processes_mentioning(swift_dir) == []
