@@ -85,17 +85,20 @@ class DevSwift:
     port: int
     dir: Path
     keystone: KeystoneAccount | None = None
+    ca: str | None = None  # with TLS: the CA that signed the servers' certificates
 
     @property
     def cacert(self) -> str | None:
-        return self.keystone.cacert if self.keystone is not None else None
+        return self.keystone.cacert if self.keystone is not None else self.ca
 
     def env(self, credential: str = "application") -> dict[str, str]:
-        """The ST_AUTH/ST_USER/ST_KEY variables of the swift CLI, or with Keystone the
-        openstack CLI's OS_* (with the application credential, or the user's password)."""
+        """The ST_AUTH/ST_USER/ST_KEY variables of the swift CLI (and OS_CACERT with TLS), or
+        with Keystone the openstack CLI's OS_* (with the application credential, or the
+        user's password)."""
         if self.keystone is not None:
             return self.keystone.env(credential)
-        return {"ST_AUTH": self.auth_url, "ST_USER": self.user, "ST_KEY": self.key}
+        env = {"ST_AUTH": self.auth_url, "ST_USER": self.user, "ST_KEY": self.key}
+        return env | ({"OS_CACERT": self.ca} if self.ca else {})
 
 
 # ------------------------------------------------------------------------------ Swift venv
@@ -203,8 +206,9 @@ def _memcached_ok(port: int) -> bool:
     return answer.startswith(b"VERSION ")
 
 
-def _v1_token(port: int, key: str) -> tuple[str, str] | None:
-    auth = _http(port, "GET", "/auth/v1.0", {"X-Auth-User": USER, "X-Auth-Key": key})
+def _v1_token(port: int, key: str, context: ssl.SSLContext | None) -> tuple[str, str] | None:
+    auth = _http(port, "GET", "/auth/v1.0", {"X-Auth-User": USER, "X-Auth-Key": key},
+                 context)
     url, token = auth.getheader("X-Storage-Url"), auth.getheader("X-Auth-Token")
     if auth.status // 100 == 2 and url and token:
         return token, urllib.parse.urlsplit(url).path
@@ -212,15 +216,14 @@ def _v1_token(port: int, key: str) -> tuple[str, str] | None:
 
 
 def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int],
-                  account: KeystoneAccount | None = None) -> None:
+                  account: KeystoneAccount | None = None, ca: str | None = None) -> None:
     """Polls memcached's `version` and /healthcheck on the four Swift ports (the proxy's over
     https with TLS), Keystone's token and a policy-checked request, then an authentication
     (v1, or Keystone's) and an account HEAD (so the proxy's first request already finds
     memcached up)."""
     deadline = time.monotonic() + START_TIMEOUT
     pending = set(pids)
-    context = ssl.create_default_context(cafile=account.cacert) if account and account.cacert \
-        else None
+    context = ssl.create_default_context(cafile=ca) if ca else None
     token: tuple[str, str] | None = None
     while True:
         for name in list(pending):
@@ -239,7 +242,7 @@ def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int],
                     pending.discard(name)
         if not pending:
             with contextlib.suppress(OSError, http.client.HTTPException):
-                token = token if account is not None else _v1_token(port, key)
+                token = token if account is not None else _v1_token(port, key, context)
                 if token is not None:
                     status = _http(port, "HEAD", token[1], {"X-Auth-Token": token[0]},
                                    context).status
@@ -289,6 +292,9 @@ def _devswift(dir: Path, port: int, state: dict[str, Any]) -> DevSwift:
         acct = keystone.account(dir, port, state["keystone"],
                                 tls.files(dir) if state.get("tls") else None)
         return DevSwift(acct.auth_url, acct.user, acct.password, port, dir, acct)
+    if state.get("tls"):
+        return DevSwift(f"https://127.0.0.1:{port}/auth/v1.0", USER, state["key"], port, dir,
+                        ca=str(tls.files(dir).ca))
     return DevSwift(f"http://127.0.0.1:{port}/auth/v1.0", USER, state["key"], port, dir)
 
 
@@ -385,7 +391,7 @@ def start(
             for name in sorted(names, key=[keystone.NAME, MEMCACHED, *SERVERS].index):
                 cmd = _command(name, dir, port, python, memcached)
                 pids[name] = process.spawn(cmd, dir, name, die_with_parent=die_with_parent)
-            _wait_healthy(dir, port, state["key"], pids, dev.keystone)
+            _wait_healthy(dir, port, state["key"], pids, dev.keystone, dev.cacert)
         except BaseException as exc:
             tails = process.log_tails(dir, names)
             _stop_locked(dir)

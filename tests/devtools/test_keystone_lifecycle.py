@@ -99,6 +99,27 @@ def test_keystone_tls_start_restart_stop(swift_dir: Path) -> None:  # noqa: F811
     assert not st["running"] and "keystone" in st["servers"]
 
 
+@pytest.mark.slow
+@pytest.mark.swift
+async def test_tempauth_over_https(swift_dir: Path) -> None:  # noqa: F811
+    """--tls without Keystone: tempauth over https, every path of the store verified."""
+    from seqwrite import SwiftAuth, SwiftStore, Tls
+
+    dev = devswift.start(swift_dir, devswift.find_free_port_range(), tls_on=True,
+                         die_with_parent=True)
+    assert dev.auth_url.startswith("https://") and dev.env()["OS_CACERT"] == dev.cacert
+    assert dev.cacert is not None
+    store = SwiftStore(SwiftAuth(dev.auth_url, dev.user, dev.key, tls=Tls(dev.cacert)),
+                       timeout=10)
+    await store.open()
+    await store.put_container("c")
+    etag = await store.put_stream("c", "o", [b"over ", memoryview(b"https")])
+    assert etag and await store.get("c", "o") == b"over https"
+    assert await store.open_read("c", "o", 5, 10).read(5) == b"https"
+    await store.aclose()
+    devswift.stop(swift_dir)
+
+
 def test_busy_keystone_port_is_refused_and_nothing_starts(tmp_path: Path) -> None:
     port = devswift.find_free_port_range("keystone")
     with socket.socket() as busy:

@@ -193,6 +193,8 @@ def test_insecure_mounts_and_warns_at_every_start(fs: Fs):
                            env=env)
     for _ in range(2):
         session.start()
+        (mnt / "insecure").write_bytes(b"over unverified https")  # it serves, it writes
+        assert (mnt / "insecure").read_bytes() == b"over unverified https"
         assert session.stop() == 0
     warnings = [ln for ln in session.log_text().splitlines() if "NOT verified" in ln]
     assert len(warnings) == 2 and warnings[0].startswith("WARNING"), session.log_text()
