@@ -225,7 +225,7 @@ class Settler(CrashPoints):
                         raise StoreError(f"read {read} bytes of a {size}-byte file")
                     content = await writer.finish()
                 except BaseException:
-                    await writer.abort()  # nothing if finish() already cleaned up
+                    writer.abort()  # nothing if finish() already cleaned up
                     raise
         except BaseExceptionGroup as group:
             raise sole_error(group) from None

@@ -29,9 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="log verbosity (default: INFO)",
+        help="log verbosity (default: log_level of the config file, or INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
@@ -43,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(logging, args.log_level or "INFO"),
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

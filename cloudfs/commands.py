@@ -16,9 +16,9 @@ from cloudfs.errors import UsageError
 from cloudfs.mount import MountOptions, run
 from seqwrite import Layout, StoreError
 from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
-from sqlfsn import Namespace
+from sqlfsn import Namespace, mount_holder
 from wiring import credentials
-from wiring.config import EXAMPLE, Config, ConfigError, load, parse_size
+from wiring.config import EXAMPLE, Config, load, parse_size
 from wiring.filesystem import make_store
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,15 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    try:
-        overrides = {
-            **credentials.overrides(args), "container": args.container,
-            "database": args.database, "cache_dir": args.cache_dir,
-            "segment_size": (parse_size(args.segment_size, "--segment-size")
-                             if args.segment_size else None),
-        }
-        return load(args.config, overrides=overrides)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    """The configuration: flags, then the environment, then the file (ConfigError, a one-line
+    SetupError, names a bad setting)."""
+    overrides = {
+        **credentials.overrides(args), "container": args.container,
+        "database": args.database, "cache_dir": args.cache_dir,
+        "segment_size": (parse_size(args.segment_size, "--segment-size")
+                         if args.segment_size else None),
+    }
+    return load(args.config, overrides=overrides)
 
 
 # -- mkfs --------------------------------------------------------------------------------------
@@ -57,23 +56,23 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     if args.shard_digits is not None:
         cfg = dataclasses.replace(cfg, shard_digits=args.shard_digits)
-    try:
-        cfg.require("database")
-        cfg.auth  # noqa: B018 - says which credential is missing
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    cfg.require("database")
+    cfg.auth  # noqa: B018 - says which credential is missing
     db = Path(cfg.database)
     if db.exists() and not args.force:
         raise UsageError(f"{db} already holds a filesystem; use --force to replace it "
                          "(its files will be lost)")
+    holder = mount_holder(db)
+    if holder is not None:
+        raise UsageError(f"{db} is mounted ({holder.describe()}): unmount it first")
     layout = Layout(cfg.container, cfg.shard_digits)
     fs_id = trio.run(_make_containers, cfg, layout, args.force)
     if db.exists():
         for suffix in ("", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     ns = Namespace.open(db, create=True)
-    ns.set_meta("fs_id", fs_id)
+    ns.set_meta("fs_uuid", fs_id)  # the same id as the container's marker object
     ns.set_meta(META_CONTAINER, layout.base)
     ns.set_meta(META_SHARD_DIGITS, str(layout.shard_digits))
     ns.close()
@@ -89,7 +88,7 @@ async def _make_containers(cfg: Config, layout: Layout, force: bool) -> str:
         if await store.head(layout.tmp_container, MARKER) is not None and not force:
             raise UsageError(f"Swift container {layout.tmp_container} already holds a cloudfs "
                              "filesystem; use --force to replace it")
-        fs_id = uuid.uuid4().hex
+        fs_id = str(uuid.uuid4())
         limiter = trio.CapacityLimiter(8)
 
         async def make(name: str) -> None:
@@ -113,7 +112,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     opts = MountOptions(args.mountpoint, foreground=args.foreground,
                         allow_other=args.allow_other, fuse_options=tuple(args.o or ()))
-    logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
+    if args.log_level is None:  # the command line wins over the file
+        logging.getLogger().setLevel(getattr(logging, cfg.log_level.upper()))
     return run(cfg, opts)
 
 

@@ -14,10 +14,13 @@ import errno
 import logging
 import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pyfuse3
 import trio
@@ -26,8 +29,9 @@ from cloudfs.errors import UsageError
 from cloudfs.files import Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
-from cloudfs.rwcache import CacheBudget
 from seqwrite import Layout
+from sqlfsn import MountInfo, Namespace, mount_holder
+from sqlfsn.errors import MountBusy
 from wiring import sdnotify
 from wiring.config import Config
 from wiring.errors import SetupError
@@ -84,7 +88,8 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
     async with contextlib.AsyncExitStack() as stack:
         fs = await stack.enter_async_context(open_filesystem(cfg))
         ns, store, layout = fs.ns, fs.store, fs.layout
-        purged = ns.purge_orphans()
+        register(ns, opts.mountpoint)
+        purged = ns.purge_orphans()  # only once registered: no other mount has them open
         if purged:
             log.info("removed %d files that were unlinked while open at the last unmount", purged)
         nursery = await stack.enter_async_context(trio.open_nursery())
@@ -92,12 +97,12 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
                       writers=writer_settings(cfg, spool_dir(cfg)),
                       read_budget=BlockBudget(READ_BUDGET_BLOCKS),
                       stale_deletion_ns=stale_deletion_ns(cfg),
-                      cache_budget=CacheBudget(cfg.cache_size))
+                      on_commit=_forget_cached_attributes)
         ops = Operations(ns, files)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)
         nursery.start_soon(files.leases.keep_alive)
-        nursery.start_soon(_terminate_on_signals)
+        nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout)
         nursery.start_soon(_tune_read_ahead, opts.mountpoint)
         log.info("mounted %s (Swift container %s, database %s)", opts.mountpoint,
                  layout.base, cfg.database)
@@ -106,9 +111,55 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
             await pyfuse3.main()
         finally:
             log.info("unmounting %s", opts.mountpoint)
-            with trio.CancelScope(shield=True):
-                await files.close_all()  # pending uploads finish, or fail loudly
+            # Unmounted or the connection went away: what is still open was not closed by
+            # its application, so it is aborted, never committed (session.ON_STOP).
+            files.abort_unclosed()
             nursery.cancel_scope.cancel()
+
+
+def register(ns: Namespace, mountpoint: str) -> None:
+    """Register this mount with the namespace: refused (one line naming the holder) if
+    another process has it mounted."""
+    info = MountInfo(socket.gethostname(), os.getpid(), os.path.abspath(mountpoint),
+                     time.time_ns())
+    try:
+        ns.register_mount(info)
+    except MountBusy as exc:
+        raise SetupError(f"the filesystem is already mounted ({exc.detail}); unmount it "
+                         "first: one mount per SQLite namespace") from None
+
+
+def _forget_cached_attributes(inode: int) -> None:
+    """After a commit: the kernel's cached attributes (times, size) are stale."""
+    with contextlib.suppress(OSError):  # ENOENT: the kernel does not know the inode
+        pyfuse3.invalidate_inode(cast(pyfuse3.InodeT, inode), attr_only=True)
+
+
+async def _stop_on_signals(files: Files, grace: float) -> None:
+    """SIGTERM or SIGINT: stop (see Files and session.ON_STOP): new opens for writing get
+    EROFS, open writers get `grace` seconds to close, what is still open is aborted, commits
+    in progress complete, then the mount ends. A second signal ends the wait at once."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        waiting = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if files.stopping:
+                    log.info("%s again: not waiting for open writers any more", name)
+                    waiting.cancel()
+                    continue
+                log.info("%s: stopping", name)
+                sdnotify.notify("STOPPING=1")
+                files.stopping = True
+                nursery.start_soon(_stop, files, grace, waiting)
+
+
+async def _stop(files: Files, grace: float, waiting: trio.CancelScope) -> None:
+    with waiting:
+        await files.wait_writers_closed(grace)
+    files.abort_unclosed()
+    await files.wait_commits()
+    pyfuse3.terminate()
 
 
 async def _tune_read_ahead(mountpoint: str) -> None:
@@ -119,14 +170,6 @@ async def _tune_read_ahead(mountpoint: str) -> None:
     except OSError:
         return
     raise_read_ahead(mountpoint)
-
-
-async def _terminate_on_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            sdnotify.notify("STOPPING=1")
-            pyfuse3.terminate()
 
 
 async def _main(cfg: Config, opts: MountOptions, report: int | None) -> None:
@@ -153,7 +196,14 @@ def run(cfg: Config, opts: MountOptions) -> int:
         raise UsageError(f"mount point {mnt} is not a directory")
     if os.path.ismount(mnt):
         raise UsageError(f"{mnt} is already a mount point")
-    open_namespace(cfg).close()  # fail fast, in the foreground, on a bad database
+    ns = open_namespace(cfg)  # fail fast, in the foreground, on a bad database
+    try:
+        holder = mount_holder(Path(cfg.database))
+    finally:
+        ns.close()
+    if holder is not None:
+        raise SetupError(f"the filesystem is already mounted ({holder.describe()}); unmount "
+                         "it first: one mount per SQLite namespace")
     if opts.foreground:
         trio.run(_main, cfg, opts, None)
         return 0
@@ -166,19 +216,20 @@ def run(cfg: Config, opts: MountOptions) -> int:
         if verdict == "ok":
             print(f"cloudfs mounted at {mnt} (pid {pid}); unmount with: fusermount3 -u {mnt}")
             return 0
-        print(f"cloudfs mount: {verdict or 'the mount process died'}", file=sys.stderr)
-        return 1
+        kind, _, message = verdict.partition(":")
+        print(f"cloudfs mount: {message.strip() or 'the mount process died'}", file=sys.stderr)
+        return 2 if kind == "setup" else 1
     os.close(rfd)
     os.setsid()
     _detach_stdio(cfg)
     try:
         trio.run(_main, cfg, opts, wfd)
     except SetupError as exc:
-        _report(wfd, str(exc))
-        os._exit(1)
+        _report(wfd, f"setup: {exc}")
+        os._exit(2)
     except BaseException as exc:
         log.exception("mount failed")
-        _report(wfd, f"{type(exc).__name__}: {exc}")
+        _report(wfd, f"error: {type(exc).__name__}: {exc}")
         os._exit(1)
     os._exit(0)
 
@@ -192,6 +243,7 @@ def _detach_stdio(cfg: Config) -> None:
     """The background daemon logs to <cache_dir>/mount.log."""
     logdir = private_dir(cache_dir(cfg))
     fd = os.open(logdir / "mount.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # an older log readable by others: it names paths
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fd, 1)

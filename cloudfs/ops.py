@@ -149,6 +149,7 @@ class Operations(pyfuse3.Operations):
             kw["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime_ns"] = attr.st_mtime_ns
+            self.files.set_mtime(inode, attr.st_mtime_ns)
         if getattr(fields, "update_ctime", False):
             kw["ctime_ns"] = attr.st_ctime_ns
         result = self.ns.setattr(inode, **kw) if kw else self.ns.getattr(inode)
@@ -271,6 +272,7 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> Any:
         name = check_name(name)
+        self.files.check_may_write()
         try:
             attr = self.ns.lookup(parent_inode, name)
         except NotFound:

@@ -9,8 +9,9 @@ base below them, zeros past the base's end. Nothing is fetched that is not read.
 At commit (close or fsync) each written range is streamed through seqwrite as its own content
 and the new version is the list of pieces: untouched ranges of the base are reused as they
 are (no download, no re-upload), written ranges point at their new contents, gaps are holes.
-The cache counts against a process-wide limit (`CacheBudget`): a write that would exceed it
-fails with ENOSPC instead of filling the disk.
+The cache counts against the process's local-disk budget (seqwrite.space.LocalSpace, shared
+with the spools): a write that would exceed it fails with ENOSPC instead of filling the disk,
+and the budget always leaves the headroom that committing the cache needs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from cloudfs.errors import FsError
+from seqwrite.space import LocalSpace
 from sqlfsn import Piece
 
 log = logging.getLogger(__name__)
@@ -97,23 +99,6 @@ class Ranges:
             yield pos, end, False
 
 
-class CacheBudget:
-    """The process-wide limit on bytes held in write caches."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def take(self, n: int, what: str) -> None:
-        if self.used + n > self.limit:
-            raise FsError(errno.ENOSPC, f"{what}: the write cache is full ({self.used} of "
-                          f"{self.limit} bytes; raise cache_size or close files)")
-        self.used += n
-
-    def give(self, n: int) -> None:
-        self.used = max(0, self.used - n)
-
-
 ReadBase = Callable[[int, int], Awaitable[bytes]]  # (offset, length) of the base version
 Upload = Callable[[AsyncIterator[bytes]], Awaitable[tuple[str, int]]]  # chunks -> (hash, size)
 
@@ -126,14 +111,14 @@ class RandomSession:
     """The new version of one file being written at random offsets."""
 
     def __init__(self, inode: int, base: list[Piece], base_size: int, cache_dir: str | None,
-                 budget: CacheBudget) -> None:
+                 space: LocalSpace) -> None:
         self.inode = inode
         self.base = base
         self.base_limit = base_size  # base bytes past this were truncated away: zeros
         self.size = base_size
         self.written = Ranges()
-        self._budget = budget
-        self._cached = 0  # bytes of `written` counted against the budget
+        self._space = space
+        self._cached = 0  # bytes of `written` counted against the space
         self._file = tempfile.TemporaryFile(dir=cache_dir, prefix="cloudfs-rw-")  # noqa: SIM115
         self.base_reader: Any = None  # set by the owner: a block-cached reader of `base`
 
@@ -141,7 +126,11 @@ class RandomSession:
         end = off + len(data)
         new = sum(hi - lo for lo, hi, inside in self.written.split(off, end) if not inside)
         if new:
-            self._budget.take(new, f"inode {self.inode}")  # ENOSPC before touching anything
+            # ENOSPC before touching anything; the headroom is for committing this cache
+            if not self._space.try_take(new, keep=self._space.headroom):
+                raise FsError(errno.ENOSPC, f"inode {self.inode}: the write cache is full "
+                              f"({self._space.describe()}; raise cache_size, free the disk "
+                              "or close files)")
             self._cached += new
         view = memoryview(data)
         pos = off
@@ -155,7 +144,7 @@ class RandomSession:
         before = self.written.total()
         self.written.remove_from(size)
         freed = before - self.written.total()
-        self._budget.give(freed)
+        self._space.give(freed)
         self._cached -= freed
         self.base_limit = min(self.base_limit, size)
         self.size = size
@@ -235,6 +224,6 @@ class RandomSession:
         if self.base_reader is not None:
             self.base_reader.close()
             self.base_reader = None
-        self._budget.give(self._cached)
+        self._space.give(self._cached)
         self._cached = 0
         self._file.close()

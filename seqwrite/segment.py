@@ -26,6 +26,7 @@ import trio
 
 from seqwrite.errors import Corrupted, SpoolError, StoreError, WriterAborted
 from seqwrite.retry import retrying
+from seqwrite.space import LocalSpace
 from seqwrite.store import SwiftStore, describe, is_transient, translate
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class SegmentUpload:
 
     def __init__(
         self, store: SwiftStore, container: str, name: str, seq: int, spool_dir: str | None,
-        *, verify_md5: bool = False,
+        *, verify_md5: bool = True, space: LocalSpace | None = None,
     ) -> None:
         self.store = store
         self.container = container
@@ -74,7 +75,10 @@ class SegmentUpload:
         self._done = trio.Event()
         self.etag: str | None = None
         self.error: StoreError | None = None
-        self.attempts = 0
+        self._space = space
+        self._reserved = 0  # bytes of `space` this segment's spool holds; -1 once given back
+        if space is not None:
+            space.track(self)
 
     # -- trio side ---------------------------------------------------------------------------
 
@@ -105,6 +109,10 @@ class SegmentUpload:
             if self._digester is not None:
                 self._digester.shutdown()
             self._spool.close()
+            if self._space is not None:
+                self._space.untrack(self)
+                self._space.give(self._reserved)
+            self._reserved = -1  # given back: later reservations are returned at once
             self._done.set()
 
     def _progressed(self) -> bool:
@@ -114,7 +122,6 @@ class SegmentUpload:
         return grown
 
     async def _attempt(self) -> str:
-        self.attempts += 1
         body = self._body()
         try:
             etag = await self.store.put_stream(self.container, self.name, body)
@@ -126,9 +133,15 @@ class SegmentUpload:
                             f"sent {self._attempt_md5}")
         return etag
 
-    async def send(self, chunk: Sequence[memoryview]) -> None:
+    async def send(self, chunk: Sequence[memoryview], *, reserved: int = 0) -> None:
         """Queue a (non-empty) chunk, views the caller must not change; waits while the upload
-        is behind (backpressure)."""
+        is behind (backpressure). `reserved`: bytes of the local space the caller took for
+        spooling it, given back when this upload ends (whatever happens to the chunk)."""
+        if self._reserved < 0:  # ended: the spool will not hold these bytes
+            if self._space is not None:
+                self._space.give(reserved)
+        else:
+            self._reserved += reserved
         try:
             await self._send.send(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -140,9 +153,14 @@ class SegmentUpload:
         """No more bytes: the PUT completes once the thread drains the channel."""
         await self._send.aclose()
 
-    async def abort(self) -> None:
+    def abort(self) -> None:
+        """Stop: a blocked `send` fails, the thread drops the request at its next chunk."""
         self._aborted = True
-        await self._send.aclose()
+        self._send.close()
+
+    def unwritten(self) -> int:
+        """Bytes counted for the spool that the helper thread has not written yet."""
+        return max(0, self._reserved - self._spooled)
 
     async def wait(self) -> str:
         """Wait until the segment is stored and verified; its md5 ETag, or raise."""

@@ -11,6 +11,7 @@ with the meaning of every table and column, is in ``sqlfsn/schema.py``.
 """
 
 from . import errors
+from .local import MountInfo, mount_holder
 from .namespace import Namespace
 from .schema import SCHEMA_VERSION
 from .types import (
@@ -35,9 +36,11 @@ __all__ = [
     "Claim",
     "ContentInfo",
     "DirEntry",
+    "MountInfo",
     "Namespace",
     "Piece",
     "UnsettledFile",
     "UploadInfo",
     "errors",
+    "mount_holder",
 ]

@@ -21,8 +21,9 @@ import stat
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from . import errors
+from . import errors, local
 from .schema import SCHEMA_VERSION, create_tables
 from .types import NAME_MAX, Attr
 
@@ -85,7 +86,9 @@ def connect(
         target, create = ":memory:", True
     else:
         quoted = urllib.parse.quote(os.path.abspath(spec))
-        target = f"file:{quoted}?mode={'rwc' if create else 'rw'}"
+        target = f"file:{quoted}?mode={'rw' if not create else 'rwc'}"
+        if create:
+            local.create_private(Path(spec))
     try:
         conn = sqlite3.connect(target, uri=not memory, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     except sqlite3.OperationalError as exc:
@@ -93,6 +96,8 @@ def connect(
     try:
         _set_pragmas(conn, spec, memory=memory)
         _ensure_schema(conn, spec, create=create, clock=clock)
+        if not memory:
+            local.tighten(Path(spec))
     except sqlite3.DatabaseError as exc:
         conn.close()
         if getattr(exc, "sqlite_errorcode", None) == _SQLITE_NOTADB:
@@ -154,6 +159,7 @@ class Core:
     Attributes:
         _conn: the connection (autocommit; writes go through ``_txn``).
         _clock: returns the current time in integer nanoseconds.
+        commits: how many write transactions this connection committed.
     """
 
     _conn: sqlite3.Connection
@@ -162,6 +168,7 @@ class Core:
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], int]) -> None:
         self._conn = conn
         self._clock = clock
+        self.commits = 0  # write transactions committed by this connection (statistics)
 
     def close(self) -> None:
         """Close the connection (uncommitted work cannot exist: every write commits)."""
@@ -185,6 +192,7 @@ class Core:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self.commits += 1
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

@@ -103,6 +103,16 @@ class Conflict(NamespaceError):
     reason = "content version conflict"
 
 
+class MountBusy(NamespaceError):
+    """The namespace is mounted by another process; ``holder`` says which (or is None)."""
+
+    reason = "already mounted"
+
+    def __init__(self, detail: str = "", holder: object = None) -> None:
+        super().__init__(detail)
+        self.holder = holder
+
+
 class NotAFilesystem(NamespaceError):
     """The database is missing, not SQLite, not a cloudfs namespace, or of another version."""
 

@@ -11,12 +11,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
 from .check import run_checks
 from .content import ContentOps
 from .core import connect
 from .files import FileOps
+from .local import MountInfo, MountLock
 from .tree import TreeOps
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,28 @@ class Namespace(TreeOps, FileOps, ContentOps):
         a database of something else, or a schema version this code does not know.
         ``clock`` gives "now" for every time stamp (tests inject a fake one).
         """
-        return cls(connect(path, create=create, clock=clock), clock)
+        namespace = cls(connect(path, create=create, clock=clock), clock)
+        if os.fspath(path) != ":memory:":
+            namespace._mount_lock = MountLock(Path(path))
+        return namespace
+
+    _mount_lock: MountLock | None = None
+
+    def register_mount(self, info: MountInfo) -> None:
+        """Register the mount of this process (call once, before serving).
+
+        SQLite allows one mount per namespace: an exclusive lock on the database's `-mount`
+        file, released by the kernel when this process ends however it ends, or by
+        ``close()``. MountBusy (naming the holder) if another process holds it. An in-memory
+        namespace has no other process: nothing to register."""
+        if self._mount_lock is not None:
+            self._mount_lock.acquire(info)
+
+    def close(self) -> None:
+        """Close the connection and give up the mount registration, if any."""
+        if self._mount_lock is not None:
+            self._mount_lock.release()
+        super().close()
 
     def __enter__(self) -> Namespace:
         return self

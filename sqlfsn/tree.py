@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from . import errors
 from .core import ATTR_COLUMNS, Core, check_count, check_name
-from .types import TARGET_MAX, Attr, DirEntry
+from .types import ROOT_INODE, TARGET_MAX, Attr, DirEntry
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,25 @@ class TreeOps(Core):
             (node, directory),
         ).fetchone()
         return row is not None
+
+    def path_of(self, inode: int) -> bytes | None:
+        """A path of ``inode`` from the root, e.g. b'/a/b' (for messages; a file with several
+        names gets one of them), b'/' for the root, or None if it has no name (an orphan)."""
+        if inode == ROOT_INODE:
+            return b"/"
+        names: list[bytes] = []
+        node = inode
+        with self._snapshot() as c:
+            while node != ROOT_INODE:
+                row = c.execute(
+                    "SELECT parent, name FROM dentry WHERE inode = ? ORDER BY id LIMIT 1",
+                    (node,),
+                ).fetchone()
+                if row is None or len(names) > 4096:
+                    return None
+                node, name = row
+                names.append(name)
+        return b"/" + b"/".join(reversed(names))
 
     # -- listing ----------------------------------------------------------------------
 

@@ -13,11 +13,14 @@ Faults are rules, matched in the order added against (method, request target inc
     proxy.add_rule("PUT", r"/o$", "drop", after_bytes=65536)    # ... after 64 KiB of the body
     proxy.add_rule("GET", r"/o$", "stall", seconds=5)           # wait 5 s, then forward
     proxy.add_rule("GET", r"/o$", "drop_response")              # forward, cut the body midway
+    proxy.add_rule("PUT", r"/o$", "corrupt", after_bytes=1000)   # flip a bit of body byte 1000
 
 Each match consumes one of `times` (-1: forever). With "drop" and after_bytes > 0, the head and
 the first after_bytes body bytes are forwarded to Swift before both connections are closed, as a
 real network failure would leave it. "drop_response" passes after_bytes body bytes if > 0, else
-half the body (raw bytes: for a chunked body that includes its framing).
+half the body (raw bytes: for a chunked body that includes its framing). "corrupt" forwards
+the request with one bit of the body byte at after_bytes flipped (raw position: pick one
+inside the data), as a faulty network card or proxy would.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
 
-ACTIONS = ("drop", "stall", "drop_response")
+ACTIONS = ("drop", "stall", "drop_response", "corrupt")
 MAX_LINE = 65536
 COPY_CHUNK = 65536
 
@@ -101,12 +104,17 @@ def _copy_exact(reader: BinaryIO, write: Writer, n: int) -> None:
 class Writer:
     """Writes to a socket, optionally stopping (and raising _Cut) after `limit` bytes."""
 
-    def __init__(self, sock: socket.socket | None, limit: int | None = None) -> None:
+    def __init__(self, sock: socket.socket | None, limit: int | None = None, *,
+                 flip_at: int | None = None) -> None:
         self.sock = sock
         self.limit = limit
+        self.flip_at = flip_at  # flip the lowest bit of the byte at this position
         self.count = 0
 
     def __call__(self, data: bytes) -> None:
+        if self.flip_at is not None and self.count <= self.flip_at < self.count + len(data):
+            i = self.flip_at - self.count
+            data = data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]
         if self.limit is not None and self.count + len(data) >= self.limit:
             data = data[: self.limit - self.count]
             self._send(data)
@@ -382,7 +390,8 @@ class FaultProxy:
             up.close()
             upstream = up.connect()
             upstream.sendall(self._forward_head(req).encode())
-        _relay_body(reader, Writer(upstream), req, until_eof=False)
+        flip = rule.after_bytes if rule is not None and action == "corrupt" else None
+        _relay_body(reader, Writer(upstream, flip_at=flip), req, until_eof=False)
 
         up_reader = up.reader
         assert up_reader is not None

@@ -3,6 +3,7 @@ remount and kill: used by the mount tests (tests/mount) and the Keystone tests."
 
 from __future__ import annotations
 
+import configparser
 import ctypes
 import os
 import signal
@@ -52,8 +53,9 @@ class MountSession:
     expect_errors: bool = False
     exits: list[int] = field(default_factory=list)
 
-    def start(self, timeout: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "cloudfs", "mount", "--foreground", "--config",
+    def start(self, timeout: float = 30.0, *, options: tuple[str, ...] = ()) -> None:
+        """Start the daemon; `options` go before the subcommand (e.g. --log-level DEBUG)."""
+        cmd = [sys.executable, "-m", "cloudfs", *options, "mount", "--foreground", "--config",
                str(self.config), str(self.path)]
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
@@ -97,6 +99,27 @@ class MountSession:
     def remount(self) -> None:
         assert self.stop() == 0
         self.start()
+
+    def configure(self, section: str, **settings: object) -> None:
+        """Change settings of the config file (they apply at the next start)."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.config)
+        for key, value in settings.items():
+            parser[section][key] = str(value)
+        with open(self.config, "w") as f:
+            parser.write(f)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the daemon to exit by itself (after a signal); its exit code."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"daemon still running after {timeout}s:\n{self.log_text()[-3000:]}")
+        self.proc = None
+        self.exits.append(code)
+        return code
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

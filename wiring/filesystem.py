@@ -10,6 +10,7 @@ content in flight.
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from seqwrite import Layout, RetryPolicy, StoreError, SwiftStore, WriterSettings
 from seqwrite.layout import layout_from_meta
+from seqwrite.space import LocalSpace
 from sqlfsn import Namespace
 from sqlfsn.errors import NotAFilesystem
 from wiring.config import Config
@@ -44,26 +46,47 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """`path` as a directory readable by its owner only (created with its parents);
-    SetupError if it cannot be made."""
+    """`path` as a directory: created readable by its owner only, or an
+    existing one (a warning if others can enter it: it is the operator's directory, perhaps
+    shared, so it is not changed). SetupError if it cannot be made."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         raise SetupError(f"cannot create {path}: {exc.strerror}") from None
+    if mode & 0o077 and path not in _warned:
+        _warned.add(path)
+        log.warning("%s is accessible to other users (mode %04o): cloudfs keeps file content "
+                    "and logs there; consider chmod 700", path, mode)
     return path
+
+
+_warned: set[Path] = set()
 
 
 def spool_dir(cfg: Config) -> Path:
     """Where segments in flight are spooled: `<cache_dir>/spool`."""
-    return private_dir(cache_dir(cfg) / "spool")
+    return private_dir(private_dir(cache_dir(cfg)) / "spool")
 
 
-def writer_settings(cfg: Config, spool: Path | None) -> WriterSettings:
-    """The Writer's settings, the same for the mount and ccd's settle."""
+def writer_settings(cfg: Config, spool: Path) -> WriterSettings:
+    """The Writer's settings, the same for the mount and ccd's settle: their spools (and the
+    mount's write cache) count against one LocalSpace of `cache_size` on the spool's disk."""
+    space = LocalSpace(str(spool), cfg.cache_size)
+    free = space.free_on_disk()
+    if cfg.cache_size > free:
+        log.warning("cache_size is %s but %s has only %s free above its reserve of %s: local "
+                    "writes (spool, write cache) wait or fail with ENOSPC when the disk is "
+                    "full, before cache_size", _size(cfg.cache_size), spool, _size(max(0, free)),
+                    _size(space.reserve))
     return WriterSettings(segment_size=cfg.segment_size,
                           small_threshold=cfg.small_file_threshold,
-                          spool_dir=None if spool is None else str(spool),
-                          verify_md5=cfg.verify_md5)
+                          spool_dir=str(spool), verify_md5=cfg.verify_md5, space=space)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def stale_deletion_ns(cfg: Config) -> int:

@@ -105,7 +105,7 @@ class Fs:
             for upload, _ in w._segments:  # the completed segments (test-only peek)
                 await upload.wait()
             if w._current is not None:  # the one in flight dies with the mount
-                await w._current.abort()
+                w._current.abort()
         return w.upload_id
 
     def put_tagged_leftover(self, data: bytes, file_hash: str, *, seq: int = 0) -> str:

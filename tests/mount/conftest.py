@@ -23,7 +23,7 @@ from seqwrite import Layout
 def write_config(path: Path, *, auth_url: str, user: str, key: str, container: str,
                  database: Path, cache: Path, **extra: object) -> None:
     settings = {"segment_size": "1M", "small_file_threshold": "64K", "shard_digits": "1",
-                "retry_deadline": "10", "timeout": "5"}
+                "retry_deadline": "10", "timeout": "5", "stop_timeout": "10"}
     settings.update({k: str(v) for k, v in extra.items()})
     swift_keys = {"timeout", "retry_deadline", "max_connections"}
     lines = ["[swift]", f"auth_url = {auth_url}", f"user = {user}", f"key = {key}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 import pytest
 
@@ -83,6 +84,27 @@ def test_swift_outage_during_write_fails_close_and_keeps_old_content(cloudfs_mou
     with pytest.raises(OSError) as e:  # the failure sticks to the open file until release
         os.close(dup)
     assert e.value.errno == errno.EIO
+    assert path.read_bytes() == b"old content"
+
+
+def test_swift_down_close_fails_at_the_deadline(cloudfs_mount, fault_proxy):
+    """With Swift down, close answers EIO at the retry deadline: the clean-up of the aborted
+    upload (DELETEs that fail too) goes on in the background, the application does not wait
+    for it."""
+    cloudfs_mount.expect_errors = True
+    path = cloudfs_mount.path / "down"
+    path.write_bytes(b"old content")
+    f = open(path, "wb")  # noqa: SIM115
+    f.write(os.urandom(3 << 20))
+    fault_proxy.add_rule(None, r".", "status:503", times=-1)  # every request, DELETEs too
+    started = time.monotonic()
+    with pytest.raises(OSError) as e:
+        f.close()
+    elapsed = time.monotonic() - started
+    fault_proxy.clear_rules()
+    assert e.value.errno == errno.EIO
+    # retry_deadline is 10 s here; the aborted upload's DELETEs would add up to 30 s more.
+    assert elapsed < 10 + 8, f"close took {elapsed:.0f} s"
     assert path.read_bytes() == b"old content"
 
 

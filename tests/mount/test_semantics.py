@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -214,24 +213,6 @@ def test_one_writer_per_file(cloudfs_mount):
             open(path, "wb")  # noqa: SIM115
         assert e.value.errno == errno.EBUSY
     assert path.read_bytes() == b"x" * 100
-
-
-def test_sigterm_unmounts_after_pending_uploads(cloudfs_mount):
-    """SIGTERM unmounts cleanly: pending uploads finish first."""
-    path = cloudfs_mount.path / "pending"
-    data = os.urandom(MiB + 1)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    os.write(fd, data)
-    cloudfs_mount.proc.send_signal(signal.SIGTERM)
-    assert cloudfs_mount.proc.wait(30) == 0
-    cloudfs_mount.proc = None
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-    cloudfs_mount.kill()
-    cloudfs_mount.start()
-    assert path.read_bytes() == data
 
 
 def test_pending_truncation_never_wipes_a_newer_version(cloudfs_mount):

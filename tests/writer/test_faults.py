@@ -45,6 +45,31 @@ async def test_transient_segment_fault_heals(faulty_store, fault_proxy, layout, 
     assert len(puts) == 2, "the faulted segment was sent again from the spool"
 
 
+async def test_bytes_corrupted_in_transit_are_caught_and_sent_again(faulty_store, fault_proxy,
+                                                                    layout, raw_swift):
+    """By default (verify_md5) every segment's md5 is compared with the ETag Swift computed of
+    what it stored: a bit flipped on the way is caught, the segment is sent again from the
+    spool, and the CAS name holds exactly the bytes of its hash."""
+    data = os.urandom(3 * SEG + 777)
+    fault_proxy.add_rule("PUT", r"/\.tmp/.*/000001$", "corrupt", times=1, after_bytes=5000)
+    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB)
+    assert cas_get(raw_swift, layout, content.hash) == data
+    puts = [p for m, p in fault_proxy.requests if m == "PUT" and p.endswith("/000001")]
+    assert len(puts) == 2, "the corrupted segment was sent again"
+
+
+async def test_without_verify_md5_corruption_goes_unseen(faulty_store, fault_proxy, layout,
+                                                         raw_swift):
+    """What verify_md5 = false gives up: a flipped bit is stored, and the CAS name no longer
+    returns the bytes of its hash (why the check is on by default)."""
+    data = os.urandom(3 * SEG + 777)
+    fault_proxy.add_rule("PUT", r"/\.tmp/.*/000001$", "corrupt", times=1, after_bytes=5000)
+    content = await write_all(faulty_store, layout, data, segment_size=SEG, small_threshold=KiB,
+                              verify_md5=False)
+    stored = cas_get(raw_swift, layout, content.hash)
+    assert blake3.blake3(stored).hexdigest() != content.hash
+
+
 async def test_expired_token_on_a_segment_reauthenticates(faulty_store, fault_proxy, layout,
                                                           raw_swift):
     """A 401 in the middle of a streamed segment (the token expired) is healed: the store
