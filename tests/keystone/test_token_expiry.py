@@ -71,7 +71,7 @@ def test_a_slow_multi_segment_write_outlives_its_token(short_tokens: DevSwift, t
 
 def test_keystone_down_then_back(short_tokens: DevSwift, tmp_path):
     """Keystone stops while a mount runs: with tokens this short every request needs a new
-    one, so a write fails, after the retry deadline, with EIO (no hang, no traceback); a mount
+    one, so a write fails, after the retry deadline, with EIO (no hang, no traceback); ccd
     started meanwhile refuses in one line; once Keystone is back, the same mount writes
     again."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "ST_"))},
@@ -101,9 +101,8 @@ def test_keystone_down_then_back(short_tokens: DevSwift, tmp_path):
         assert err.value.errno == errno.EIO
         assert time.monotonic() - started < 60
 
-        (tmp_path / "other").mkdir()
-        out = subprocess.run([sys.executable, "-m", "cloudfs", "mount", "--foreground",
-                              "--config", str(config), str(tmp_path / "other")],
+        # ccd (which runs beside the mount) starting meanwhile: one line, exit status 2.
+        out = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", str(config), "once"],
                              capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "Connection refused" in out.stderr
