@@ -141,8 +141,9 @@ def in_mount_table(path: Path) -> bool:
 class Bench:
     """The harness's own dev Swift, filesystem and mount, and what the scenarios need of them."""
 
-    def __init__(self, work: Path, verbose: bool = True) -> None:
+    def __init__(self, work: Path, verbose: bool = True, keystone_tls: bool = False) -> None:
         self.work = work
+        self.keystone_tls = keystone_tls  # Keystone auth, everything over https
         self.mnt = work / "mnt"
         self.conf = work / "cloudfs.conf"
         self.db = work / "ns.db"
@@ -163,35 +164,56 @@ class Bench:
     # Swift ---------------------------------------------------------------------------------
 
     def start_swift(self) -> None:
-        port = devswift.find_free_port_range()
-        self.say(f"starting dev Swift on ports {port}-{port + devswift.PORT_COUNT - 1}")
-        self.swift = devswift.start(self.work / "swift", port, die_with_parent=True)
+        auth = "keystone" if self.keystone_tls else "tempauth"
+        port = devswift.find_free_port_range(auth)
+        self.say(f"starting dev Swift ({auth}{', https' if self.keystone_tls else ''}) on "
+                 f"ports from {port}")
+        self.swift = devswift.start(self.work / "swift", port, die_with_parent=True, auth=auth,
+                                    tls_on=self.keystone_tls)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of cloudfs and ccd: with Keystone, the credentials are the OS_*
+        variables (application credential, OS_CACERT), as an operator gives them."""
+        assert self.swift is not None
+        return {**CHILD_ENV, **self.swift.env()} if self.keystone_tls else CHILD_ENV
+
+    def new_conn(self) -> Any:
+        """A raw python-swiftclient connection: v1 auth, or with Keystone a keystoneauth
+        session (application credential; https verified against the dev CA)."""
+        import swiftclient
+
+        swift = self.swift
+        assert swift is not None
+        if swift.keystone is None:
+            return swiftclient.Connection(swift.auth_url, swift.user, swift.key, retries=0,
+                                          timeout=120)
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        acct = swift.keystone
+        sess = session.Session(auth=v3.ApplicationCredential(
+            auth_url=acct.auth_url, application_credential_id=acct.application_credential_id,
+            application_credential_secret=acct.application_credential_secret),
+            verify=acct.cacert)
+        return swiftclient.Connection(session=sess, cacert=acct.cacert, retries=0, timeout=120)
 
     @property
     def conn(self) -> Any:
         """One raw python-swiftclient connection (the baselines and the byte counts)."""
         if self._conn is None:
-            import swiftclient
-
-            assert self.swift is not None
-            self._conn = swiftclient.Connection(self.swift.auth_url, self.swift.user,
-                                                self.swift.key, retries=0, timeout=120)
+            self._conn = self.new_conn()
         return self._conn
 
     def store_bytes(self) -> tuple[int, int]:
         """(bytes, objects) in the filesystem's containers, from a HEAD of each container (the
         account's totals need the container updater, which the dev Swift does not run; the
         object server updates the container before it answers a PUT or DELETE)."""
-        import swiftclient
-
-        assert self.swift is not None
-        swift = self.swift
         local = threading.local()
 
         def head(name: str) -> tuple[int, int]:
             if not hasattr(local, "conn"):
-                local.conn = swiftclient.Connection(swift.auth_url, swift.user, swift.key,
-                                                    retries=0, timeout=120)
+                local.conn = self.new_conn()
             headers = local.conn.head_container(name)
             return (int(headers.get("x-container-bytes-used", 0)),
                     int(headers.get("x-container-object-count", 0)))
@@ -204,14 +226,16 @@ class Bench:
 
     def mkfs(self) -> None:
         assert self.swift is not None
+        creds = "" if self.keystone_tls else (
+            f"auth_url = {self.swift.auth_url}\nuser = {self.swift.user}\n"
+            f"key = {self.swift.key}\n")
         self.conf.write_text(
-            f"[swift]\nauth_url = {self.swift.auth_url}\nuser = {self.swift.user}\n"
-            f"key = {self.swift.key}\ncontainer = {CONTAINER}\n"
+            f"[swift]\n{creds}container = {CONTAINER}\n"
             f"[cloudfs]\ndatabase = {self.db}\ncache_dir = {self.work / 'cache'}\n"
             "[ccd]\ngrace = 3600\nretire_grace = 0\ninterval = 60\n")
         self.conf.chmod(0o600)
         subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(self.conf)],
-                       check=True, capture_output=True, cwd=ROOT, env=CHILD_ENV)
+                       check=True, capture_output=True, cwd=ROOT, env=self.env)
         self.mnt.mkdir(exist_ok=True)
 
     def mount(self, timeout: float = 60.0) -> None:
@@ -222,7 +246,7 @@ class Bench:
             self.daemon = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                            stderr=logf, start_new_session=True,
                                            preexec_fn=_die_with_parent, cwd=ROOT,
-                                           env=CHILD_ENV)
+                                           env=self.env)
         deadline = time.monotonic() + timeout
         while not os.path.ismount(self.mnt):
             if self.daemon.poll() is not None:
@@ -296,7 +320,7 @@ class Bench:
         cmd = [sys.executable, "-m", "ccd.cli", "--config", str(self.conf), "--log-level",
                "WARNING", *args]
         started = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV)
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=self.env)
         seconds = time.perf_counter() - started
         if out.returncode != 0:
             raise RuntimeError(f"{shlex.join(cmd)} failed ({out.returncode}):\n"
@@ -362,6 +386,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="FILE", help="write the results here")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (Swift data, database, logs)")
+    p.add_argument("--keystone-tls", action="store_true",
+                   help="the dev Swift behind a real Keystone, everything over https; the "
+                   "mount and ccd get the credentials as OS_* variables, the baselines use a "
+                   "keystoneauth session over https as well")
+    p.add_argument("--only", metavar="SCENARIOS",
+                   help="comma-separated scenarios to run, of: " + ", ".join(scenarios.ALL))
     args = p.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
     for key, value in base.items():
@@ -386,10 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         "revision": git_revision(),
         "host": platform.node(), "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
-        "settings": {k: getattr(args, k) for k in (*DEFAULTS, "quick")},
+        "settings": {k: getattr(args, k) for k in (*DEFAULTS, "quick", "keystone_tls",
+                                                     "only")},
     }
     work = Path(tempfile.mkdtemp(prefix="cloudfs-harness-"))
-    bench = Bench(work)
+    bench = Bench(work, keystone_tls=args.keystone_tls)
     bench.say(f"work directory {work}")
 
     def on_term(signum: int, frame: Any) -> None:
@@ -403,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.mkfs()
         bench.mount()
         bench.say(f"mounted at {bench.mnt} (daemon pid {bench.pid})")
-        scenarios.run_all(bench, args, rows)
+        scenarios.run_all(bench, args, rows, args.only.split(",") if args.only else None)
         code = bench.unmount()
         if code != 0:
             raise RuntimeError(f"mount daemon exited with {code} at unmount")

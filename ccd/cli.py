@@ -35,7 +35,7 @@ from ccd.report import Progress, Report
 from ccd.settle import DEFAULT_SETTLE_GRACE, Settler
 from seqwrite import StoreError
 from sqlfsn.errors import NamespaceError
-from wiring import logs
+from wiring import credentials, logs
 from wiring.config import Config, load
 from wiring.errors import SetupError
 from wiring.filesystem import spool_dir, writer_settings
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE",
                         help="the filesystem's INI config file, as given to `cloudfs mount`")
+    credentials.add_arguments(parser.add_argument_group(
+        "credentials (flags override the environment's OS_*/ST_* variables, which override "
+        "the file)"))
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log verbosity (default: log_level of the config file, or INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -125,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level or "INFO")
     try:
-        cfg = load(args.config)
+        cfg = load(args.config, overrides=credentials.overrides(args))
         if not args.log_level:
             logs.set_level(cfg.log_level)
         return int(args.func(cfg, args))

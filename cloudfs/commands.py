@@ -21,7 +21,7 @@ from seqwrite.layout import META_CONTAINER, META_SHARD_DIGITS
 from sqlfsn import Namespace, mount_holder
 from sqlfsn.database import describe, is_postgres, sqlite_path
 from sqlfsn.errors import EmptyDatabase, NamespaceError
-from wiring import control, logs
+from wiring import control, credentials, logs
 from wiring.config import EXAMPLE, Config, check, load, parse_size, setting_from_text
 from wiring.filesystem import make_store
 
@@ -31,12 +31,11 @@ MARKER = ".cloudfs"  # object in the temp container naming the filesystem that o
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (flags override the file and ST_* variables)")
+    g = p.add_argument_group("configuration (flags override the environment's OS_*/ST_* "
+                             "variables, which override the file)")
     g.add_argument("--config", metavar="FILE",
                    help="INI config file (see `cloudfs config-example`)")
-    g.add_argument("--auth-url", help="Swift v1 auth URL (also ST_AUTH)")
-    g.add_argument("--user",
-                   help="Swift user (also ST_USER); the key comes from the file or ST_KEY")
+    credentials.add_arguments(g)
     g.add_argument("--container", help="base name of the filesystem's containers")
     g.add_argument("--database",
                    help="namespace database: an SQLite file, or postgresql://user@host/dbname")
@@ -48,7 +47,7 @@ def config_from(args: argparse.Namespace) -> Config:
     """The configuration: flags, then the environment, then the file (ConfigError, a one-line
     SetupError, names a bad setting)."""
     overrides = {
-        "auth_url": args.auth_url, "user": args.user, "container": args.container,
+        **credentials.overrides(args), "container": args.container,
         "database": args.database, "cache_dir": args.cache_dir,
         "segment_size": (parse_size(args.segment_size, "--segment-size")
                          if args.segment_size else None),
@@ -62,7 +61,8 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     if args.shard_digits is not None:
         cfg = dataclasses.replace(cfg, shard_digits=args.shard_digits)
-    cfg.require("database", "auth_url", "user", "key")
+    cfg.require("database")
+    cfg.auth  # noqa: B018 - says which credential is missing
     if is_postgres(cfg.database):
         _require_empty_postgres(cfg.database)
         db: str | Path = cfg.database

@@ -15,8 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools import postgres, swift
+from devtools import keystone, postgres, swift
 from devtools.errors import ServiceError, UsageError
+
+ST_VARS = ("ST_AUTH", "ST_USER", "ST_KEY")
+OS_VARS = ("OS_AUTH_URL", "OS_AUTH_TYPE", "OS_IDENTITY_API_VERSION", "OS_USERNAME", "OS_PASSWORD",
+           "OS_PROJECT_NAME", "OS_PROJECT_ID", "OS_USER_DOMAIN_NAME", "OS_PROJECT_DOMAIN_NAME",
+           "OS_APPLICATION_CREDENTIAL_ID", "OS_APPLICATION_CREDENTIAL_SECRET", "OS_REGION_NAME",
+           "OS_INTERFACE", "OS_CACERT", "OS_STORAGE_URL", "OS_TENANT_NAME", "OS_TENANT_ID")
 
 
 def _one_line_errors(prog: str, func: Callable[[argparse.Namespace], int]
@@ -49,7 +55,10 @@ def register_swift(subparsers: Any) -> None:
         "$CLOUDFS_SWIFT_VENV or ~/.cache/cloudfs/swift-venv) "
         "as five background processes on 127.0.0.1: proxy PORT, account PORT+1, container "
         "PORT+2, object PORT+3 and a memcached of its own on PORT+4 (the system's memcached "
-        "package, not its service). Config, data, logs and pid files live in DIR.",
+        "package, not its service). With --auth keystone, a real Keystone v3 on PORT+5 "
+        "authenticates instead of tempauth (Swift, Keystone and keystonemiddleware then run from "
+        "$CLOUDFS_KEYSTONE_VENV or ~/.cache/cloudfs/swift-venv-ks30). Config, data, logs and "
+        "pid files live in DIR.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser(
@@ -69,8 +78,8 @@ def register_swift(subparsers: Any) -> None:
         "--port",
         type=int,
         default=None,
-        help=f"proxy port; PORT..PORT+4 must be free (default: the running "
-        f"instance's, else {swift.DEFAULT_PORT})",
+        help=f"proxy port; PORT..PORT+4 (+5 with Keystone) must be free (default: DIR's "
+        f"last port, else {swift.DEFAULT_PORT})",
     )
     p.add_argument(
         "--max-file-size",
@@ -78,6 +87,35 @@ def register_swift(subparsers: Any) -> None:
         metavar="BYTES",
         help="lower Swift's max_file_size for this instance (a bigger PUT gets 413; "
         "keep it >= 64 KiB: an SLO manifest is an object too, ~210 B per segment)",
+    )
+    p.add_argument(
+        "--auth",
+        choices=swift.AUTH_MODES,
+        default=None,
+        help="tempauth (v1, ST_* lines) or keystone: a real Keystone v3 (SQLite) "
+        "on PORT+5, the proxy using keystonemiddleware's authtoken + keystoneauth; project "
+        "and user cloudfs with an application credential; prints OS_* lines (default: DIR's "
+        "last, else tempauth)",
+    )
+    p.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the proxy (and Keystone) over https with a certificate of a CA generated "
+        "in DIR/tls (prints OS_CACERT; default: DIR's last, else plain http)",
+    )
+    p.add_argument(
+        "--os-credential",
+        choices=keystone.CREDENTIAL_KINDS,
+        default="application",
+        help="with Keystone: print the application credential (default) or the user's "
+        "password as OS_* lines",
+    )
+    p.add_argument(
+        "--token-expiration",
+        type=int,
+        metavar="SECONDS",
+        help="with Keystone: token lifetime (default 3600; short ones test expiry)",
     )
     p.add_argument(
         "--max-manifest-segments",
@@ -102,22 +140,31 @@ def _add_dir_action(actions: Any, service: str, name: str,
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    settings = (args.port, args.max_file_size, args.max_manifest_segments)
+    settings = (args.port, args.max_file_size, args.max_manifest_segments, args.auth,
+                args.tls, args.token_expiration)
     dev = swift.running(args.dir)
-    if dev is not None and settings == (None, None, None):
+    if dev is not None and settings == (None,) * len(settings):
         print(f"the dev Swift in {dev.dir} is already running", file=sys.stderr)
     else:
+        last = swift.status(args.dir)  # a restart keeps DIR's port, auth and TLS by default
         try:
             dev = swift.start(
                 args.dir,
-                swift.DEFAULT_PORT if args.port is None else args.port,
+                args.port or last["port"] or swift.DEFAULT_PORT,
                 max_file_size=args.max_file_size,
                 max_manifest_segments=args.max_manifest_segments,
+                auth=args.auth or last["auth"],
+                tls_on=last["tls"] if args.tls is None else args.tls,
+                token_expiration=args.token_expiration,
             )
         except ServiceError as exc:
             print(f"cloudfs dev-swift start: {exc}", file=sys.stderr)
             return 1
-    for name, value in dev.env().items():
+    env = dev.env(args.os_credential)
+    # Variables of the other auth (or the other credential) would override or contradict these.
+    stale = sorted({*OS_VARS, *ST_VARS} - set(env))
+    print(f"unset {' '.join(stale)}")
+    for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
 
@@ -129,7 +176,8 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     st = swift.status(args.dir)
-    print(f"dev Swift in {st['dir']}: {'running' if st['running'] else 'not running'}")
+    mode = f"{st['auth']}{', https' if st['tls'] else ''}"
+    print(f"dev Swift in {st['dir']} ({mode}): {'running' if st['running'] else 'not running'}")
     for name, s in st["servers"].items():
         state = f"running, pid {s['pid']}" if s["running"] else "stopped"
         print(f"  {name:<9} port {s['port'] or '-'}  {state}")

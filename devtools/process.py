@@ -180,6 +180,7 @@ def stop_all(dir: Path, names: Iterable[str], what: str, *,
     pid files. Only pids that are still DIR's are signalled. Call it under DIR's lock."""
     names = list(names)
     pids = [p for n in names if (p := read_pid(dir, n)) is not None and is_running(p, dir)]
+    ours = [p for p in pids if p in _children]
     for sig, timeout in ((first, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -191,5 +192,12 @@ def stop_all(dir: Path, names: Iterable[str], what: str, *,
         if not pids:
             break
         log.warning("%s pids %s ignored %s", what, pids, sig.name)
+    # A process that is exiting has an empty command line (is_running says no) before it is a
+    # zombie: wait for our own children to be gone for good (reaped), not only unrecognisable.
+    for pid in ours:
+        child = _children.pop(pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(5.0)
     for name in names:
         pid_file(dir, name).unlink(missing_ok=True)

@@ -26,16 +26,15 @@ HEADs to the account and container servers, which no real cluster does.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
 import logging
 import os
 import pwd
-import secrets
 import shutil
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -44,26 +43,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devtools import ports, process
+from devtools import keystone, ports, process, tls
 from devtools.errors import ServiceError, UsageError
+from devtools.keystone import KeystoneAccount
+from devtools.swift_config import (  # noqa: F401 - CHUNK and RUNNER: part of this API
+    CHUNK,
+    MEMCACHED,
+    PROCESSES,
+    RUNNER,
+    SERVERS,
+    build_rings,
+    instance_state,
+)
+from devtools.swift_config import write_configs as _write_configs  # tests replace it
 
 log = logging.getLogger(__name__)
 
 SWIFT_VERSION = "2.38.3"
 DEFAULT_PORT = 8080
 USER = "test:tester"
-# Server name -> offset from the proxy port (the runner has the same table).
-SERVERS: dict[str, int] = {"proxy": 0, "account": 1, "container": 2, "object": 3}
-MEMCACHED = "memcached"
-# Every process of an instance -> offset from the proxy port: the Swift servers and memcached.
-PROCESSES: dict[str, int] = {**SERVERS, MEMCACHED: 4}
 PORT_COUNT = len(PROCESSES)
+KEYSTONE_PORT_COUNT = PORT_COUNT + 1  # and Keystone on P+5
+AUTH_MODES = ("tempauth", "keystone")
 MEMCACHED_MEMORY_MB = 64
 START_TIMEOUT = 60.0  # typically healthy in ~4 s; the box can be loaded
-# Run by path in the Swift venv, from a directory of its own: beside this module, Python would
-# import this swift.py for the runner's `import swift`.
-RUNNER = Path(__file__).parent / "runners" / "swift_runner.py"
-CHUNK = 1048576  # 1 MiB server chunk sizes: ~+20 % throughput on loopback
 
 
 class DevSwiftError(ServiceError):
@@ -72,17 +75,30 @@ class DevSwiftError(ServiceError):
 
 @dataclass(frozen=True)
 class DevSwift:
-    """A running dev Swift: v1 auth credentials as the swift CLI expects them (ST_*)."""
+    """A running dev Swift: v1 auth credentials as the swift CLI expects them (ST_*), or, with
+    Keystone, the account in `keystone` (OS_*; `auth_url`, `user` and `key` are then Keystone's
+    URL, the user and its password)."""
 
     auth_url: str
     user: str
     key: str
     port: int
     dir: Path
+    keystone: KeystoneAccount | None = None
+    ca: str | None = None  # with TLS: the CA that signed the servers' certificates
 
-    def env(self) -> dict[str, str]:
-        """The ST_AUTH/ST_USER/ST_KEY variables of the swift CLI."""
-        return {"ST_AUTH": self.auth_url, "ST_USER": self.user, "ST_KEY": self.key}
+    @property
+    def cacert(self) -> str | None:
+        return self.keystone.cacert if self.keystone is not None else self.ca
+
+    def env(self, credential: str = "application") -> dict[str, str]:
+        """The ST_AUTH/ST_USER/ST_KEY variables of the swift CLI (and OS_CACERT with TLS), or
+        with Keystone the openstack CLI's OS_* (with the application credential, or the
+        user's password)."""
+        if self.keystone is not None:
+            return self.keystone.env(credential)
+        env = {"ST_AUTH": self.auth_url, "ST_USER": self.user, "ST_KEY": self.key}
+        return env | ({"OS_CACERT": self.ca} if self.ca else {})
 
 
 # ------------------------------------------------------------------------------ Swift venv
@@ -116,128 +132,15 @@ def ensure_swift_venv() -> Path:
     return python
 
 
-def find_free_port_range() -> int:
-    """A base port P with P..P+4 free (the proxy, three servers and memcached)."""
-    return ports.find_free_port_range(PORT_COUNT)
+def find_free_port_range(auth: str = "tempauth") -> int:
+    """A base port P with P..P+4 free (the proxy, three servers and memcached), and P+5 for
+    Keystone."""
+    return ports.find_free_port_range(KEYSTONE_PORT_COUNT if auth == "keystone" else PORT_COUNT)
 
 
-# ------------------------------------------------------------------------------ configuration
-
-
-def _instance_state(dir: Path) -> dict[str, Any]:
-    """Credentials and hash salts, generated once per DIR so data survives restarts."""
-    path = dir / "etc" / "instance.json"
-    if path.exists():
-        state: dict[str, Any] = json.loads(path.read_text())
-        return state
-    state = {
-        "key": secrets.token_hex(16),
-        "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "hash_path_suffix": secrets.token_hex(16),
-        "hash_path_prefix": secrets.token_hex(16),
-    }
-    process.write_private(path, json.dumps(state, indent=1) + "\n")
-    return state
-
-
-def _server_conf(dir: Path, server: str, port: int, pipeline: str, app: str, extra: str) -> str:
-    return f"""\
-[DEFAULT]
-bind_ip = 127.0.0.1
-bind_port = {port + SERVERS[server]}
-workers = 0
-user = {pwd.getpwuid(os.geteuid()).pw_name}
-swift_dir = {dir / "etc"}
-devices = {dir / "srv"}
-mount_check = false
-disable_fallocate = true
-recon_cache_path = {dir / "run"}
-log_name = {server}-server
-log_level = INFO
-
-[pipeline:main]
-pipeline = {pipeline}
-
-[app:{server}-server]
-use = egg:swift#{app}
-{extra}
-[filter:healthcheck]
-use = egg:swift#healthcheck
-"""
-
-
-def _write_configs(
-    dir: Path,
-    port: int,
-    state: dict[str, Any],
-    max_file_size: int | None,
-    max_manifest_segments: int | None,
-) -> None:
-    etc = dir / "etc"
-    constraints = (
-        f"\n[swift-constraints]\nmax_file_size = {max_file_size}\n" if max_file_size else ""
-    )
-    (etc / "swift.conf").write_text(
-        f"[swift-hash]\nswift_hash_path_suffix = {state['hash_path_suffix']}\n"
-        f"swift_hash_path_prefix = {state['hash_path_prefix']}\n\n"
-        f"[storage-policy:0]\nname = gold\ndefault = yes\n{constraints}"
-    )
-    slo = f"max_manifest_segments = {max_manifest_segments}\n" if max_manifest_segments else ""
-    proxy_extra = (
-        f"account_autocreate = true\nclient_chunk_size = {CHUNK}\nobject_chunk_size = {CHUNK}\n"
-    )
-    filters = "".join(
-        f"\n[filter:{name}]\nuse = egg:swift#{egg}\n"
-        for name, egg in [
-            ("catch_errors", "catch_errors"),
-            ("gatekeeper", "gatekeeper"),
-            ("proxy-logging", "proxy_logging"),
-            ("listing_formats", "listing_formats"),
-            ("bulk", "bulk"),
-            ("copy", "copy"),
-            ("dlo", "dlo"),
-        ]
-    )
-    proxy = _server_conf(
-        dir,
-        "proxy",
-        port,
-        "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempauth "
-        "copy slo dlo proxy-logging proxy-server",
-        "proxy",
-        proxy_extra,
-    )
-    proxy += filters + (
-        f"\n[filter:cache]\nuse = egg:swift#memcache\n"
-        f"memcache_servers = 127.0.0.1:{port + PROCESSES[MEMCACHED]}\n"
-        f"\n[filter:slo]\nuse = egg:swift#slo\n{slo}"
-        f"\n[filter:tempauth]\nuse = egg:swift#tempauth\n"
-        f"user_test_tester = {state['key']} .admin\n"
-        f"fernet_key_1 = {state['fernet_key']}\nactive_fernet_key_id = 1\n"
-    )
-    process.write_private(etc / "proxy-server.conf", proxy)
-    obj_extra = (
-        f"network_chunk_size = {CHUNK}\ndisk_chunk_size = {CHUNK}\n"
-        # Without an object-updater, a container update that times out is only queued: a
-        # listing right after the PUT would miss the object. Give it time on a loaded box.
-        "container_update_timeout = 10\nnode_timeout = 10\n"
-    )
-    for server, extra in (("account", ""), ("container", ""), ("object", obj_extra)):
-        app = "object" if server == "object" else server
-        conf = _server_conf(dir, server, port, f"healthcheck {server}-server", app, extra)
-        (etc / f"{server}-server.conf").write_text(conf)
-
-
-def _build_rings(python: Path, dir: Path, port: int, state: dict[str, Any]) -> None:
-    """Rings carry the servers' ports: rebuilt when the port changes (placement is unchanged:
-    one device holds every partition, and the hash salts are kept in instance.json)."""
-    etc = dir / "etc"
-    rings = [etc / f"{n}.ring.gz" for n in ("account", "container", "object")]
-    if state.get("ring_port") == port and all(r.exists() for r in rings):
-        return
-    process.run([python, RUNNER, "rings", etc, str(port)])
-    state["ring_port"] = port
-    process.write_private(etc / "instance.json", json.dumps(state, indent=1) + "\n")
+def _processes(auth: str | None) -> dict[str, int]:
+    """Name -> port offset of every process of an instance with this auth."""
+    return {**PROCESSES, keystone.NAME: keystone.OFFSET} if auth == "keystone" else PROCESSES
 
 
 # ------------------------------------------------------------------------------ processes
@@ -260,6 +163,8 @@ def _memcached_binary() -> str:
 
 def _command(name: str, dir: Path, port: int, python: Path, memcached: str) -> list[str]:
     """The command line of one of DIR's processes; each one names DIR (see _is_running)."""
+    if name == keystone.NAME:
+        return keystone.command(dir, python)
     if name != MEMCACHED:
         return [str(python), str(RUNNER), "serve", name, str(dir / "etc" / f"{name}-server.conf")]
     cmd = [memcached, "-l", "127.0.0.1", "-p", str(port + PROCESSES[MEMCACHED]), "-U", "0"]
@@ -273,11 +178,13 @@ def _command(name: str, dir: Path, port: int, python: Path, memcached: str) -> l
 
 
 def _label(name: str) -> str:
-    return name if name == MEMCACHED else f"{name} server"
+    return name if name in (MEMCACHED, keystone.NAME) else f"{name} server"
 
 
-def _http(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def _http(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+          context: ssl.SSLContext | None = None) -> Any:
+    conn = (http.client.HTTPConnection("127.0.0.1", port, timeout=5) if context is None else
+            http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context))
     try:
         conn.request(method, path, headers=headers or {})
         resp = conn.getresponse()
@@ -299,11 +206,25 @@ def _memcached_ok(port: int) -> bool:
     return answer.startswith(b"VERSION ")
 
 
-def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int]) -> None:
-    """Polls memcached's `version` and /healthcheck on the four Swift ports, then a v1 auth and
-    an account HEAD (so the proxy's first request already finds memcached up)."""
+def _v1_token(port: int, key: str, context: ssl.SSLContext | None) -> tuple[str, str] | None:
+    auth = _http(port, "GET", "/auth/v1.0", {"X-Auth-User": USER, "X-Auth-Key": key},
+                 context)
+    url, token = auth.getheader("X-Storage-Url"), auth.getheader("X-Auth-Token")
+    if auth.status // 100 == 2 and url and token:
+        return token, urllib.parse.urlsplit(url).path
+    return None
+
+
+def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int],
+                  account: KeystoneAccount | None = None, ca: str | None = None) -> None:
+    """Polls memcached's `version` and /healthcheck on the four Swift ports (the proxy's over
+    https with TLS), Keystone's token and a policy-checked request, then an authentication
+    (v1, or Keystone's) and an account HEAD (so the proxy's first request already finds
+    memcached up)."""
     deadline = time.monotonic() + START_TIMEOUT
-    pending = set(PROCESSES)
+    pending = set(pids)
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    token: tuple[str, str] | None = None
     while True:
         for name in list(pending):
             if not process.is_running(pids[name], dir):
@@ -312,18 +233,23 @@ def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int]) -> None:
                 if name == MEMCACHED:
                     if _memcached_ok(port + PROCESSES[name]):
                         pending.discard(name)
-                elif _http(port + SERVERS[name], "GET", "/healthcheck").status == 200:
+                elif name == keystone.NAME:
+                    assert account is not None
+                    token = keystone.ready(account, port, context)
+                    pending.discard(name)
+                elif _http(port + SERVERS[name], "GET", "/healthcheck",
+                           context=context if name == "proxy" else None).status == 200:
                     pending.discard(name)
         if not pending:
             with contextlib.suppress(OSError, http.client.HTTPException):
-                auth = _http(port, "GET", "/auth/v1.0", {"X-Auth-User": USER, "X-Auth-Key": key})
-                url, token = auth.getheader("X-Storage-Url"), auth.getheader("X-Auth-Token")
-                if auth.status // 100 == 2 and url and token:
-                    path = urllib.parse.urlsplit(url).path
-                    if _http(port, "HEAD", path, {"X-Auth-Token": token}).status // 100 == 2:
+                token = token if account is not None else _v1_token(port, key, context)
+                if token is not None:
+                    status = _http(port, "HEAD", token[1], {"X-Auth-Token": token[0]},
+                                   context).status
+                    if status // 100 == 2:
                         return
         if time.monotonic() > deadline:
-            waiting = ", ".join(sorted(pending)) or "the v1 auth"
+            waiting = ", ".join(sorted(pending)) or "an authenticated account HEAD"
             raise DevSwiftError(f"not healthy after {START_TIMEOUT:.0f} s (waiting for {waiting})")
         time.sleep(0.1)
 
@@ -332,13 +258,15 @@ def _wait_healthy(dir: Path, port: int, key: str, pids: dict[str, int]) -> None:
 
 
 def status(dir: Path) -> dict[str, Any]:
-    """{"dir", "port", "running" (all five), "servers": {name: {"pid", "port", "running"}}}, the
-    servers being the four Swift servers and memcached."""
+    """{"dir", "port", "auth", "tls", "running" (all of them), "servers": {name: {"pid", "port",
+    "running"}}}, the servers being the four Swift servers, memcached and with Keystone auth
+    Keystone."""
     dir = Path(dir).absolute()
     state_file = dir / "etc" / "instance.json"
-    port = json.loads(state_file.read_text()).get("port") if state_file.exists() else None
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    port, auth = state.get("port"), state.get("auth", "tempauth")
     servers = {}
-    for server, offset in PROCESSES.items():
+    for server, offset in _processes(auth).items():
         pid = process.read_pid(dir, server)
         servers[server] = {
             "pid": pid,
@@ -346,7 +274,8 @@ def status(dir: Path) -> dict[str, Any]:
             "running": pid is not None and process.is_running(pid, dir),
         }
     running = all(s["running"] for s in servers.values())
-    return {"dir": str(dir), "port": port, "running": running, "servers": servers}
+    return {"dir": str(dir), "port": port, "auth": auth, "tls": bool(state.get("tls")),
+            "running": running, "servers": servers}
 
 
 def running(dir: Path) -> DevSwift | None:
@@ -355,11 +284,18 @@ def running(dir: Path) -> DevSwift | None:
     st = status(dir)
     if not st["running"]:
         return None
-    return _devswift(dir, st["port"], _instance_state(dir)["key"])
+    return _devswift(dir, st["port"], instance_state(dir))
 
 
-def _devswift(dir: Path, port: int, key: str) -> DevSwift:
-    return DevSwift(f"http://127.0.0.1:{port}/auth/v1.0", USER, key, port, dir)
+def _devswift(dir: Path, port: int, state: dict[str, Any]) -> DevSwift:
+    if state.get("auth") == "keystone":
+        acct = keystone.account(dir, port, state["keystone"],
+                                tls.files(dir) if state.get("tls") else None)
+        return DevSwift(acct.auth_url, acct.user, acct.password, port, dir, acct)
+    if state.get("tls"):
+        return DevSwift(f"https://127.0.0.1:{port}/auth/v1.0", USER, state["key"], port, dir,
+                        ca=str(tls.files(dir).ca))
+    return DevSwift(f"http://127.0.0.1:{port}/auth/v1.0", USER, state["key"], port, dir)
 
 
 def start(
@@ -369,13 +305,19 @@ def start(
     max_file_size: int | None = None,
     max_manifest_segments: int | None = None,
     die_with_parent: bool = False,
+    auth: str = "tempauth",
+    tls_on: bool = False,
+    token_expiration: int | None = None,
 ) -> DevSwift:
-    """Starts DIR's dev Swift on ports port..port+4 and waits until it serves a v1 auth.
+    """Starts DIR's dev Swift on ports port..port+4 (and Keystone on port+5 with
+    auth="keystone") and waits until it serves an authenticated request.
 
-    If DIR's instance already runs with the same port and limits, returns it as is; with other
-    settings, raises UsageError. A busy port raises UsageError naming it. A missing memcached
-    raises DevSwiftError saying so. Any other failure stops what was started and raises
-    DevSwiftError with the processes' log tails.
+    With `tls_on`, the proxy (and Keystone) serve https with a certificate of DIR's own CA
+    (`DevSwift.cacert`). `token_expiration` (seconds, Keystone only) shortens token lifetimes
+    for tests of expiry. If DIR's instance already runs with the same settings, returns it as
+    is; with other settings, raises UsageError. A busy port raises UsageError naming it. A
+    missing memcached raises DevSwiftError saying so. Any other failure stops what was started
+    and raises DevSwiftError with the processes' log tails.
     `die_with_parent` makes the processes get SIGTERM when the calling *thread* exits (call it
     from the main thread).
     """
@@ -384,66 +326,88 @@ def start(
     for name, value in (
         ("max_file_size", max_file_size),
         ("max_manifest_segments", max_manifest_segments),
+        ("token_expiration", token_expiration),
     ):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be positive, not {value}")
+    if auth not in AUTH_MODES:
+        raise UsageError(f"auth must be one of {', '.join(AUTH_MODES)}, not {auth!r}")
+    if token_expiration is not None and auth != "keystone":
+        raise UsageError("token_expiration needs Keystone auth")
     dir = Path(dir).absolute()
     for sub in ("etc", "srv/sdb1", "log", "run"):
         (dir / sub).mkdir(parents=True, exist_ok=True)
     with process.locked(dir / "run" / "lock"):
-        state = _instance_state(dir)
+        state = instance_state(dir)
         current = status(dir)
         wanted = {
             "port": port,
             "max_file_size": max_file_size,
             "max_manifest_segments": max_manifest_segments,
+            "auth": auth,
+            "tls": tls_on,
+            "token_expiration": token_expiration,
         }
+        defaults = {"auth": "tempauth", "tls": False}
         if current["running"]:
-            if all(state.get(k) == v for k, v in wanted.items()):
+            if all(state.get(k, defaults.get(k)) == v for k, v in wanted.items()):
                 log.info("the dev Swift in %s is already running on port %d", dir, port)
-                return _devswift(dir, port, state["key"])
-            raise UsageError(
-                f"the dev Swift in {dir} already runs with other settings (port "
-                f"{state.get('port')}, max_file_size {state.get('max_file_size')}, "
-                f"max_manifest_segments {state.get('max_manifest_segments')}): stop it first"
-            )
+                return _devswift(dir, port, state)
+            other = ", ".join(f"{k} {state.get(k, defaults.get(k))}" for k in wanted)
+            raise UsageError(f"the dev Swift in {dir} already runs with other settings "
+                             f"({other}): stop it first")
         if any(s["running"] for s in current["servers"].values()):
             log.warning("the dev Swift in %s was partially running: restarting it", dir)
             _stop_locked(dir)
         memcached = _memcached_binary()
-        for server, offset in PROCESSES.items():
+        names = _processes(auth)
+        last = port + max(names.values())
+        for server, offset in names.items():
             if ports.port_in_use(port + offset):
-                what = "the dev Swift's memcached" if server == MEMCACHED else f"the Swift {server}"
+                what = {MEMCACHED: "the dev Swift's memcached", keystone.NAME: "Keystone"}.get(
+                    server, f"the Swift {server} server")
                 raise UsageError(
-                    f"port {port + offset} (for {what} server) is already in use: "
-                    f"choose another --port (ports {port}-{port + PORT_COUNT - 1} must be free)"
+                    f"port {port + offset} (for {what}) is already in use: "
+                    f"choose another --port (ports {port}-{last} must be free)"
                 )
-        python = ensure_swift_venv()
-        _write_configs(dir, port, state, max_file_size, max_manifest_segments)
-        _build_rings(python, dir, port, state)
+        tls_files = tls.ensure(dir) if tls_on else None
+        filters = None
+        if auth == "keystone":
+            python = keystone.ensure_venv(SWIFT_VERSION)
+            state.setdefault("keystone", keystone.new_state())
+            keystone.write_config(dir, port, state["keystone"], tls_files, token_expiration)
+            filters = keystone.proxy_filters(port, state["keystone"], tls_files)
+        else:
+            python = ensure_swift_venv()
+        _write_configs(dir, port, state, max_file_size, max_manifest_segments, filters,
+                       tls_files)
+        build_rings(python, dir, port, state)
         state.update(wanted)
         process.write_private(dir / "etc" / "instance.json", json.dumps(state, indent=1) + "\n")
+        dev = _devswift(dir, port, state)
         pids: dict[str, int] = {}
         try:
-            for name in (MEMCACHED, *SERVERS):  # memcached first: the proxy connects to it
+            # Keystone first (the slowest to start), memcached before the proxy (it connects)
+            for name in sorted(names, key=[keystone.NAME, MEMCACHED, *SERVERS].index):
                 cmd = _command(name, dir, port, python, memcached)
                 pids[name] = process.spawn(cmd, dir, name, die_with_parent=die_with_parent)
-            _wait_healthy(dir, port, state["key"], pids)
+            _wait_healthy(dir, port, state["key"], pids, dev.keystone, dev.cacert)
         except BaseException as exc:
-            tails = process.log_tails(dir, PROCESSES)
+            tails = process.log_tails(dir, names)
             _stop_locked(dir)
             if isinstance(exc, DevSwiftError):
                 raise DevSwiftError(f"dev Swift in {dir} failed to start: {exc}\n{tails}") from exc
             raise
-    return _devswift(dir, port, state["key"])
+    return dev
 
 
 def stop(dir: Path) -> None:
-    """Stops DIR's processes (Swift servers, memcached) by the pids in DIR/run (SIGTERM, then
-    SIGKILL after ~10 s). Only signals a pid whose command line still names DIR. Idempotent."""
+    """Stops DIR's processes (Swift servers, memcached, Keystone) by the pids in DIR/run
+    (SIGTERM, then SIGKILL after ~10 s). Only signals a pid whose command line still names
+    DIR. Idempotent."""
     process.stop_dir(dir, _stop_locked)
 
 
 def _stop_locked(dir: Path) -> None:
-    process.stop_all(dir, PROCESSES, "dev Swift")
+    process.stop_all(dir, _processes("keystone"), "dev Swift")
     _memcached_own_pid_file(dir).unlink(missing_ok=True)

@@ -6,9 +6,11 @@ streams a file into `.tmp` segments and publishes it under the blake3 name of it
 reads byte ranges of objects back in order (ccd's settle).
 """
 
+from seqwrite.auth import Auth, KeystoneAuth, SwiftAuth, Tls
 from seqwrite.errors import (
     AlreadyExists,
     AuthFailed,
+    CertificateError,
     Corrupted,
     ObjectNotFound,
     Rejected,
@@ -22,13 +24,14 @@ from seqwrite.layout import Layout, ManifestEntry
 from seqwrite.retry import RetryPolicy
 from seqwrite.segment import StoredSegment
 from seqwrite.spans import Span, stream_spans
-from seqwrite.store import Limits, ObjectReader, SwiftAuth, SwiftStore
+from seqwrite.store import Limits, ObjectReader, SwiftStore
 from seqwrite.writer import EMPTY_HASH, PublishMode, StoredContent, Writer, WriterSettings
 
 __all__ = [
-    "EMPTY_HASH", "AlreadyExists", "AuthFailed", "Corrupted", "Layout", "Limits",
+    "EMPTY_HASH", "AlreadyExists", "Auth", "AuthFailed", "CertificateError", "Corrupted",
+    "KeystoneAuth", "Layout", "Limits",
     "ManifestEntry", "ObjectNotFound", "ObjectReader", "PublishMode", "Rejected", "RetryPolicy",
     "Span", "SpoolError", "StoreError",
-    "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore",
+    "StoreUnavailable", "StoredContent", "StoredSegment", "SwiftAuth", "SwiftStore", "Tls",
     "TooLarge", "Writer", "WriterAborted", "WriterSettings", "stream_spans",
 ]

@@ -37,6 +37,10 @@ class AuthFailed(StoreError):
     """Authentication failed (bad credentials or auth URL)."""
 
 
+class CertificateError(AuthFailed):
+    """The server's TLS certificate is not trusted (wrong or missing CA file). Not retried."""
+
+
 class Corrupted(StoreError):
     """Swift stored bytes that are not the bytes we sent (ETag mismatch after a PUT)."""
 

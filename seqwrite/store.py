@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
+import ssl
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ import urllib3.exceptions
 from requests.exceptions import RequestException
 from swiftclient.exceptions import ClientException
 
+from seqwrite.auth import Auth, Login, certificate_error, is_certificate_error
 from seqwrite.errors import (
     AlreadyExists,
     AuthFailed,
@@ -58,38 +59,6 @@ _TRANSPORT_ERRORS = (RequestException, OSError, urllib3.exceptions.HTTPError,
 
 
 @dataclass(frozen=True, slots=True)
-class SwiftAuth:
-    """Credentials. v1 (tempauth, the swift CLI's ST_* variables) today; v3 (Keystone, the
-    OS_* variables) is passed through to swiftclient as `auth_version="3"` + `os_options`."""
-
-    auth_url: str
-    user: str
-    key: str = field(repr=False)
-    auth_version: str = "1"
-    os_options: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> SwiftAuth | None:
-        env = dict(os.environ) if env is None else env
-        if env.get("ST_AUTH"):
-            return cls(env["ST_AUTH"], env.get("ST_USER", ""), env.get("ST_KEY", ""))
-        if env.get("OS_AUTH_URL"):
-            opts = {
-                k: env[v]
-                for k, v in (
-                    ("project_name", "OS_PROJECT_NAME"),
-                    ("project_domain_name", "OS_PROJECT_DOMAIN_NAME"),
-                    ("user_domain_name", "OS_USER_DOMAIN_NAME"),
-                    ("region_name", "OS_REGION_NAME"),
-                )
-                if env.get(v)
-            }
-            return cls(env["OS_AUTH_URL"], env.get("OS_USERNAME", ""),
-                       env.get("OS_PASSWORD", ""), "3", opts)
-        return None
-
-
-@dataclass(frozen=True, slots=True)
 class Limits:
     """What this Swift cluster allows, read from GET /info at start."""
 
@@ -113,7 +82,9 @@ class Limits:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures a retry can fix."""
+    """True for failures a retry can fix (never a certificate that is not trusted)."""
+    if is_certificate_error(exc):
+        return False
     if isinstance(exc, ClientException):
         status = exc.http_status
         if status is None:
@@ -128,10 +99,14 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def translate(exc: BaseException, what: str) -> StoreError:
+def translate(exc: BaseException, what: str, login: Login | None = None) -> StoreError:
     """Map a non-transient swiftclient failure to a typed StoreError."""
     if isinstance(exc, StoreError):
         return exc
+    if is_certificate_error(exc):
+        if login is None:
+            return AuthFailed(f"{what}: {describe(exc)}")
+        return certificate_error(login.storage_url or login.auth.auth_url, login.auth.tls)
     status = getattr(exc, "http_status", None)
     msg = f"{what}: {describe(exc)}"
     if status == 404:
@@ -162,7 +137,7 @@ class SwiftStore:
 
     def __init__(
         self,
-        auth: SwiftAuth,
+        auth: Auth,
         *,
         max_connections: int = 8,
         max_streams: int = 256,
@@ -171,6 +146,7 @@ class SwiftStore:
     ) -> None:
         self._auth = auth
         self._timeout = timeout
+        self._login = Login(auth, timeout)  # ValueError if the settings cannot work
         self.policy = policy or RetryPolicy()
         self.limits = Limits()
         self.requests = Counter()
@@ -181,44 +157,38 @@ class SwiftStore:
         # Streaming uploads wait on the application between chunks: they get their own
         # threads, so idle writers never starve reads, tags and manifests (or each other).
         self._streams = trio.CapacityLimiter(max_streams)
-        self._storage_url: str | None = None
-        self._token: str | None = None
 
     # -- connections -------------------------------------------------------------------------
-
-    def _new_connection(self) -> swiftclient.Connection:
-        return swiftclient.Connection(
-            authurl=self._auth.auth_url,
-            user=self._auth.user,
-            key=self._auth.key,
-            auth_version=self._auth.auth_version,
-            os_options=self._auth.os_options or None,
-            preauthurl=self._storage_url,
-            preauthtoken=self._token,
-            retries=0,
-            timeout=self._timeout,
-        )
 
     @contextmanager
     def _borrowed(self) -> Iterator[swiftclient.Connection]:
         """A pooled connection; discarded (not reused) if the request failed."""
-        conn = self._idle.pop() if self._idle else self._new_connection()
+        conn = self._idle.pop() if self._idle else self._login.connection()
         try:
             yield conn
         except BaseException:
             conn.close()
             raise
-        if conn.token and conn.token != self._token:
-            self._storage_url, self._token = conn.url, conn.token  # re-authenticated
         self._idle.append(conn)
 
     async def _once(self, method: str, call: Callable[[swiftclient.Connection], T]) -> T:
-        """One request: a pool slot, a connection, a worker thread."""
+        """One request: a pool slot, a connection, a worker thread. In the thread, the
+        connection first gets the current token (renewed before it expires), and a token it
+        got by re-authenticating itself after a 401 is kept for every other request."""
+        login = self._login
+
+        def run(conn: swiftclient.Connection) -> T:
+            login.refresh(conn)
+            try:
+                return call(conn)
+            finally:
+                login.adopt(conn)
+
         async with self._slots:
             with self._borrowed() as conn:
                 self.requests[method] += 1
                 try:
-                    result = await trio.to_thread.run_sync(partial(call, conn),
+                    result = await trio.to_thread.run_sync(partial(run, conn),
                                                            limiter=self._threads)
                 except Exception as exc:
                     self.stats.answered(method, exc)
@@ -238,7 +208,7 @@ class SwiftStore:
                 on_retry=self.count_retry,
             )
         except (ClientException, RequestException, OSError) as exc:
-            error = translate(exc, what)
+            error = translate(exc, what, self._login)
             if not isinstance(error, ObjectNotFound | AlreadyExists):  # answers, not failures
                 self.stats.failures += 1
             raise error from exc
@@ -250,8 +220,12 @@ class SwiftStore:
         self.stats.retries += 1
 
     def statistics(self) -> dict[str, int]:
-        """Requests sent, by method."""
-        return dict(self.requests)
+        """Requests sent, per method, and "AUTH": tokens obtained."""
+        return {**self.requests, "AUTH": self._login.authentications}
+
+    @property
+    def login(self) -> Login:
+        return self._login
 
     # -- account -----------------------------------------------------------------------------
 
@@ -261,7 +235,8 @@ class SwiftStore:
         try:
             await self._authenticate()
         except (Rejected, ObjectNotFound) as exc:
-            raise AuthFailed(f"authentication at {self._auth.auth_url} failed: {exc}") from exc
+            raise AuthFailed(f"authentication at {self._auth.describe()} failed: {exc}"
+                             ) from exc
         try:
             info = await self._call("GET /info", "GET", lambda c: c.get_capabilities())
         except StoreError as exc:
@@ -326,22 +301,14 @@ class SwiftStore:
         swiftclient/requests: urllib3 frames each chunk by formatting it into a new bytes
         object (`b"%x\r\n%b\r\n"`), a copy of every uploaded byte made while holding the GIL,
         which the FUSE thread then waits for. Here each buffer goes to `sendall` as it is."""
-        if self._storage_url is None or self._token is None:
-            await self._authenticate()
-        assert self._storage_url is not None and self._token is not None
-        url, token = self._storage_url, self._token
         self.requests["PUT"] += 1
         sent = _Sent()
         try:
             etag = await trio.to_thread.run_sync(
-                partial(_chunked_put, url, token, container, name, body, headers or {},
-                        self._timeout, sent),
+                partial(self._authorized, f"PUT {container}/{name}", _chunked_put, container,
+                        name, body, headers or {}, self._timeout, self._login.ssl_context,
+                        sent),
                 limiter=self._streams)
-        except ClientException as exc:
-            self.stats.answered("PUT", exc)
-            if exc.http_status == 401:
-                raise self._expired(token, f"PUT {container}/{name}") from exc
-            raise
         except Exception as exc:
             self.stats.answered("PUT", exc)
             raise
@@ -350,23 +317,31 @@ class SwiftStore:
         self.stats.answered("PUT")
         return etag
 
-    def _expired(self, token: str, what: str) -> ConnectionError:
-        """For a 401 to a request of our own (http.client) made with `token`: forget the token
-        (the next request authenticates again) and report a transient failure, so that the
-        caller's retry runs with a new one."""
-        if self._token == token:
-            self._token = None
-        return ConnectionError(f"{what}: token expired (401)")
+    def _authorized(self, what: str, request: Callable[..., T], *args: Any) -> T:
+        """In a worker thread: `request(storage_url, token, *args)`, one of the store's own
+        http.client requests, with the current token (renewed before it expires). A 401 (the
+        token expired, or was revoked) forgets the token and is reported as a transient
+        failure, so the caller's retry runs with a new one."""
+        url, token = self._login.current()
+        try:
+            return request(url, token, *args)
+        except ClientException as exc:
+            self.stats.answered("PUT", exc)
+            if exc.http_status == 401:
+                self._login.expired(token)
+                raise ConnectionError(f"{what}: token refused (401)") from exc
+            raise
 
     async def _authenticate(self) -> None:
-        """A new token (at open, and after one expired)."""
-
-        def auth(conn: swiftclient.Connection) -> tuple[str, str]:
-            url, token = conn.get_auth()
-            return str(url), str(token)
-
-        self._storage_url, self._token = await self._call("authenticate", "AUTH", auth)
-        self._idle.clear()  # pooled connections carry no token or an old one
+        """A token and the storage URL (at open), retried while the auth service fails
+        transiently."""
+        try:
+            await retrying("authenticate",
+                           partial(trio.to_thread.run_sync, self._login.current,
+                                   limiter=self._threads),
+                           policy=self.policy, is_transient=is_transient, describe=describe)
+        except (ClientException, RequestException, OSError) as exc:
+            raise translate(exc, "authenticate", self._login) from exc
 
     async def head(self, container: str, name: str) -> dict[str, str] | None:
         """Object headers, or None if it does not exist."""
@@ -470,9 +445,9 @@ class _Sent:
 
 def _chunked_put(url: str, token: str, container: str, name: str,
                  body: Iterable[bytes | memoryview], headers: dict[str, str],
-                 timeout: float, sent: _Sent) -> str:
+                 timeout: float, context: ssl.SSLContext, sent: _Sent) -> str:
     """PUT `body` with chunked transfer encoding (blocking; see SwiftStore.put_stream)."""
-    conn, target = _http_connection(url, container, name, timeout)
+    conn, target = _http_connection(url, container, name, timeout, context)
     try:
         conn.putrequest("PUT", target, skip_accept_encoding=True)
         conn.putheader("X-Auth-Token", token)
@@ -576,21 +551,12 @@ class ObjectReader:
 
     async def _open(self) -> None:
         store = self.store
-        if store._storage_url is None or store._token is None:
-            await store._authenticate()
-        assert store._storage_url is not None and store._token is not None
-        token = store._token
         store.requests["GET"] += 1
         try:
             self._conn, self._resp = await trio.to_thread.run_sync(
-                partial(_ranged_get, store._storage_url, token, self.container, self.name,
-                        self.pos, self.end, store._timeout),
+                partial(store._authorized, self.what, _ranged_get, self.container, self.name,
+                        self.pos, self.end, store._timeout, store._login.ssl_context),
                 limiter=store._streams)
-        except ClientException as exc:
-            store.stats.answered("GET", exc)
-            if exc.http_status == 401:
-                raise store._expired(token, self.what) from exc
-            raise
         except Exception as exc:
             store.stats.answered("GET", exc)
             raise
@@ -604,10 +570,11 @@ class ObjectReader:
 
 
 def _ranged_get(url: str, token: str, container: str, name: str, start: int, end: int,
-                timeout: float) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+                timeout: float, context: ssl.SSLContext
+                ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """Send GET with Range [start, end) and return the connection and the response, whose
     body is still to be read (blocking)."""
-    conn, target = _http_connection(url, container, name, timeout)
+    conn, target = _http_connection(url, container, name, timeout, context)
     try:
         conn.putrequest("GET", target, skip_accept_encoding=True)
         conn.putheader("X-Auth-Token", token)
@@ -628,11 +595,14 @@ def _ranged_get(url: str, token: str, container: str, name: str, start: int, end
         raise
 
 
-def _http_connection(url: str, container: str, name: str,
-                     timeout: float) -> tuple[http.client.HTTPConnection, str]:
-    """A new connection to the storage URL's host, and the request target of the object."""
+def _http_connection(url: str, container: str, name: str, timeout: float,
+                     context: ssl.SSLContext) -> tuple[http.client.HTTPConnection, str]:
+    """A new connection to the storage URL's host (https: verified as `context` says), and
+    the request target of the object."""
     parsed = urllib.parse.urlsplit(url)
     target = f"{parsed.path}/{urllib.parse.quote(container)}/{urllib.parse.quote(name)}"
-    http_cls = (http.client.HTTPSConnection if parsed.scheme == "https"
-                else http.client.HTTPConnection)
-    return http_cls(parsed.hostname or "", parsed.port, timeout=timeout), target
+    if parsed.scheme == "https":
+        return http.client.HTTPSConnection(parsed.hostname or "", parsed.port, timeout=timeout,
+                                           context=context), target
+    return http.client.HTTPConnection(parsed.hostname or "", parsed.port,
+                                      timeout=timeout), target

@@ -22,44 +22,33 @@ servers run with PR_SET_PDEATHSIG so they die with a killed pytest.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import re
+import os
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from devservices import DEV_SWIFT_MAX_FILE_SIZE, container_name, start_dev_swift
 from faultproxy import FaultProxy
 from swiftraw import SwiftRaw
 
 from devtools import postgres as devpostgres
 from devtools import swift as devswift
-from devtools.errors import UsageError
 from devtools.postgres import DevPostgres
 from devtools.swift import DevSwift
 
-# Small enough that tests can cross it cheaply; SLO manifests (~210 B per segment) must still fit.
-DEV_SWIFT_MAX_FILE_SIZE = 4 * 1024 * 1024
 
-
-def start_dev_swift(dir: Path, **kwargs: object) -> DevSwift:
-    """Starts a dev Swift in dir on a free random port range (retrying if another process takes
-    a port between the check and the start), stopped at exit at the latest."""
-    atexit.register(devswift.stop, dir)
-    for attempt in range(3):
-        port = devswift.find_free_port_range()
-        try:
-            return devswift.start(dir, port, **kwargs)  # type: ignore[arg-type]
-        except UsageError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests configure Swift themselves: credentials a developer exported in this shell
+    (`eval "$(cloudfs dev-swift start ...)"`) would override their config files."""
+    for var in list(os.environ):
+        if var.startswith(("OS_", "ST_")) or var == "CREDENTIALS_DIRECTORY":
+            del os.environ[var]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "dev_swift" in getattr(item, "fixturenames", ()):
+        if {"dev_swift", "keystone_swift"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.swift)
         if "dev_postgres" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
@@ -97,12 +86,6 @@ def raw_swift(dev_swift: DevSwift) -> SwiftRaw:
     client = SwiftRaw(dev_swift.auth_url, dev_swift.user, dev_swift.key)
     client.auth()
     return client
-
-
-def container_name(test_name: str) -> str:
-    """A unique valid container name derived from a test's name (<= 256 bytes, no '/')."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name).strip("-.")[:200] or "test"
-    return f"{base}-{secrets.token_hex(4)}"
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,11 +22,13 @@ Body = bytes | Iterable[bytes]
 class SwiftRaw:
     """v1-auth Swift client for test oracles. `storage_url`/`token` are set by `auth()`."""
 
-    def __init__(self, auth_url: str, user: str, key: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, auth_url: str, user: str, key: str, *, timeout: float = 60.0,
+                 context: ssl.SSLContext | None = None) -> None:
         self.auth_url = auth_url
         self.user = user
         self.key = key
         self.timeout = timeout
+        self.context = context  # for https:// URLs (None: the system's CAs)
         self.storage_url: str | None = None
         self.token: str | None = None
 
@@ -39,9 +42,15 @@ class SwiftRaw:
         body: Body | None = None,
     ) -> tuple[int, Headers, bytes]:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError(f"only http:// URLs are supported, not {url!r}")
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+        if parts.scheme not in ("http", "https") or parts.hostname is None:
+            raise ValueError(f"only http:// and https:// URLs are supported, not {url!r}")
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443,
+                                               timeout=self.timeout, context=self.context)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port or 80,
+                                              timeout=self.timeout)
         try:
             target = parts.path + (f"?{parts.query}" if parts.query else "")
             # An iterable body without Content-Length goes out chunked (http.client does it).

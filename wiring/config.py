@@ -1,9 +1,10 @@
 """The filesystem's configuration file, shared by the mount (cloudfs) and ccd.
 
 One INI file (`--config`), every key documented in `EXAMPLE` below (`cloudfs config-example`).
-Precedence, highest first: command-line flags, the swift CLI's ST_AUTH/ST_USER/ST_KEY
-environment variables, the file, the defaults. A missing or malformed setting raises
-ConfigError naming the key (printed as one line by the CLIs, never a traceback).
+Precedence, highest first: command-line flags, the environment (the openstack CLI's OS_*
+variables, the swift CLI's ST_*, then the systemd credential `secret`), the file, the
+defaults; the credentials chain is wiring/credentials.py. A missing or malformed setting
+raises ConfigError naming the key (printed as one line by the CLIs, never a traceback).
 """
 
 from __future__ import annotations
@@ -19,18 +20,61 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from seqwrite.store import SwiftAuth
-from wiring.errors import SetupError
+from seqwrite import Auth
+from wiring import credentials
+from wiring.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 EXAMPLE = """\
 # cloudfs configuration. Keys marked (required) have no default.
 [swift]
-# Swift v1 auth URL, user and key (tempauth; the swift CLI's ST_AUTH/ST_USER/ST_KEY override).
+# Where the credentials come from, highest first: command-line flags, the environment (the
+# openstack CLI's OS_* variables, or the swift CLI's ST_AUTH/ST_USER/ST_KEY; then the systemd
+# credential `secret`, LoadCredential=secret:FILE), this file, the defaults. Key by key.
+# Secrets never go on the command line: put them here (mode 600), in a *_file, in the
+# environment or in a systemd credential.
+#
+# The auth URL: tempauth v1 (.../auth/v1.0) or Keystone v3 (.../v3).
 auth_url = http://127.0.0.1:8080/auth/v1.0
+# 1 (tempauth) or 3 (Keystone). Default: 3 if the URL came from OS_AUTH_URL or its path ends
+# in /v3, else 1.
+#auth_version =
+# tempauth: user (account:user) and key, or key_file (a file holding only the key).
 user = test:tester
 key = testing
+#key_file = /etc/cloudfs/main.secret
+#
+# Keystone v3 with a password: the user (`user` is the user name; or user_id), its password or
+# password_file, the project (project_name or project_id) and the domains of both, by name or
+# id (a name without a domain is looked up in the domain with id "default").
+#user = cloudfs
+#user_id =
+#password =
+#password_file = /etc/cloudfs/main.secret
+#user_domain_name = Default
+#user_domain_id =
+#project_name = cloudfs
+#project_id =
+#project_domain_name = Default
+#project_domain_id =
+# Keystone v3 with an application credential instead (what operators hand to services): its
+# id, or its name and the user (`user` or user_id), and its secret (or a secret file).
+#application_credential_id =
+#application_credential_name =
+#application_credential_secret =
+#application_credential_secret_file = /etc/cloudfs/main.secret
+# Which object-store endpoint of the catalog: region and interface (public, internal, admin).
+#region_name = RegionOne
+#interface = public
+# Use this storage URL instead of the one the auth service names (either auth).
+#storage_url = https://swift.example.com/v1/AUTH_0123
+#
+# TLS: https:// URLs are verified against the system's CA certificates, or the CA file cacert
+# (OS_CACERT). insecure = true turns verification off (a warning is logged at every start).
+#cacert = /etc/cloudfs/ca.pem
+#insecure = false
+#
 # Base name of this filesystem's containers (see docs/LAYOUT.md).
 container = cloudfs
 # Seconds a single Swift request may take before it is abandoned and retried.
@@ -93,10 +137,6 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
-class ConfigError(SetupError):
-    """A setting is missing or malformed; the message names it."""
-
-
 def has_password(database: str) -> bool:
     """Whether a PostgreSQL URL carries a password (as user:password@ or ?password=)."""
     parts = urllib.parse.urlsplit(database)
@@ -119,6 +159,23 @@ class Config:
     auth_url: str = ""
     user: str = ""
     key: str = field(default="", repr=False)
+    auth_version: str = ""
+    user_id: str = ""
+    password: str = field(default="", repr=False)
+    user_domain_name: str = ""
+    user_domain_id: str = ""
+    project_name: str = ""
+    project_id: str = ""
+    project_domain_name: str = ""
+    project_domain_id: str = ""
+    application_credential_id: str = ""
+    application_credential_name: str = ""
+    application_credential_secret: str = field(default="", repr=False)
+    region_name: str = ""
+    interface: str = "public"
+    storage_url: str = ""
+    cacert: str = ""
+    insecure: bool = False
     container: str = "cloudfs"
     timeout: float = 60.0
     retry_deadline: float = 300.0
@@ -141,8 +198,9 @@ class Config:
     source: str = ""  # the file it came from, for messages
 
     @property
-    def auth(self) -> SwiftAuth:
-        return SwiftAuth(self.auth_url, self.user, self.key)
+    def auth(self) -> Auth:
+        """The Swift credentials; ConfigError naming what is missing."""
+        return credentials.build_auth(self)
 
     def require(self, *keys: str) -> Config:
         """Raise ConfigError naming the first of `keys` that is unset."""
@@ -157,7 +215,7 @@ class Config:
 # Section -> setting -> how its text is read: a type, "size" or "bool".
 _FIELDS: dict[str, dict[str, object]] = {
     "swift": {"auth_url": str, "user": str, "key": str, "container": str, "timeout": float,
-              "retry_deadline": float, "max_connections": int},
+              "retry_deadline": float, "max_connections": int, **credentials.AUTH_FIELDS},
     "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
                 "small_file_threshold": "size", "shard_digits": int, "log_level": str,
                 "verify_md5": "bool", "stop_timeout": float, "metrics": str},
@@ -192,7 +250,8 @@ def setting_from_text(key: str, text: str) -> object | None:
 
 def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None,
          overrides: Mapping[str, object] | None = None) -> Config:
-    """Read `path` (may be None), then apply ST_* from `env`, then non-None `overrides`."""
+    """Read `path` (may be None), then apply the environment `env` (OS_*, ST_*, systemd
+    credentials), then non-None `overrides` (wiring/credentials.py)."""
     values: dict[str, object] = {}
     source = ""
     if path is not None:
@@ -217,15 +276,12 @@ def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None =
                     raise ConfigError(f"{source}: unknown setting '{key}' in [{section}]")
                 values[key] = _convert(key, value.strip(), kind)
         mode = p.stat().st_mode
-        if values.get("key") and mode & (stat.S_IRGRP | stat.S_IROTH):
-            log.warning("%s holds a Swift key and is readable by others; chmod 600 it", source)
-    env = os.environ if env is None else env
-    for var, key in (("ST_AUTH", "auth_url"), ("ST_USER", "user"), ("ST_KEY", "key")):
-        if env.get(var):
-            values[key] = env[var]
-    for key, override in (overrides or {}).items():
-        if override is not None:
-            values[key] = override
+        if any(values.get(k) for k in credentials.SECRETS) and mode & (stat.S_IRGRP
+                                                                      | stat.S_IROTH):
+            log.warning("%s holds a Swift secret and is readable by others; chmod 600 it",
+                        source)
+    values = credentials.merge(values, source, os.environ if env is None else env,
+                               overrides or {})
     return check(replace(Config(), source=source, **values))  # type: ignore[arg-type]
 
 

@@ -128,11 +128,18 @@ def layout_of(ns: Namespace) -> Layout:
 
 
 def make_store(cfg: Config, *, deadline: float | None = None) -> SwiftStore:
-    """A store for the configured account (not yet authenticated)."""
-    cfg.require("auth_url", "user", "key")
-    return SwiftStore(cfg.auth, max_connections=cfg.max_connections, timeout=cfg.timeout,
-                      policy=RetryPolicy(deadline=cfg.retry_deadline if deadline is None
-                                         else deadline))
+    """A store for the configured account (not yet authenticated). With `insecure`, says at
+    every start that certificates are not verified."""
+    auth = cfg.auth
+    if auth.tls.insecure:
+        log.warning("TLS certificates are NOT verified (insecure = true): anyone on the path "
+                    "to %s can read and change the data and the credentials", cfg.auth_url)
+    try:
+        return SwiftStore(auth, max_connections=cfg.max_connections, timeout=cfg.timeout,
+                          policy=RetryPolicy(deadline=cfg.retry_deadline if deadline is None
+                                             else deadline))
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
 
 
 async def open_store(cfg: Config, layout: Layout | None, *,
@@ -165,7 +172,8 @@ async def open_store(cfg: Config, layout: Layout | None, *,
 async def open_filesystem(cfg: Config, *, open_deadline: float | None = None
                           ) -> AsyncIterator[Filesystem]:
     """The namespace, then Swift; both closed at exit."""
-    cfg.require("database", "auth_url", "user", "key")
+    cfg.require("database")
+    cfg.auth  # noqa: B018 - a missing credential is said before the database is opened
     ns = open_namespace(cfg)
     try:
         layout = layout_of(ns)

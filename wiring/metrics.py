@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from seqwrite.stats import StoreStats
-from wiring.config import ConfigError
+from wiring.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -68,6 +68,16 @@ def test_units_say_what_the_brief_requires():
     assert "Persistent=true" in timer and "RandomizedDelaySec=" in timer
 
 
+def test_units_take_the_secret_from_a_systemd_credential():
+    """The secret comes from LoadCredential (read as $CREDENTIALS_DIRECTORY/secret), the
+    OS_*/ST_* variables from an optional environment file; no unit holds a secret."""
+    for unit in ("cloudfs@.service", "ccd@.service", "ccd-cleanup@.service"):
+        lines = (SYSTEMD / unit).read_text().splitlines()
+        assert "LoadCredential=secret:/etc/cloudfs/%i.secret" in lines, unit
+        assert "EnvironmentFile=-/etc/cloudfs/%i.env" in lines, unit
+        assert not any(re.match(r"Environment=.*(KEY|PASSWORD|SECRET)", ln) for ln in lines)
+
+
 def test_cron_line_runs_the_cleanup():
     text = (SYSTEMD / "cloudfs.cron").read_text()
     jobs = [line for line in text.splitlines() if line and not line.startswith("#")

@@ -1,0 +1,117 @@
+"""Tokens that expire while a mount writes: a Keystone whose tokens live 20 s, a write through
+a real mount that takes ~30 s (a multi-segment file written slowly), then a read after the
+token it started with has expired. Every request must carry a token that is still valid: the
+store renews tokens before they expire (keystoneauth renews one that expires within 2 min, so
+here every request gets a fresh token) and a 401 would be replayed with a new one."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from devservices import start_dev_swift
+from mountsession import MiB, MountSession
+
+from devtools import keystone, process
+from devtools import swift as devswift
+from devtools.swift import DevSwift
+from seqwrite import Layout
+
+pytestmark = [pytest.mark.mount, pytest.mark.slow]
+LIFETIME = 20  # seconds
+
+
+@pytest.fixture(scope="module")
+def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSwift]:
+    dir = tmp_path_factory.mktemp("short-tokens")
+    dev = start_dev_swift(dir, auth="keystone", tls_on=True, token_expiration=LIFETIME,
+                          die_with_parent=True)
+    try:
+        yield dev
+    finally:
+        devswift.stop(dir)
+
+
+def test_a_slow_multi_segment_write_outlives_its_token(short_tokens: DevSwift, tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "ST_"))},
+           **short_tokens.env("application")}
+    config = tmp_path / "c.conf"
+    config.write_text(f"[swift]\ncontainer = expiry\nretry_deadline = 30\ntimeout = 10\n"
+                      f"[cloudfs]\ndatabase = {tmp_path / 'ns.db'}\n"
+                      f"cache_dir = {tmp_path / 'cache'}\nsegment_size = 1M\n")
+    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config),
+                    "--shard-digits", "0"], check=True, capture_output=True, env=env)
+    (tmp_path / "mnt").mkdir()
+    session = MountSession(tmp_path / "mnt", config, tmp_path / "ns.db", Layout("expiry", 0),
+                           tmp_path / "mount.log", env=env)
+    session.start()
+    try:
+        data = os.urandom(5 * MiB)
+        started = time.monotonic()
+        with open(session.path / "slow", "wb") as f:
+            for i in range(5):
+                f.write(data[i * MiB:(i + 1) * MiB])
+                time.sleep(6.5)  # five segments over ~33 s: longer than a token lives
+        assert time.monotonic() - started > LIFETIME + 5
+        time.sleep(LIFETIME / 2)
+        assert (session.path / "slow").read_bytes() == data
+        stats = json.loads(os.getxattr(session.path, "user.cloudfs.stats"))
+        assert stats["swift_requests"]["AUTH"] >= 3, stats  # new tokens before expiry
+    finally:
+        assert session.stop() == 0, session.log_text()[-3000:]
+    assert "Traceback" not in session.log_text()
+
+
+def test_keystone_down_then_back(short_tokens: DevSwift, tmp_path):
+    """Keystone stops while a mount runs: with tokens this short every request needs a new
+    one, so a write fails, after the retry deadline, with EIO (no hang, no traceback); ccd
+    started meanwhile refuses in one line; once Keystone is back, the same mount writes
+    again."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "ST_"))},
+           **short_tokens.env("application")}
+    config = tmp_path / "c.conf"
+    config.write_text(f"[swift]\ncontainer = down\nretry_deadline = 8\ntimeout = 5\n"
+                      f"[cloudfs]\ndatabase = {tmp_path / 'ns.db'}\n"
+                      f"cache_dir = {tmp_path / 'cache'}\nsegment_size = 1M\n")
+    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config),
+                    "--shard-digits", "0"], check=True, capture_output=True, env=env)
+    (tmp_path / "mnt").mkdir()
+    session = MountSession(tmp_path / "mnt", config, tmp_path / "ns.db", Layout("down", 0),
+                           tmp_path / "mount.log", env=env)
+    session.expect_errors = True
+    session.start()
+    try:
+        time.sleep(LIFETIME + 1)  # the token of the start has expired
+        pid = process.read_pid(short_tokens.dir, keystone.NAME)
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        while process.is_running(pid, short_tokens.dir):
+            time.sleep(0.1)
+        data = os.urandom(2 * MiB)
+        started = time.monotonic()
+        with pytest.raises(OSError) as err, open(session.path / "during", "wb") as f:
+            f.write(data)
+        assert err.value.errno == errno.EIO
+        assert time.monotonic() - started < 60
+
+        # ccd (which runs beside the mount) starting meanwhile: one line, exit status 2.
+        out = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", str(config), "once"],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "Connection refused" in out.stderr
+
+        again = devswift.start(short_tokens.dir, short_tokens.port, auth="keystone",
+                               tls_on=True, token_expiration=LIFETIME, die_with_parent=True)
+        assert again.keystone == short_tokens.keystone
+        (session.path / "after").write_bytes(data)
+        assert (session.path / "after").read_bytes() == data
+    finally:
+        assert session.stop() == 0, session.log_text()[-3000:]
+    assert "Traceback" not in session.log_text()
