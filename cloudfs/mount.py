@@ -177,7 +177,9 @@ async def _after_init(mountpoint: str, control: ControlServer) -> None:
     main loop serves requests): raise the read-ahead (INIT resets it), then open the control
     channel, named by the mount's device number."""
     try:
-        await trio.to_thread.run_sync(os.stat, mountpoint)
+        # A stat has no side effect: abandoned if the mount ends first (a stat stuck on an
+        # INIT that will never come must not hold the teardown).
+        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     except OSError:
         return
     raise_read_ahead(mountpoint)
