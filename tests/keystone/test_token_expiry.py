@@ -43,7 +43,7 @@ def test_a_slow_multi_segment_write_outlives_its_token(short_tokens: DevSwift, t
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "ST_"))},
            **short_tokens.env("application")}
     config = tmp_path / "c.conf"
-    config.write_text(f"[swift]\ncontainer = expiry\nretry_deadline = 30\ntimeout = 10\n"
+    config.write_text(f"[swift]\ncontainer = expiry\nretry_deadline = 90\ntimeout = 30\n"
                       f"[cloudfs]\ndatabase = {tmp_path / 'ns.db'}\n"
                       f"cache_dir = {tmp_path / 'cache'}\nsegment_size = 1M\n")
     subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config),
@@ -62,7 +62,9 @@ def test_a_slow_multi_segment_write_outlives_its_token(short_tokens: DevSwift, t
         assert time.monotonic() - started > LIFETIME + 5
         time.sleep(LIFETIME / 2)
         assert (session.path / "slow").read_bytes() == data
-        stats = json.loads(os.getxattr(session.path, "user.cloudfs.stats"))
+        stats = json.loads(subprocess.run(
+            [sys.executable, "-m", "cloudfs", "stats", str(session.path)], check=True,
+            capture_output=True, text=True, env=env).stdout)
         assert stats["swift_requests"]["AUTH"] >= 3, stats  # new tokens before expiry
     finally:
         assert session.stop() == 0, session.log_text()[-3000:]
@@ -77,7 +79,7 @@ def test_keystone_down_then_back(short_tokens: DevSwift, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "ST_"))},
            **short_tokens.env("application")}
     config = tmp_path / "c.conf"
-    config.write_text(f"[swift]\ncontainer = down\nretry_deadline = 8\ntimeout = 5\n"
+    config.write_text(f"[swift]\ncontainer = down\nretry_deadline = 20\ntimeout = 15\n"
                       f"[cloudfs]\ndatabase = {tmp_path / 'ns.db'}\n"
                       f"cache_dir = {tmp_path / 'cache'}\nsegment_size = 1M\n")
     subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config),
@@ -99,7 +101,7 @@ def test_keystone_down_then_back(short_tokens: DevSwift, tmp_path):
         with pytest.raises(OSError) as err, open(session.path / "during", "wb") as f:
             f.write(data)
         assert err.value.errno == errno.EIO
-        assert time.monotonic() - started < 60
+        assert time.monotonic() - started < 120
 
         # ccd (which runs beside the mount) starting meanwhile: one line, exit status 2.
         out = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", str(config), "once"],
