@@ -12,14 +12,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cloudfs import commands
+from cloudfs import commands, copycmd
 from devtools import cli as devcli
 from wiring import logs
 from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (commands, devcli)
+SUBCOMMANDS = (commands, copycmd, devcli)
 
 
 def build_parser() -> argparse.ArgumentParser:
