@@ -141,10 +141,19 @@ def run_clone(args: argparse.Namespace, sources: list[str], dest: str, *, snapsh
     return 0
 
 
+def reflink_argv(argv: list[str]) -> list[str]:
+    """cp spells the option ``--reflink[=WHEN]``; argparse cannot take an optional value
+    only after '=': ``--reflink=always`` (and ``=auto``) become the flag here, any other WHEN
+    stays and is refused by cmd_cp."""
+    if not argv or argv[0] != "cp":
+        return argv
+    return [a if a not in ("--reflink=always", "--reflink=auto") else "--reflink" for a in argv]
+
+
 def cmd_cp(args: argparse.Namespace) -> int:
-    if args.reflink not in ("always", None):
-        raise UsageError(f"--reflink={args.reflink}: cloudfs cp only makes reflink copies "
-                         "(use cp for a copy of the bytes)")
+    if args.reflink_when is not None:
+        raise UsageError(f"--reflink={args.reflink_when}: cloudfs cp only makes reflink "
+                         "copies (use cp for a copy of the bytes)")
     if len(args.paths) < 2:
         raise UsageError("give SRC... DST")
     return run_clone(args, args.paths[:-1], args.paths[-1], snapshot=False, read_only=False)
@@ -163,8 +172,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "to either side leave the other unchanged. Each source is copied in one "
                        "namespace transaction (one committed state). Never replaces an existing "
                        "name. Asks the mount's daemon (its owner and root only).")
-    p.add_argument("--reflink", nargs="?", const="always", metavar="WHEN",
-                   help="accepted for cp's sake: only 'always' (the default) is supported")
+    p.add_argument("--reflink", action="store_true",
+                   help="--reflink[=always|auto], as cp spells it: every copy is one")
+    p.add_argument("--reflink=never", dest="reflink_when", action="store_const", const="never",
+                   help=argparse.SUPPRESS)
     p.add_argument("-a", "--archive", action="store_true",
                    help="accepted for cp's sake: every copy keeps what cp -a keeps")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
