@@ -25,6 +25,7 @@ import errno
 import logging
 import os
 import stat
+import time
 from typing import Any
 
 import pyfuse3
@@ -69,12 +70,13 @@ class CloneService:
             "copies": [{"source": os.fsdecode(src), "dest": os.fsdecode(path),
                         "inode": r.inode, "inodes": r.inodes, "names": r.names,
                         "files": r.files, "bytes": r.bytes, "pieces": r.pieces,
-                        "xattrs": r.xattrs, "read_only": r.read_only}
-                       for src, path, r in made],
+                        "xattrs": r.xattrs, "read_only": r.read_only,
+                        "seconds": round(seconds, 6)}
+                       for src, path, r, seconds in made],
         }
 
     def _clone_all(self, sources: list[bytes], dest: bytes, snapshot: bool,
-                   read_only: bool) -> list[tuple[bytes, bytes, CloneResult]]:
+                   read_only: bool) -> list[tuple[bytes, bytes, CloneResult, float]]:
         target = self._resolve_or_none(dest)
         into = target is not None and stat.S_ISDIR(target.mode) and not snapshot
         if len(sources) > 1 and not into:
@@ -97,14 +99,16 @@ class CloneService:
                 head, _, name = dest.rpartition(b"/")
                 parent, path = self._resolve(head).inode, dest
             self.guard.inodes(parent)
+            started = time.perf_counter()
             result = self.ns.clone(node.inode, parent, name, read_only=read_only)
+            seconds = time.perf_counter() - started
             if result.read_only:
                 self.guard.add(result.inode)
             _forget_entry(parent, name)
             log.info("cloned /%s to /%s: %d inodes, %d files, %d bytes shared",
                      os.fsdecode(src), os.fsdecode(path), result.inodes, result.files,
                      result.bytes)
-            made.append((src, path, result))
+            made.append((src, path, result, seconds))
         return made
 
     def _resolve_or_none(self, path: bytes) -> Attr | None:
