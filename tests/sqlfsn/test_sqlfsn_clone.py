@@ -222,3 +222,21 @@ def test_a_large_flat_tree_in_one_transaction(ns: Namespace) -> None:
     assert (result.inodes, result.files, result.pieces, result.xattrs) == (1235, 1234, 1234, 1)
     assert ns.getxattr(ns.lookup(result.inode, b"f1233").inode, b"user.last") == b"1"
     assert ns.check() == []
+
+
+def test_settling_the_source_or_the_copy_keeps_the_other(ns: Namespace) -> None:
+    """ccd's settle works per file on shared content: settling the source leaves the copy's
+    pieces (still kept by the GC), and the copy settles onto the same whole content."""
+    t = tree(ns)
+    copy = ns.clone(t["a"], R, b"a2").inode
+    old = ns.pieces(t["a"])
+    assert len(old) == 3 and ns.unsettled_files()[0].inode == t["a"]
+    assert ns.claim_content(H(7), 22).ok
+    ns.settle(t["a"], H(7), 22, expect_version=ns.getattr(t["a"]).version)
+    assert ns.pieces(copy) == old
+    assert ns.is_referenced(H(1)) and ns.is_referenced(H(2))
+    assert [f.inode for f in ns.unsettled_files()] == [copy]
+    ns.settle(copy, H(7), 22, expect_version=0)
+    assert ns.pieces(copy) == ns.pieces(t["a"]) == [Piece(H(7), 0, 22)]
+    assert not ns.is_referenced(H(1))
+    assert ns.check() == []
