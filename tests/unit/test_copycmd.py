@@ -61,3 +61,19 @@ def test_reflink_spellings() -> None:
         ["cp", "--reflink", "a", "b"]
     assert copycmd.reflink_argv(["cp", "--reflink=auto", "a", "b"])[1] == "--reflink"
     assert copycmd.reflink_argv(["status", "--reflink=always"])[1] == "--reflink=always"
+
+
+def test_progress_shows_the_elapsed_time_of_a_long_copy(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """On a terminal, a copy taking more than half a second shows its elapsed time on one
+    line, erased at the end; a quick one shows nothing."""
+    import time
+
+    with copycmd._Progress("cloning 1 source(s) to x", True):
+        pass
+    assert capsys.readouterr().err == ""
+    with copycmd._Progress("cloning 1 source(s) to x", True):
+        time.sleep(copycmd.PROGRESS_AFTER + 0.5)
+    err = capsys.readouterr().err
+    assert err.startswith("\rcloning 1 source(s) to x: 0.") and err.endswith("\r\033[K")
+    assert "\n" not in err
