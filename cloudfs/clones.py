@@ -47,7 +47,23 @@ class CloneService:
         self.guard = guard
 
     def operations(self) -> dict[str, Operation]:
-        return {"clone": Operation(self.clone)}
+        return {"clone": Operation(self.clone), "release": Operation(self.release)}
+
+    async def release(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """{"op": "release", "path": "a/snap"}: make a read-only snapshot writable again."""
+        path = request.get("path")
+        if not isinstance(path, str):
+            raise ControlError(errno.EINVAL, "release: path")
+        try:
+            inode = self._resolve(os.fsencode(path)).inode
+            if not self.ns.release_read_only(inode):
+                raise ControlError(errno.EINVAL, f"{path or '/'} is not the root of a "
+                                   "read-only snapshot")
+        except NamespaceError as exc:
+            raise ControlError(errno_of(exc)[0], str(exc)) from None
+        self.guard.remove(inode)
+        log.info("read-only snapshot /%s made writable", path)
+        return {"path": path, "inode": inode}
 
     async def clone(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         sources = request.get("sources")

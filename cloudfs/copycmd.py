@@ -163,6 +163,16 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return run_clone(args, [args.source], args.dest, snapshot=True, read_only=args.read_only)
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    path = _dest_path(args.path)
+    mountpoint, _ = _mount(path, "snapshot")
+    try:
+        control.request(mountpoint, "release", path=_relative(path, mountpoint))
+    except control.ControlError as exc:
+        raise UsageError(f"{exc} ({errno.errorcode.get(exc.errno, exc.errno)})") from None
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("cp", help="copy files or trees instantly, sharing their stored content",
                        description="Copy SRC to DST (or SRC... into the directory DST) inside "
@@ -194,3 +204,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("-v", "--verbose", action="store_true", help="print a summary line")
     p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("release-snapshot", help="make a read-only snapshot writable again",
+                       description="Make the read-only snapshot PATH (its root, as given to "
+                       "`cloudfs snapshot --read-only`) writable again, e.g. to remove it with "
+                       "rm -rf. Asks the mount's daemon (its owner and root only).")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(func=cmd_release)

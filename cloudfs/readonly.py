@@ -4,7 +4,8 @@ A read-only snapshot is marked by its root inode (sqlfsn/clone.py: a meta row), 
 is read-only when it or one of its ancestors is such a root. The FUSE layer asks the guard
 before every change (cloudfs/ops.py) and answers EROFS (sqlfsn.errors.ReadOnly, through
 cloudfs/errors.py). The mount keeps the set of roots in memory: loaded at the start, added to
-by the snapshots it makes itself (cloudfs/clones.py; one mount per namespace). With no
+by the snapshots it makes itself and less those it releases (cloudfs/clones.py; one mount
+per namespace). With no
 read-only snapshot the guard costs nothing; with some, one query walking up the names of the
 inode in question.
 
@@ -37,6 +38,10 @@ class ReadOnlyGuard:
     def add(self, root: int) -> None:
         """A read-only snapshot was made at ``root``."""
         self.roots = self.roots | {root}
+
+    def remove(self, root: int) -> None:
+        """The read-only snapshot at ``root`` was made writable again."""
+        self.roots = self.roots - {root}
 
     def inodes(self, *inodes: int) -> None:
         """Refuse if any of these inodes is read-only."""

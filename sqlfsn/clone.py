@@ -191,6 +191,16 @@ class CloneOps(TreeOps):
         ).fetchall()
         return frozenset(int(row[0][len(READONLY_KEY):]) for row in rows)
 
+    def release_read_only(self, root: int) -> bool:
+        """Make the read-only snapshot at ``root`` writable again (its mark is deleted);
+        whether ``root`` was one."""
+
+        def work(db: Database) -> bool:
+            cur = db.execute("DELETE FROM meta WHERE key = ?", (f"{READONLY_KEY}{root}",))
+            return cur.rowcount > 0
+
+        return self._write(work)
+
     def in_read_only(self, inode: int, roots: frozenset[int]) -> bool:
         """Whether ``inode`` is one of ``roots`` or lies below one, through any of its
         names (one query walking up; none when ``roots`` is empty)."""

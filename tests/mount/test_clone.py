@@ -248,6 +248,22 @@ def test_read_only_snapshot_refuses_every_change_with_erofs(cloudfs_mount):
     assert exc.value.errno == errno.EROFS
 
 
+def test_release_snapshot_makes_it_writable_then_removable(cloudfs_mount):
+    """`cloudfs release-snapshot DST` makes a read-only snapshot writable again, so that
+    `rm -rf` removes it; a path that is not a snapshot's root is refused."""
+    m = cloudfs_mount.path
+    make_tree(m / "src")
+    cloudfs("snapshot", "--read-only", str(m / "src"), str(m / "snap"))
+    out = cloudfs("release-snapshot", str(m / "snap" / "sub"), ok=False)
+    assert out.returncode == 2 and "not the root of a read-only snapshot" in out.stderr
+    with pytest.raises(OSError) as exc:
+        os.unlink(m / "snap" / "small")
+    assert exc.value.errno == errno.EROFS
+    cloudfs("release-snapshot", str(m / "snap"))
+    subprocess.run(["rm", "-rf", str(m / "snap")], check=True)
+    assert sorted(os.listdir(m)) == ["src"]
+
+
 def test_cp_errors_are_one_line(cloudfs_mount, tmp_path):
     """Clear errors, exit status 2, nothing copied: a path outside any cloudfs, a destination
     that exists, a directory into itself, several sources to a non-directory, a missing source,

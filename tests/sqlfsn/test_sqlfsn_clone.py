@@ -240,3 +240,13 @@ def test_settling_the_source_or_the_copy_keeps_the_other(ns: Namespace) -> None:
     assert ns.pieces(copy) == ns.pieces(t["a"]) == [Piece(H(7), 0, 22)]
     assert not ns.is_referenced(H(1))
     assert ns.check() == []
+
+
+def test_releasing_a_read_only_snapshot(ns: Namespace) -> None:
+    t = tree(ns)
+    snap = ns.clone(t["src"], R, b"snap", read_only=True).inode
+    assert not ns.release_read_only(t["src"])
+    assert ns.release_read_only(snap)
+    assert ns.read_only_roots() == frozenset()
+    assert not ns.release_read_only(snap)
+    assert ns.check() == []
