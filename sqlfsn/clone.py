@@ -19,7 +19,8 @@ conflicts with it (one of the two runs again).
 Read-only snapshots: ``clone(read_only=True)`` records the copy's root inode in the meta table
 (key ``readonly.<inode>``) in the same transaction. An inode is read-only when one of its
 ancestors (through any of its names) or itself is such a root: ``read_only_roots`` and
-``in_read_only``; ``release_read_only`` deletes the mark (the snapshot becomes writable). sqlfsn does not refuse changes itself (ccd's settle must keep working on
+``in_read_only``; ``release_read_only`` deletes the mark (the snapshot becomes writable).
+sqlfsn does not refuse changes itself (ccd's settle must keep working on
 snapshot files: it changes no byte); the FUSE layer asks before every change (cloudfs/ops.py).
 Why a mark on the root, found by ancestry, is right for renames: nothing can leave or enter a
 read-only tree without changing one of its directories' entries, which is refused; so the set
