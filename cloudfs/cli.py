@@ -12,14 +12,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cloudfs import commands
+from cloudfs import commands, copycmd
 from devtools import cli as devcli
 from wiring import logs
 from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (commands, devcli)
+SUBCOMMANDS = (commands, copycmd, devcli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +68,7 @@ def helper_argv(argv: Sequence[str], subcommands: Sequence[str]) -> list[str] | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = copycmd.reflink_argv(list(sys.argv[1:] if argv is None else argv))
     subcommands = list(_subcommand_names(parser))
     args = parser.parse_args(helper_argv(args_list, subcommands) or args_list)
     logs.setup(args.log_level or "INFO")

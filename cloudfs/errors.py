@@ -45,6 +45,8 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int, int], ...] = (
     (ns.InvalidArgument, errno.EINVAL, logging.INFO),
     (ns.NotPermitted, errno.EPERM, logging.DEBUG),  # e.g. a hard link to a directory
     (ns.NoSuchAttr, errno.ENODATA, logging.DEBUG),
+    # A change inside a read-only snapshot (`cloudfs snapshot --read-only`).
+    (ns.ReadOnly, errno.EROFS, logging.DEBUG),
     # security.* and system.* xattrs: tools probe them on every file and cache this answer.
     (ns.Unsupported, errno.EOPNOTSUPP, logging.DEBUG),
     # Another writer committed a new version first (compare-and-swap lost).

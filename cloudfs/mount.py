@@ -24,6 +24,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from cloudfs.clones import CloneService
 from cloudfs.errors import UsageError
 from cloudfs.files import Files
 from cloudfs.ops import Operations
@@ -108,7 +109,8 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout)
         status = MountStatus(files, ns, os.path.abspath(opts.mountpoint), cfg.database,
                              time.time())
-        nursery.start_soon(_after_init, opts.mountpoint, ControlServer(status.operations()))
+        control = {**status.operations(), **CloneService(ns, ops.guard).operations()}
+        nursery.start_soon(_after_init, opts.mountpoint, ControlServer(control))
         if metrics is not None:
             exporter = Exporter(metrics, status.families)
             exporter.start()

@@ -22,6 +22,7 @@ import pyfuse3
 
 from cloudfs.errors import errno_of
 from cloudfs.files import Files
+from cloudfs.readonly import ReadOnlyGuard
 from sqlfsn import NAME_MAX, Attr, Namespace
 from sqlfsn.errors import NameTooLong, NotFound
 from wiring.metrics import READ_SECONDS
@@ -90,6 +91,7 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.ns = ns
         self.files = files
+        self.guard = ReadOnlyGuard(ns)  # read-only snapshots: EROFS (cloudfs/readonly.py)
         self.lookups: Counter[int] = Counter()
         self._dir_handles: dict[int, int] = {}
         self._next_dh = 1
@@ -146,6 +148,7 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self.guard.inodes(inode)
         if fields.update_size:
             await self.files.truncate(inode, attr.st_size)
         kw: dict[str, int] = {}
@@ -172,15 +175,18 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self.guard.inodes(parent_inode)
         return self._looked_up(self.ns.mkdir(parent_inode, check_name(name),
                                              stat.S_IMODE(mode), ctx.uid, ctx.gid))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.guard.entry(parent_inode, name)
         self.ns.rmdir(parent_inode, check_name(name))
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.guard.inodes(parent_inode)
         attr = self.ns.unlink(parent_inode, check_name(name))
         if attr.nlink == 0:
             self._maybe_drop(attr.inode)
@@ -188,23 +194,28 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self.guard.inodes(parent_inode)
         return self._looked_up(self.ns.symlink(parent_inode, check_name(name), target,
                                                ctx.uid, ctx.gid))
 
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self.guard.inodes(parent_inode)
         return self._looked_up(self.ns.mknod(parent_inode, check_name(name), mode, rdev,
                                              ctx.uid, ctx.gid))
 
     @fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self.guard.inodes(inode, new_parent_inode)
         return self._looked_up(self.ns.link(inode, new_parent_inode, check_name(new_name)))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self.guard.entry(parent_inode_old, name_old)
+        self.guard.entry(parent_inode_new, name_new)
         replaced = self.ns.rename(parent_inode_old, check_name(name_old), parent_inode_new,
                                   check_name(name_new),
                                   noreplace=bool(flags & RENAME_NOREPLACE),
@@ -264,6 +275,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
+        self.guard.inodes(inode)
         self.ns.setxattr(inode, name, value)
 
     @fuse_errors
@@ -272,12 +284,14 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.guard.inodes(inode)
         self.ns.removexattr(inode, name)
 
     # -- file content ------------------------------------------------------------------------
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        self.guard.open(inode, flags)
         return pyfuse3.FileInfo(fh=self.files.open(inode, flags), keep_cache=False)
 
     @fuse_errors
@@ -285,6 +299,7 @@ class Operations(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         name = check_name(name)
+        self.guard.inodes(parent_inode)
         self.files.check_may_write()
         try:
             attr = self.ns.lookup(parent_inode, name)

@@ -15,6 +15,7 @@ engines are in ``sqlfsn/dialect.py``; how concurrent transactions keep the invar
 """
 
 from . import errors
+from .clone import CloneResult
 from .local import MountInfo, mount_holder
 from .namespace import Namespace
 from .schema import SCHEMA_VERSION
@@ -38,6 +39,7 @@ __all__ = [
     "TARGET_MAX",
     "Attr",
     "Claim",
+    "CloneResult",
     "ContentInfo",
     "DirEntry",
     "MountInfo",

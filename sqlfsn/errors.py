@@ -104,6 +104,12 @@ class Conflict(NamespaceError):
     reason = "content version conflict"
 
 
+class ReadOnly(NamespaceError):
+    """The inode lies in a read-only snapshot (clone.py): it may not change."""
+
+    reason = "read-only snapshot"
+
+
 class MountBusy(NamespaceError):
     """The namespace is mounted by another process; ``holder`` says which (or is None)."""
 

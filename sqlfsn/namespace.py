@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .check import run_checks
+from .clone import CloneOps
 from .content import ContentOps
 from .database import is_postgres, open_database, sqlite_path
 from .files import FileOps
@@ -26,7 +27,7 @@ from .xattrs import XattrOps
 log = logging.getLogger(__name__)
 
 
-class Namespace(TreeOps, FileOps, XattrOps, ContentOps):
+class Namespace(CloneOps, TreeOps, FileOps, XattrOps, ContentOps):
     """A cloudfs namespace in an SQLite file or a PostgreSQL database. Synchronous; use
     from one thread.
 

@@ -93,6 +93,25 @@ def mount_device(mountpoint: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def mount_of(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(mount point, "major:minor") of the cloudfs mount holding the absolute, resolved
+    ``path``: the innermost mount containing it (from /proc/self/mountinfo), if it is a cloudfs
+    one; None if the path lies on another filesystem."""
+    target = os.fspath(path)
+    best: tuple[str, str, bool] | None = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = _unescape(fields[4])
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and (best is None or len(point) >= len(best[0])):
+                fstype = fields[fields.index("-") + 1]
+                best = (point, fields[2], fstype in ("fuse.cloudfs", "fuseblk.cloudfs"))
+    if best is None or not best[2]:
+        return None
+    return best[0], best[1]
+
+
 def _unescape(path: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal."""
     return path.encode().decode("unicode_escape").encode("latin-1").decode()

@@ -3,6 +3,7 @@ step): mkfs, mount, the tree and a file's bytes, a remount, and check() clean at
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -54,6 +55,27 @@ def test_files_and_directories_on_postgres(pg_mount: MountSession, pg_url: str) 
     pg_mount.remount()
     assert (mnt / "g").read_bytes() == data
     assert os.listdir(mnt / "d") == []
+    assert pg_mount.stop() == 0
+    with Namespace.open(pg_url) as ns:
+        assert ns.check(include_orphans=True) == []
+
+
+def test_cp_reflink_and_read_only_snapshot_on_postgres(pg_mount: MountSession,
+                                                       pg_url: str) -> None:
+    """`cloudfs cp --reflink` and `cloudfs snapshot --read-only` on a PostgreSQL namespace:
+    the copy keeps what cp -a keeps, and the snapshot answers EROFS, also after a remount."""
+    from test_clone import cloudfs, kept, make_tree
+
+    mnt: Path = pg_mount.path
+    data = make_tree(mnt / "src")
+    cloudfs("cp", "--reflink", str(mnt / "src"), str(mnt / "copy"))
+    assert kept(mnt / "copy") == kept(mnt / "src")
+    cloudfs("snapshot", "--read-only", str(mnt / "src"), str(mnt / "snap"))
+    pg_mount.remount()
+    assert (mnt / "snap" / "big").read_bytes() == data["big"]
+    with pytest.raises(OSError) as exc:
+        os.unlink(mnt / "snap" / "small")
+    assert exc.value.errno == errno.EROFS
     assert pg_mount.stop() == 0
     with Namespace.open(pg_url) as ns:
         assert ns.check(include_orphans=True) == []
