@@ -139,12 +139,15 @@ class Tree:
         return result
 
 
-def run_fsck(config: Path, *args: str) -> tuple[int, str, str]:
-    """`cloudfs fsck --config CONFIG ARGS` as a user runs it: (exit status, stdout, stderr)."""
+def run_fsck(config: Path, *args: str, env: dict[str, str] | None = None,
+             timeout: float = 300) -> tuple[int, str, str]:
+    """`cloudfs fsck --config CONFIG ARGS` as a user runs it: (exit status, stdout, stderr);
+    `env` adds to the environment."""
     proc = subprocess.run([sys.executable, "-m", "cloudfs", "fsck", "--config", str(config),
-                           *args], capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items()
-                               if not k.startswith(("OS_", "ST_"))})
+                           *args], capture_output=True, text=True, timeout=timeout,
+                          errors="surrogateescape",
+                          env={**{k: v for k, v in os.environ.items()
+                                  if not k.startswith(("OS_", "ST_"))}, **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr
 
 

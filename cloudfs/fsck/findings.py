@@ -59,8 +59,28 @@ NOTE_BYTES = ("unreferenced_objects", "segments_leftover")
 
 
 def show_path(path: bytes) -> str:
-    """A path for the report: the bytes as the filesystem's names (undecodable bytes kept)."""
+    """A path for the report: the bytes as the filesystem's names (undecodable bytes kept as
+    Python's surrogate escapes, U+DC80..U+DCFF: `os.fsencode` gives the bytes back)."""
     return os.fsdecode(path)
+
+
+def printable(text: str) -> str:
+    """`text` safe on one line of a terminal or a log, in any locale: a byte that is not UTF-8
+    (a surrogate escape) written `\\xNN`, a character that does not print (a newline, an
+    escape sequence's ESC) `\\uNNNN`, and a backslash doubled, so that every
+    name reads back unambiguously."""
+    out = []
+    for c in text:
+        n = ord(c)
+        if 0xDC80 <= n <= 0xDCFF:
+            out.append(f"\\x{n - 0xDC00:02x}")
+        elif c == "\\":
+            out.append("\\\\")
+        elif not c.isprintable():
+            out.append(f"\\u{n:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The human report of `cloudfs fsck`: a line per problem (its kind, the files by path, what is
 wrong with which object, what --repair did), the notes, what was checked at what rate, and the
-result with the exit status. The JSON report is `Result.as_json()`.
+result with the exit status. Paths and details are written with `printable` (a name's bytes that
+are not UTF-8 as \\xNN, characters that do not print as \\uNNNN): one line per problem, in any
+locale. The JSON report is `Result.as_json()`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from cloudfs.fsck.findings import (
     NOTES,
     Problem,
     Result,
+    printable,
 )
 from cloudfs.status import _size
 
@@ -20,10 +23,10 @@ WIDTH = max(len(word) for word in KINDS.values())
 
 
 def problem_line(p: Problem) -> str:
-    who = p.who()
-    text = f"{KINDS[p.kind]:<{WIDTH}}  {who + ': ' if who else ''}{p.detail}"
+    who = printable(p.who())
+    text = f"{KINDS[p.kind]:<{WIDTH}}  {who + ': ' if who else ''}{printable(p.detail)}"
     if p.repaired:
-        text += f"\n{'':<{WIDTH}}  repaired: {p.repaired}"
+        text += f"\n{'':<{WIDTH}}  repaired: {printable(p.repaired)}"
     return text
 
 

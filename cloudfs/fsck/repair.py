@@ -27,7 +27,7 @@ import stat
 import time
 
 from cloudfs.fsck.checks import LOST_FOUND, Fsck
-from cloudfs.fsck.findings import Problem, Result
+from cloudfs.fsck.findings import Problem, Result, printable
 from sqlfsn import ROOT_INODE, Namespace, errors
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ class Repairer:
                 note = (f"cloudfs fsck {self._when}: moved from "
                         f"{', '.join(p for _, _, p in moving)}: {problem.detail}")
                 self.ns.setxattr(f.inode, XATTR, note.encode(errors="surrogateescape"))
-                log.info("%s moved to /lost+found: %s", ", ".join(p for _, _, p in moving),
-                         problem.detail)
+                log.info("%s moved to /lost+found: %s",
+                         printable(", ".join(p for _, _, p in moving)), printable(problem.detail))
             homes += self.fsck.paths(f.inode)
         if homes:
             problem.repaired = "in /lost+found: " + ", ".join(homes)

@@ -111,3 +111,21 @@ async def test_a_segment_size_that_is_not_one(tree: Tree) -> None:
     """Segments of different sizes (a file written with another segment_size) check too."""
     await tree.write(b"/odd", os.urandom(SEG + 7), segment_size=SEG // 2)
     assert (await tree.fsck()).problems == []
+
+
+async def test_a_name_that_is_not_utf8(tree: Tree) -> None:
+    """Reported on one line, escaped, even where stdout's encoding is strict (a UTF-8 locale
+    other than C.UTF-8); moved to /lost+found under its own bytes."""
+    _, content = await tree.write(b"/caf\xe9\n.txt", os.urandom(2 * KiB))
+    tree.delete(*tree.cas(content.hash))
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}
+    code, out, err = run_fsck(tree.config, env=strict)
+    assert code == 4, out + err
+    assert f"MISSING      /caf\\xe9\\u000a.txt: {'/'.join(tree.cas(content.hash))}" in out
+    code, out, err = run_fsck(tree.config, "--json", env=strict)
+    assert code == 4 and json.loads(out)["problems"][0]["files"][0]["paths"] == [
+        os.fsdecode(b"/caf\xe9\n.txt")]
+    code, out, err = run_fsck(tree.config, "--repair", env=strict)
+    assert code == 1, out + err
+    lost_found = tree.ns.lookup(1, b"lost+found").inode
+    assert [e.name for e in tree.ns.readdir(lost_found)] == [b"caf\xe9\n.txt"]

@@ -4,10 +4,12 @@ parallelism."""
 from __future__ import annotations
 
 import io
+import json
+import os
 
 import trio
 
-from cloudfs.fsck.findings import FileRef, Problem, Result
+from cloudfs.fsck.findings import FileRef, Problem, Result, printable, show_path
 from cloudfs.fsck.progress import Progress, parallel
 from cloudfs.fsck.render import render
 
@@ -35,6 +37,23 @@ def test_the_report_names_files_by_path() -> None:
     assert "MISSING      /f0, /f1, /f2, /f3, /f4 and 3 more files: main.cas.a/abc" in text
     assert text.endswith("would move the damaged files to /lost+found")
     assert FileRef(99, []).describe() == "inode 99 (deleted, open)"
+
+
+def test_names_that_are_not_utf8_or_do_not_print_are_escaped() -> None:
+    """A name's bytes that are not UTF-8, a newline, an ESC: one line, printable in any
+    locale, and unambiguous (a raw byte is \\xNN, a character \\uNNNN, a backslash doubled)."""
+    assert printable(show_path(b"/caf\xe9/a\nb\x1b[31m\\c\xc2\x81.txt")) == \
+        "/caf\\xe9/a\\u000ab\\u001b[31m\\\\c\\u0081.txt"
+    assert printable("/d\u00e9j\u00e0 vu/\u65e5\u672c") == "/d\u00e9j\u00e0 vu/\u65e5\u672c"
+    result = Result()
+    result.add(Problem("missing", "x/y is missing", files=[
+        FileRef(2, [show_path(b"/caf\xe9.txt"), show_path(b"/two\nlines")])]))
+    line = render(result).splitlines()[1]
+    assert line == "MISSING      /caf\\xe9.txt, /two\\u000alines: x/y is missing"
+    line.encode("ascii")  # printable whatever the terminal's encoding
+    doc = json.loads(result.as_json())  # JSON keeps the bytes (surrogate escapes)
+    assert [os.fsencode(p) for p in doc["problems"][0]["files"][0]["paths"]] == \
+        [b"/caf\xe9.txt", b"/two\nlines"]
 
 
 def test_the_progress_line() -> None:
