@@ -18,6 +18,12 @@ fsck.s3ql is the model):
 Nothing here changes anything, in Swift or in the namespace: fsck without --repair is safe
 beside a live mount. Repairs are repair.py's. Swift requests run `parallel` at a time; every
 namespace call is a short read from the trio thread, between them.
+
+A request that fails for good (past the store's retries: `[swift] retry_deadline`) never makes
+anything "missing": what it was about is *unchecked*. When `parallel` requests in a row fail
+with no answer between them, Swift is taken as down (`Outage`): the checks not made yet are
+skipped, reported as one UNCHECKED line with their count, instead of each waiting out its own
+retry deadline (with 256 CAS containers and thousands of contents that would take hours).
 """
 
 from __future__ import annotations
@@ -47,6 +53,32 @@ NS_PER_S = 1_000_000_000
 #: renews its leases every HEARTBEAT_INTERVAL.
 LEASE_TIMEOUT = 5 * HEARTBEAT_INTERVAL
 LOST_FOUND = b"lost+found"
+
+
+class Outage:
+    """Failed Swift requests in a row; `limit` of them with no answer between them means Swift
+    is down (see the module docstring)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.streak = 0
+        self.last_error = ""
+
+    def failed(self, error: str) -> None:
+        self.streak += 1
+        self.last_error = error
+
+    def answered(self) -> None:
+        if not self.down:
+            self.streak = 0
+
+    @property
+    def down(self) -> bool:
+        return self.streak >= self.limit
+
+    def why(self) -> str:
+        return (f"not checked: Swift stopped answering ({self.streak} requests in a row failed "
+                f"past their retries; the last: {self.last_error})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +115,8 @@ class Fsck:
         self._used: set[str] = set()  # the contents files use
         self._reading: dict[str, trio.Event] = {}
         self._listed_objects = 0
+        self.outage = Outage(settings.parallel)
+        self._skipped: set[str] = set()  # contents not checked: Swift was down
 
     async def run(self) -> Result:
         started = time.monotonic()
@@ -114,7 +148,8 @@ class Fsck:
         self.result.checked.contents = len(uses)
         self._used = {u.hash for u in uses}
         verdicts = await self._verify(uses, "checking contents")
-        suspects = sorted(h for h, v in verdicts.items() if v.state != "ok")
+        suspects = sorted(h for h, v in verdicts.items()  # asked again, unless Swift is down
+                          if v.state != "ok" and not (v.state == "unchecked" and self.outage.down))
         if suspects:
             fresh = [u for u in (self.ns.content_use(h) for h in suspects) if u is not None]
             for h in suspects:
@@ -126,12 +161,20 @@ class Fsck:
             if v.mismatched:
                 self.result.note("contents_mismatched")
         self._report({h: v for h, v in verdicts.items() if v.state != "ok"})
+        self._report_skipped()
 
     async def _verify(self, uses: list[ContentUse], label: str) -> dict[str, Verdict]:
         verdicts: dict[str, Verdict] = {}
 
         async def one(use: ContentUse) -> None:
-            verdicts[use.hash] = await self.verifier.verify(use)
+            if self.outage.down:
+                self._skipped.add(use.hash)
+                return
+            verdict = verdicts[use.hash] = await self.verifier.verify(use)
+            if verdict.state == "unchecked":
+                self.outage.failed(verdict.detail)
+            else:
+                self.outage.answered()
 
         self.progress.phase(label, len(uses))
         await parallel(uses, one, limit=self.settings.parallel, progress=self.progress)
@@ -159,6 +202,15 @@ class Fsck:
         if moved:
             self.result.note("damaged_in_lost_found", len(moved))
 
+    def _report_skipped(self) -> None:
+        """One problem for the contents not checked because Swift was down."""
+        if not self._skipped:
+            return
+        users = self.ns.files_using(self._skipped)
+        files = len({inode for inodes in users.values() for inode in inodes})
+        self.result.add(Problem("unchecked", self.outage.why(),
+                                subject=f"{len(self._skipped)} contents used by {files} files"))
+
     def paths(self, inode: int) -> list[str]:
         """Every path naming `inode` ([] for a deleted file)."""
         out = []
@@ -178,11 +230,16 @@ class Fsck:
         failed: list[str] = []
 
         async def one(container: str) -> None:
+            if self.outage.down:
+                failed.append(f"{container}: {self.outage.why()}")
+                return
             try:
                 items = await self.store.list(container)
             except StoreError as exc:
                 failed.append(f"{container}: {exc}")
+                self.outage.failed(str(exc))
                 return
+            self.outage.answered()
             for item in items:
                 listed[item["name"]] = item
 
@@ -208,12 +265,18 @@ class Fsck:
 
     async def check_temporary_segments(self) -> None:
         tmp = self.layout.tmp_container
+        if self.outage.down:
+            self.result.add(Problem("unchecked", f"listing {tmp}: {self.outage.why()}",
+                                    subject="temporary segments"))
+            return
         try:
             listing = await self.store.list(tmp, prefix=TMP_PREFIX)
         except StoreError as exc:
+            self.outage.failed(str(exc))
             self.result.add(Problem("unchecked", f"listing {tmp}: {exc}",
                                     subject="temporary segments"))
             return
+        self.outage.answered()
         self._listed_objects += len(listing)
         since = int((time.time() - self.settings.lease_timeout) * NS_PER_S)
         alive = self.ns.uploads_alive(since)  # after the listing: a new write is alive
@@ -228,6 +291,9 @@ class Fsck:
 
         async def one(item: dict[str, Any]) -> None:
             name = item["name"]
+            if self.outage.down:
+                failed.append(f"{name}: {self.outage.why()}")
+                return
             try:
                 self.verifier.objects += 1
                 headers = await self.store.head(tmp, name)
@@ -237,7 +303,9 @@ class Fsck:
                 named = await self._manifest_names(owner) if owner else frozenset()
             except StoreError as exc:
                 failed.append(f"{name}: {exc}")
+                self.outage.failed(str(exc))
                 return
+            self.outage.answered()
             if named and name in named and owner in self._used:
                 self.result.note("segments_pending")
             elif owner and header(headers, META_RETIRED_AT):

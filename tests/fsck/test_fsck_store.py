@@ -4,10 +4,12 @@ note; what could not be checked says so."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 
-from fsckhelpers import SEG, KiB, Tree, corrupt_on_disk, make_store
+from fsckhelpers import SEG, KiB, Tree, corrupt_on_disk, make_store, run_fsck, write_config
 
 from ccd import Context
 from ccd.consolidate import Consolidator
@@ -258,3 +260,43 @@ async def test_both_backends(any_tree: Tree) -> None:
     any_tree.delete(*any_tree.cas(built.one.hash))
     p = only(await any_tree.fsck())
     assert p.kind == "missing" and paths(p) == {"/one.bin"}
+
+
+async def test_swift_going_down_is_unknown_not_missing(tree: Tree, dev_swift, fault_proxy,
+                                                       tmp_path) -> None:
+    """Swift stops answering after fsck started (every object request and listing dropped,
+    a connection error each): nothing is reported missing, the report says what could not be
+    checked and why, the exit status is 8, and fsck gives up once a whole wave of requests
+    failed instead of waiting out a retry deadline per content and per container."""
+    built = await build(tree)
+    for i in range(60):
+        await tree.write(b"/many/f%02d" % i, b"content %d" % i)
+    config = tmp_path / "down.conf"
+    write_config(config, auth_url=fault_proxy.url, user=dev_swift.user, key=dev_swift.key,
+                 container=tree.layout.base, database=tree.ns.database,
+                 cache=tmp_path / "cache")
+    config.write_text(config.read_text().replace("retry_deadline = 10", "retry_deadline = 2"))
+    # Authentication, /info and the containers' HEAD at start-up pass; then nothing does.
+    fault_proxy.add_rule("HEAD", r"^/v1/[^/]+/[^/]+/.", "drop", times=-1)
+    fault_proxy.add_rule("GET", r"^/v1/[^/]+/[^/?]+", "drop", times=-1)
+    started = time.monotonic()
+    code, out, err = run_fsck(config, timeout=240)
+    seconds = time.monotonic() - started
+    assert code == 8, out + err
+    assert "MISSING" not in out and "DAMAGED" not in out and "Traceback" not in err
+    assert "result: incomplete" in out and "run fsck again once Swift answers" in out
+    assert "Swift stopped answering" in out
+    lines = [line for line in out.splitlines() if line.startswith("UNCHECKED")]
+    # a line per content that failed before the give-up (by path), then one for the rest
+    assert any("/docs/small.txt" in line or "contents used by" in line for line in lines)
+    # at most the requests in flight when the streak reached max_connections (16), so < 2 * 16
+    assert len(lines) < 2 * 16 + 3 and "contents used by" in lines[-3], out
+    assert seconds < 150, f"fsck took {seconds:.0f} s with Swift down"
+    code, out, _ = run_fsck(config, "--json", timeout=240)
+    doc = json.loads(out)
+    assert code == 8 and doc["result"] == "incomplete"
+    assert {p["kind"] for p in doc["problems"]} == {"unchecked"}
+    assert built.small.hash  # the filesystem itself is whole: without the faults, clean
+    fault_proxy.clear_rules()
+    code, out, _ = run_fsck(config)
+    assert code == 0, out
