@@ -2,7 +2,8 @@
 mount it changes nothing and the mount goes on; damage done behind cloudfs's back is reported
 by path while mounted; `--repair` is refused while mounted, moves the damaged files to
 /lost+found once unmounted (where reading them gives EIO, and the rest of the tree is whole);
-and no mount starts while a repair runs."""
+no mount starts while a repair runs; and on a PostgreSQL namespace beside its mount, the same
+read-only check, with --repair refused."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fsckhelpers import run_fsck
+from conftest import in_mount_table, write_config
+from fsckhelpers import corrupt_on_disk, run_fsck
 from mountsession import MiB, MountSession
 
 from cloudfs.fsck.command import REPAIR_HOLDER, hold
@@ -117,25 +120,42 @@ def test_fsck_beside_a_live_mount_changes_nothing(cloudfs_mount: MountSession, r
 
 
 def test_damage_found_while_mounted_and_repaired_once_unmounted(cloudfs_mount: MountSession,
-                                                                raw_swift):
+                                                                raw_swift, dev_swift):
+    """Behind cloudfs's back: a CAS object deleted, a segment of a manifest deleted, a manifest
+    deleted, a manifest's bytes rotted on disk; each found and reported by path."""
     m = cloudfs_mount.path
     layout = cloudfs_mount.layout
     files = write_tree(m)
+    for name in ("gone.bin", "rot.bin"):  # a manifest of one segment each
+        (m / name).write_bytes(os.urandom(300_000))
     with Namespace.open(cloudfs_mount.database) as ns:
         docs = ns.lookup(1, b"docs").inode
         small = ns.pieces(ns.lookup(docs, b"a.txt").inode)[0].hash
         big = ns.pieces(ns.lookup(docs, b"big.bin").inode)[0].hash
-    assert small and big
-    raw_swift.delete_object(*layout.cas_path(small))
+        gone = ns.pieces(ns.lookup(1, b"gone.bin").inode)[0].hash
+        rot = ns.pieces(ns.lookup(1, b"rot.bin").inode)[0].hash
+    assert small and big and gone and rot
+    assert raw_swift.delete_object(*layout.cas_path(small)) == 204
     status, _, body = raw_swift.get_object(*layout.cas_path(big),
                                            query="multipart-manifest=get")
     segment = json.loads(body)[1]["name"].lstrip("/").partition("/")[2]
     assert raw_swift.delete_object(layout.tmp_container, segment) == 204
+    assert raw_swift.delete_object(*layout.cas_path(gone)) == 204
+    corrupt_on_disk(dev_swift.dir, "/" + "/".join(layout.cas_path(rot)))
 
     code, out, _ = run_fsck(cloudfs_mount.config)
-    assert code == 4
-    assert f"/docs/a.txt: {'/'.join(layout.cas_path(small))} is missing from Swift" in out
-    assert f"/docs/big.bin: segment 1 of {'/'.join(layout.cas_path(big))}" in out
+    assert code == 4, out
+    lines = out.splitlines()
+    assert f"MISSING      /docs/a.txt: {'/'.join(layout.cas_path(small))} is missing from " \
+        "Swift (404)" in lines
+    assert any(line.startswith(f"DAMAGED      /docs/big.bin: segment 1 of "
+                               f"{'/'.join(layout.cas_path(big))}, {layout.tmp_container}/"
+                               f"{segment}, is missing") for line in lines), out
+    assert f"MISSING      /gone.bin: {'/'.join(layout.cas_path(gone))} is missing from " \
+        "Swift (404)" in lines
+    assert any(line.startswith(("MISSING      /rot.bin: ", "DAMAGED      /rot.bin: "))
+               and "/".join(layout.cas_path(rot)) in line for line in lines), out
+    assert "result: problems (4 left), exit status 4" in out
 
     swift = swift_objects(raw_swift, layout)
     assert cloudfs_mount.stop() == 0
@@ -145,7 +165,8 @@ def test_damage_found_while_mounted_and_repaired_once_unmounted(cloudfs_mount: M
 
     cloudfs_mount.allow(r"cloudfs\.ops: read: ")  # the EIO of the damaged files, below
     cloudfs_mount.start()
-    assert sorted(os.listdir(m / "lost+found")) == ["docs%2Fa.txt", "docs%2Fbig.bin"]
+    assert sorted(os.listdir(m / "lost+found")) == ["docs%2Fa.txt", "docs%2Fbig.bin",
+                                                    "gone.bin", "rot.bin"]
     assert sorted(os.listdir(m / "docs")) == []
     with pytest.raises(OSError) as eio:
         (m / "lost+found" / "docs%2Fbig.bin").read_bytes()
@@ -155,7 +176,7 @@ def test_damage_found_while_mounted_and_repaired_once_unmounted(cloudfs_mount: M
     for name in ("mid.bin", "keep.txt", "log.txt"):
         assert (m / name).read_bytes() == files[name]
     code, out, _ = run_fsck(cloudfs_mount.config)
-    assert code == 0 and "damaged files already in /lost+found: 2" in out
+    assert code == 0 and "damaged files already in /lost+found: 4" in out
 
 
 def test_no_mount_starts_while_a_repair_runs(cloudfs_mount: MountSession):
@@ -168,3 +189,50 @@ def test_no_mount_starts_while_a_repair_runs(cloudfs_mount: MountSession):
         assert proc.returncode == 2
         assert REPAIR_HOLDER in proc.stderr and "already mounted" in proc.stderr
     cloudfs_mount.start()  # the repair is over: the mount starts
+
+
+@pytest.fixture
+def pg_fs_mount(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
+                ) -> Iterator[MountSession]:
+    """A filesystem whose namespace is in PostgreSQL, mounted."""
+    config = tmp_path / "cloudfs.conf"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user, key=dev_swift.key,
+                 container=swift_container, database=pg_url, cache=tmp_path / "cache")
+    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
+                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
+    session = MountSession(mnt, config, pg_url, Layout(swift_container, 1),  # type: ignore[arg-type]
+                           tmp_path / "mount.log")
+    session.start()
+    try:
+        yield session
+    finally:
+        if session.proc is not None:
+            assert session.stop() == 0, session.log_text()[-3000:]
+        assert not in_mount_table(mnt)
+        assert not session.unexpected_log_lines(), session.log_text()[-3000:]
+
+
+def test_fsck_on_postgresql_beside_a_mount(pg_fs_mount: MountSession, pg_url: str,
+                                           raw_swift) -> None:
+    """The same checks on a PostgreSQL namespace: clean and read-only beside the mount, a
+    deleted object reported by path; --repair is refused there (mounts of a PostgreSQL
+    namespace are not registered, so nothing tells it is unmounted)."""
+    m = pg_fs_mount.path
+    files = write_tree(m)
+    code, out, err = run_fsck(pg_fs_mount.config, "--json")
+    assert code == 0, out + err
+    doc = json.loads(out)
+    assert doc["result"] == "clean" and doc["checked"]["files"] == len(files)
+    assert set(doc["checked"]["requests"]) <= {"GET", "HEAD"}
+    with Namespace.open(pg_url) as ns:
+        small = ns.pieces(ns.lookup(1, b"keep.txt").inode)[0].hash
+    assert small
+    assert raw_swift.delete_object(*pg_fs_mount.layout.cas_path(small)) == 204
+    code, out, _ = run_fsck(pg_fs_mount.config)
+    assert code == 4
+    assert f"MISSING      /keep.txt: {'/'.join(pg_fs_mount.layout.cas_path(small))}" in out
+    code, out, err = run_fsck(pg_fs_mount.config, "--repair")
+    assert code == 2 and out == "" and "refused on a PostgreSQL namespace" in err
+    assert (m / "mid.bin").read_bytes() == files["mid.bin"]  # the mount went on
