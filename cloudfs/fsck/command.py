@@ -28,7 +28,7 @@ import trio
 from cloudfs.commands import add_config_args, config_from
 from cloudfs.errors import UsageError
 from cloudfs.fsck.checks import Fsck, Settings
-from cloudfs.fsck.findings import EXIT_INCOMPLETE, Result
+from cloudfs.fsck.findings import EXIT_INCOMPLETE, EXIT_INTERRUPTED, Result
 from cloudfs.fsck.progress import Progress
 from cloudfs.fsck.render import render
 from cloudfs.fsck.repair import Repairer
@@ -85,15 +85,31 @@ async def check(cfg: Config, *, repair: bool = False,
         return result
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions an exception group (trio's nurseries raise them) is made of."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in leaves(e)]
+    return [exc]
+
+
 def cmd_fsck(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     if args.repair:
         refuse_unless_unmounted(cfg)
     try:
         result = trio.run(partial(check, cfg, repair=args.repair))
-    except (NamespaceError, sqlite3.Error) as exc:  # the database failed in the middle
-        print(f"cloudfs fsck: {exc}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+    except BaseException as exc:  # noqa: BLE001 (what is not one of these is raised again)
+        found = leaves(exc)
+        if all(isinstance(e, KeyboardInterrupt) for e in found):
+            print("cloudfs fsck: interrupted: " + (
+                "the repairs made so far are kept (each is whole); run fsck again"
+                if args.repair else "nothing was changed"), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if all(isinstance(e, NamespaceError | sqlite3.Error) for e in found):
+            # the database failed in the middle
+            print(f"cloudfs fsck: {found[0]}", file=sys.stderr)
+            return EXIT_INCOMPLETE
+        raise
     print(result.as_json() if args.json else render(result), flush=True)
     return result.exit_status()
 
@@ -106,7 +122,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "their segments too), objects no file references and leftover temporary segments "
         "(left to `ccd cleanup`), stale upload leases. Without --repair it only reads: "
         "safe beside a live mount. Exit status, summed as fsck(8)'s: 0 clean, 1 problems "
-        "repaired, 4 problems left, 8 incomplete (a Swift request failed); 2 cannot start. "
+        "repaired, 4 problems left, 8 incomplete (a Swift request failed), 32 interrupted "
+        "(Ctrl-C); 2 cannot start. "
         "See docs/OPERATIONS.md.")
     add_config_args(p)
     p.add_argument("--repair", action="store_true",

@@ -14,6 +14,7 @@ The exit status is the sum of these bits, as fsck(8)'s:
     4  problems left: found without --repair, or not repairable (see the report)
     8  incomplete: something could not be checked (a Swift request failed for good)
 
+32 when it was interrupted (SIGINT, Ctrl-C: "checking canceled by user request", as fsck(8)),
 and, as for every cloudfs command, 2 when fsck cannot start (configuration, database, Swift
 unreachable) or --repair is refused (the filesystem is mounted, or cannot be told unmounted).
 """
@@ -29,6 +30,7 @@ EXIT_REPAIRED = 1
 EXIT_CANNOT_START = 2
 EXIT_PROBLEMS_LEFT = 4
 EXIT_INCOMPLETE = 8
+EXIT_INTERRUPTED = 32
 
 # kind -> the word starting its line in the human report.
 KINDS: dict[str, str] = {

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
-from fsckhelpers import SEG, KiB, Tree, run_fsck
+import trio
+from fsckhelpers import SEG, KiB, Tree, run_fsck, write_config
 from test_fsck_store import build
 
 from cloudfs.fsck.repair import XATTR, lost_found_name
@@ -129,3 +134,30 @@ async def test_a_name_that_is_not_utf8(tree: Tree) -> None:
     assert code == 1, out + err
     lost_found = tree.ns.lookup(1, b"lost+found").inode
     assert [e.name for e in tree.ns.readdir(lost_found)] == [b"caf\xe9\n.txt"]
+
+
+async def test_ctrl_c_is_one_line_and_exit_32(tree: Tree, dev_swift, fault_proxy,
+                                              tmp_path) -> None:
+    """SIGINT in the middle of the checks (a HEAD held by the proxy): one line, no
+    traceback, exit status 32 (fsck(8)'s "canceled by user request")."""
+    await tree.write(b"/f", os.urandom(2 * KiB))
+    config = tmp_path / "proxied.conf"
+    write_config(config, auth_url=fault_proxy.url, user=dev_swift.user, key=dev_swift.key,
+                 container=tree.layout.base, database=tree.ns.database,
+                 cache=tmp_path / "cache")
+    fault_proxy.add_rule("HEAD", r"^/v1/[^/]+/[^/]+/.", "stall", seconds=60, times=-1)
+    fault_proxy.add_rule("GET", r"^/v1/[^/]+/[^/]+/.", "stall", seconds=60, times=-1)
+    proc = subprocess.Popen([sys.executable, "-m", "cloudfs", "fsck", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not fault_proxy.seen(None, r"^/v1/[^/]+/[^/]+/."):
+            assert time.monotonic() < deadline and proc.poll() is None
+            await trio.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 32, out + err
+    assert out == "" and err == "cloudfs fsck: interrupted: nothing was changed\n"
