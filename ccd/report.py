@@ -7,11 +7,10 @@ labels below are the vocabulary (and the order) of that summary.
 from __future__ import annotations
 
 import logging
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TextIO
+
+from wiring.statusline import StatusLine
 
 log = logging.getLogger(__name__)
 
@@ -142,29 +141,9 @@ class Report:
         return "\n".join(lines)
 
 
-class Progress:
+class Progress(StatusLine):
     """A `\\r` counter on stderr for long passes, only on a terminal."""
 
-    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
-        self._stream = stream or sys.stderr
-        self.enabled = self._stream.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self._width = 0
-
     def show(self, label: str, done: int, total: int | None = None, *, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
-        text = f"{label}: {done}" + (f"/{total}" if total is not None else "")
-        self._stream.write("\r" + text.ljust(self._width))
-        self._stream.flush()
-        self._width = max(self._width, len(text))
-
-    def clear(self) -> None:
-        if self.enabled and self._width:
-            self._stream.write("\r" + " " * self._width + "\r")
-            self._stream.flush()
-            self._width = 0
+        if self.due(force=force):
+            self.draw(f"{label}: {done}" + (f"/{total}" if total is not None else ""))

@@ -25,6 +25,7 @@ from ccd.report import Report
 from seqwrite import Layout, StoreError
 from seqwrite.layout import (
     META_BLAKE3,
+    META_RETIRED_AT,
     META_SEQ,
     TAG_BIGFILE,
     TMP_PREFIX,
@@ -33,8 +34,6 @@ from seqwrite.layout import (
 )
 
 log = logging.getLogger(__name__)
-
-META_RETIRED_AT = "X-Object-Meta-Retired-At"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,14 @@ import sys
 from collections.abc import Sequence
 
 from cloudfs import commands, copycmd
+from cloudfs.fsck import command as fsck
 from devtools import cli as devcli
 from wiring import logs
 from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (commands, copycmd, devcli)
+SUBCOMMANDS = (commands, copycmd, fsck, devcli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,8 @@ class CertificateError(AuthFailed):
 
 
 class Corrupted(StoreError):
-    """Swift stored bytes that are not the bytes we sent (ETag mismatch after a PUT)."""
+    """Swift holds bytes that are not what they should be: an ETag mismatch after a PUT, or
+    a stored manifest that does not parse."""
 
 
 class TooLarge(StoreError):

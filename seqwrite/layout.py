@@ -23,6 +23,9 @@ TAG_BIGFILE = "X-Object-Meta-Bigfile"
 META_BLAKE3 = "X-Object-Meta-Blake3"
 # X-Object-Meta-Seq: the segment's position in its file (on tagged segments).
 META_SEQ = "X-Object-Meta-Seq"
+# X-Object-Meta-Retired-At: set by ccd on a tagged segment no manifest names any more (unix
+# time); the segment is deleted once that is older than the retire grace.
+META_RETIRED_AT = "X-Object-Meta-Retired-At"
 
 
 # Keys of sqlfsn's meta table that name a filesystem's layout (written by `cloudfs mkfs`).
@@ -40,6 +43,12 @@ def layout_from_meta(get_meta: Callable[[str], str | None]) -> Layout:
 
 def is_digest(name: str) -> bool:
     return bool(HASH_RE.fullmatch(name))
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header `name` in a HEAD/GET answer, whatever the case of its key."""
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
 
 
 def is_slo(headers: Mapping[str, str]) -> bool:

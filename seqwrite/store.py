@@ -375,7 +375,8 @@ class SwiftStore:
     async def read_object(self, container: str, name: str) -> StoredObject:
         """HEAD the name and, for an SLO manifest, GET its stored form (the one home of that
         sequence). A manifest overwritten by a plain object between the HEAD and the GET (ccd
-        consolidating) is looked at again. StoreError on failure."""
+        consolidating) is looked at again; one that still does not parse is Corrupted.
+        StoreError on failure."""
         for _ in range(2):
             headers = await self.head(container, name)
             if headers is None or not is_slo(headers):
@@ -385,7 +386,7 @@ class SwiftStore:
                 return StoredObject(headers, tuple(parse_stored_manifest(body)))
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.debug("%s/%s changed while being read; reading it again", container, name)
-        raise Rejected(f"manifest {container}/{name} is unreadable")
+        raise Corrupted(f"manifest {container}/{name} is unreadable")
 
     def open_read(self, container: str, name: str, offset: int, end: int) -> ObjectReader:
         """Bytes [offset, end) of an object as one streamed GET, read in pieces in order: one

@@ -1,7 +1,8 @@
 """namespace.py - ``Namespace``, the public face of sqlfsn: open a database, use the API.
 
 The operations live in mixins, one module per concern: tree.py (names), files.py (attributes,
-content maps, orphans), xattrs.py, content.py (content registry, upload leases), on top of
+content maps, orphans), xattrs.py, content.py (content registry, upload leases),
+fsck_queries.py (the reads of `cloudfs fsck`), on top of
 core.py (transactions) and database.py (the connection: SQLite or PostgreSQL). This module
 only assembles them and adds the check.
 """
@@ -20,6 +21,7 @@ from .clone import CloneOps
 from .content import ContentOps
 from .database import is_postgres, open_database, sqlite_path
 from .files import FileOps
+from .fsck_queries import FsckOps
 from .local import MountInfo, MountLock
 from .tree import TreeOps
 from .xattrs import XattrOps
@@ -27,7 +29,7 @@ from .xattrs import XattrOps
 log = logging.getLogger(__name__)
 
 
-class Namespace(CloneOps, TreeOps, FileOps, XattrOps, ContentOps):
+class Namespace(CloneOps, TreeOps, FileOps, XattrOps, ContentOps, FsckOps):
     """A cloudfs namespace in an SQLite file or a PostgreSQL database. Synchronous; use
     from one thread.
 
