@@ -16,6 +16,7 @@ engines are in ``sqlfsn/dialect.py``; how concurrent transactions keep the invar
 
 from . import errors
 from .local import MountInfo, mount_holder
+from .mounts import MountRecord
 from .namespace import Namespace
 from .schema import SCHEMA_VERSION
 from .types import (
@@ -41,6 +42,7 @@ __all__ = [
     "ContentInfo",
     "DirEntry",
     "MountInfo",
+    "MountRecord",
     "Namespace",
     "Piece",
     "UnsettledFile",
