@@ -117,8 +117,10 @@ class Files:
         if self.mount_id is not None and not self.handles.count(inode):
             self.ns.hold_open(self.mount_id, inode)  # before reading: kept from now on
         pieces = self.ns.pieces(inode) if attr.size else []
-        return self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,
-                                size=attr.size, version=attr.version).fh
+        h = self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,
+                             size=attr.size, version=attr.version)
+        h.append = writable and bool(flags & os.O_APPEND)
+        return h.fh
 
     def hold_all_open(self) -> None:
         """Hold every open file again (this mount registered anew, see shared.py)."""
@@ -171,7 +173,7 @@ class Files:
         h.check_error()
         session = self._sessions.get(h.inode)
         if session is None:
-            session = self._start_session(h, off)
+            session = self._start_session(h, None if h.append else off)
         elif session.owner != fh:
             # Sticky: this descriptor's close and fsync fail too, so a program that does not
             # check write() still learns, where it must look, that its bytes were not stored.
@@ -186,6 +188,11 @@ class Files:
             session.mtime_ns = None  # a write after utimens: the commit stamps "now" again
             try:
                 state = session.state
+                if h.append:  # at the end, whatever the kernel's (maybe stale) size said
+                    if isinstance(state, Streaming):
+                        off = state.end
+                    elif isinstance(state, Cached):
+                        off = state.cache.size
                 if isinstance(state, Streaming) and off == state.end:
                     await state.writer.write(data)
                 else:
@@ -199,7 +206,7 @@ class Files:
                 self._fail(session, h, exc)
         return len(data)
 
-    def _start_session(self, h: Handle, off: int) -> WriteSession:
+    def _start_session(self, h: Handle, off: int | None) -> WriteSession:
         if self.mount_id is not None:
             holder = self.ns.take_writer(self.mount_id, h.inode)
             if holder is not None:
@@ -219,9 +226,12 @@ class Files:
             except NamespaceError as exc:  # released with the mount's row at the latest
                 log.warning("inode %d: could not release the write lease: %s", inode, exc)
 
-    def _new_session(self, h: Handle, off: int) -> WriteSession:
+    def _new_session(self, h: Handle, off: int | None) -> WriteSession:
+        """A session of `h` whose first write is at `off` (None: at the end)."""
         attr = self.ns.getattr(h.inode)
         current = 0 if h.pending_truncate else attr.size
+        if off is None:
+            off = current
         replace_all = h.pending_truncate or attr.size == 0
         leases: list[str] = []
         state: Streaming | Cached
