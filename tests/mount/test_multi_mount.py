@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -29,27 +30,34 @@ SLACK = 2.0  # for a loaded machine
 
 
 @pytest.fixture
-def two_mounts(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
-               ) -> Iterator[tuple[MountSession, MountSession]]:
-    sessions = []
-    for name in ("a", "b"):
-        config = tmp_path / f"{name}.conf"
-        mnt = tmp_path / f"mnt-{name}"
-        mnt.mkdir()
-        write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user,
-                     key=dev_swift.key, container=swift_container, database=pg_url,
-                     cache=tmp_path / f"cache-{name}")
-        sessions.append(MountSession(mnt, config, pg_url,  # type: ignore[arg-type]
-                                     Layout(swift_container, 1), tmp_path / f"{name}.log"))
-    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config",
-                    str(sessions[0].config)],
-                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
-    with Namespace.open(pg_url) as ns:
-        ns.set_meta("mount_timeout", MOUNT_TIMEOUT)
-    for s in sessions:
-        s.start()
+def mounts(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
+           ) -> Iterator[Callable[[int], list[MountSession]]]:
+    """start(n): n mounts (daemons, mount points, caches) of one new filesystem on one
+    PostgreSQL database; at the end each is unmounted cleanly, its log has no unexpected
+    WARNING/ERROR, check() is clean and no registration is left."""
+    sessions: list[MountSession] = []
+
+    def start(count: int) -> list[MountSession]:
+        for name in "abc"[:count]:
+            config = tmp_path / f"{name}.conf"
+            mnt = tmp_path / f"mnt-{name}"
+            mnt.mkdir()
+            write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user,
+                         key=dev_swift.key, container=swift_container, database=pg_url,
+                         cache=tmp_path / f"cache-{name}")
+            sessions.append(MountSession(mnt, config, pg_url,  # type: ignore[arg-type]
+                                         Layout(swift_container, 1), tmp_path / f"{name}.log"))
+        subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config",
+                        str(sessions[0].config)],
+                       check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
+        with Namespace.open(pg_url) as ns:
+            ns.set_meta("mount_timeout", MOUNT_TIMEOUT)
+        for s in sessions:
+            s.start()
+        return sessions
+
     try:
-        yield sessions[0], sessions[1]
+        yield start
     finally:
         for s in sessions:
             if s.proc is not None:
@@ -59,6 +67,13 @@ def two_mounts(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
     with Namespace.open(pg_url) as ns:
         assert ns.check(include_orphans=True) == []
         assert ns.mounts() == []  # clean unmounts unregister
+
+
+@pytest.fixture
+def two_mounts(mounts: Callable[[int], list[MountSession]]
+               ) -> tuple[MountSession, MountSession]:
+    a, b = mounts(2)
+    return a, b
 
 
 def within(seconds: float, condition: Callable[[], bool]) -> float:
@@ -229,3 +244,66 @@ def test_sigkill_of_a_does_not_block_b(two_mounts: tuple[MountSession, MountSess
         assert ns.check(include_orphans=False) == []
         # the orphan A held went with A's registration
         assert ns.check(include_orphans=True) == []
+
+
+STORM_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.EBUSY, errno.ESTALE,
+                errno.EINVAL, errno.ENOTDIR, errno.EISDIR}
+
+
+def test_rename_and_rmdir_storm_from_three_mounts_with_ccd(
+        mounts: Callable[[int], list[MountSession]]) -> None:
+    """Three mounts rename, create, unlink, mkdir and rmdir the same few names at once while
+    ccd consolidates and cleans: only the errors a racing local process could get, then
+    every mount lists the same tree and check() is clean (the fixture's end)."""
+    sessions = mounts(3)
+    config = str(sessions[0].config)
+    ccd = subprocess.Popen([sys.executable, "-m", "ccd.cli", "--config", config, "run"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    failures: list[str] = []
+
+    def storm(mnt: Path, seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(120):
+            d, e = f"d{rnd.randrange(4)}", f"d{rnd.randrange(4)}"
+            f, g = f"f{rnd.randrange(4)}", f"f{rnd.randrange(4)}"
+            op = rnd.randrange(6)
+            try:
+                if op == 0:
+                    os.mkdir(mnt / d)
+                elif op == 1:
+                    os.rmdir(mnt / d)
+                elif op == 2:
+                    os.rename(mnt / d, mnt / e)
+                elif op == 3:
+                    (mnt / d / f).write_bytes(os.urandom(rnd.randrange(1, 3000)))
+                elif op == 4:
+                    os.rename(mnt / d / f, mnt / e / g)
+                else:
+                    os.unlink(mnt / d / f)
+            except OSError as exc:
+                # the close after a write refused with EBUSY says EIO (sticky)
+                cause = exc.__context__ if exc.errno == errno.EIO else exc
+                if not isinstance(cause, OSError) or cause.errno not in STORM_ERRNOS:
+                    failures.append(f"{mnt.name} op {op}: {exc!r}")
+
+    try:
+        threads = [threading.Thread(target=storm, args=(s.path, i))
+                   for i, s in enumerate(sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        cleanup = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", config,
+                                  "cleanup"], capture_output=True, text=True, timeout=300)
+        assert cleanup.returncode == 0, cleanup.stderr[-3000:]
+    finally:
+        ccd.terminate()
+        _, err = ccd.communicate(timeout=60)
+    assert failures == []
+    assert "Traceback" not in err, err[-3000:]
+
+    def tree(mnt: Path) -> list[str]:
+        return sorted(str(p.relative_to(mnt)) for p in mnt.rglob("*"))
+
+    first = tree(sessions[0].path)
+    within(BOUND + SLACK, lambda: all(tree(s.path) == first for s in sessions[1:]))
