@@ -24,7 +24,7 @@ from sqlfsn import Namespace
 
 pytestmark = pytest.mark.mount
 
-MOUNT_TIMEOUT = "3"  # seconds: heartbeats every 0.3 s, a crashed mount dead after ~1 s
+MOUNT_TIMEOUT = "5"  # seconds: heartbeats every 0.5 s, a crashed mount dead after ~1.5 s
 BOUND = 1.0  # documented (docs/SEMANTICS.md): names and attributes show within this
 SLACK = 2.0  # for a loaded machine
 
