@@ -154,6 +154,9 @@ class ChangeListener:
             trio.from_thread.run_sync(self._files.show_latest, inode, trio_token=self._token)
         except (trio.RunFinishedError, trio.Cancelled):
             pass  # the mount is ending
+        except NamespaceError as exc:  # the kernel's attribute timeout still bounds it
+            log.warning("inode %d: could not read the version another mount committed: %s",
+                        inode, exc)
 
     @staticmethod
     def _apply(kind: str, inode: int, name: bytes | None) -> None:
