@@ -11,7 +11,11 @@ A pass runs, in this order:
        - retired (X-Object-Meta-Retired-At older than the retire grace) -> deleted after the
          re-checks of segments.retire_due;
        - else kept: consolidation's business;
-  3. upload leases whose heartbeat is older than the grace are removed.
+  3. upload leases whose heartbeat is older than the grace are removed;
+  4. mounts found dead (sqlfsn/mounts.py: no heartbeat for the mount timeout, or their
+     session ended) are unregistered, releasing their holds and write leases, and the
+     unlinked files no live mount holds open are deleted (their content is then the next
+     pass's garbage).
 Any listing or HEAD error means "keep": nothing is deleted because it seemed absent from a
 listing. With `dry_run` nothing is changed, in Swift or in sqlfsn; the report says what would
 have been.
@@ -40,7 +44,23 @@ async def cleanup_pass(ctx: Context, *, retire_grace: float = DEFAULT_RETIRE_GRA
     await collect(ctx, report, dry_run=dry_run)
     await clean_tmp(ctx, report, retire_grace=retire_grace, dry_run=dry_run)
     remove_stale_leases(ctx, report, dry_run=dry_run)
+    reap_mounts(ctx, report, dry_run=dry_run)
     return report
+
+
+def reap_mounts(ctx: Context, report: Report, *, dry_run: bool = False) -> None:
+    """Unregister the dead mounts of a shared (PostgreSQL) namespace (see step 4)."""
+    if not ctx.ns.shared:
+        return  # SQLite: the next mount forgets a dead one (only one can exist)
+    if dry_run:
+        for mount in ctx.ns.mounts():
+            if not mount.alive:
+                log.info("dead %s (would be unregistered)", mount.describe())
+                report.add("mounts_reaped")
+        return
+    reaped, purged = ctx.ns.reap_mounts()
+    report.add("mounts_reaped", n=len(reaped))
+    report.add("orphans_purged", n=purged)
 
 
 async def clean_tmp(ctx: Context, report: Report, *, retire_grace: float,

@@ -42,6 +42,8 @@ LABELS: dict[str, str] = {
     "segments_retired": "retired temporary segments deleted",
     "tmp_pending": "tagged segments kept (waiting for consolidation)",
     "leases_removed": "stale upload leases removed",
+    "mounts_reaped": "dead mounts unregistered (their holds and write leases released)",
+    "orphans_purged": "unlinked files no live mount had open deleted",
     # garbage collection of CAS objects
     "cas_deleted": "unreferenced CAS objects deleted",
     "cas_rows_removed": "registry rows of absent objects removed",

@@ -54,6 +54,8 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int, int], ...] = (
     (seqwrite.TooLarge, errno.EFBIG, logging.WARNING),
     # The namespace database is unreachable or refused the transaction: the operation failed.
     (ns.Unavailable, errno.EIO, logging.ERROR),
+    # This mount was declared dead by another (heartbeats late): it registers again.
+    (ns.MountLost, errno.EIO, logging.ERROR),
     # The local spool could not be written (ENOSPC when the cache disk is full).
     (seqwrite.SpoolError, -1, logging.ERROR),
     # Swift unavailable past the retry deadline, refused, or inconsistent: the operation failed.

@@ -22,6 +22,7 @@ open-file table (cloudfs/handles.py), and the rules of when content becomes visi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -48,7 +49,7 @@ from cloudfs.session import (
 )
 from seqwrite import Layout, PublishMode, SwiftStore, Writer, WriterSettings
 from sqlfsn import Namespace, Piece
-from sqlfsn.errors import Conflict
+from sqlfsn.errors import Conflict, NamespaceError, NotFound
 from wiring.filesystem import STALE_DELETION_NS
 from wiring.leases import Leases
 from wiring.metrics import COMMIT_SECONDS
@@ -67,6 +68,9 @@ class Files:
         stopping: the mount is stopping: no new opens for writing (EROFS).
         on_commit: called with the inode after each commit of this mount (the FUSE layer
             drops the kernel's cached attributes there).
+        mount_id: this mount's id among the mounts of the namespace (cloudfs/shared.py); on
+            PostgreSQL it holds every open file (an unlink elsewhere keeps it) and takes a
+            file's write lease for each write session (a writer on another mount: EBUSY).
     """
 
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
@@ -91,6 +95,7 @@ class Files:
         self._sessions: dict[int, WriteSession] = {}
         self._session_ended = trio.Event()  # set (and renewed) whenever a session ends
         self._cache_logged: set[int] = set()  # inodes whose move to the cache was logged
+        self.mount_id: int | None = None
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -109,9 +114,20 @@ class Files:
         if truncate and inode in self._sessions:
             raise FsError(errno.EBUSY, f"inode {inode} is being written by another handle; "
                           "cloudfs allows one writer per file at a time")
+        if self.mount_id is not None and not self.handles.count(inode):
+            self.ns.hold_open(self.mount_id, inode)  # before reading: kept from now on
         pieces = self.ns.pieces(inode) if attr.size else []
-        return self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,
-                                size=attr.size, version=attr.version).fh
+        h = self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,
+                             size=attr.size, version=attr.version)
+        h.append = writable and bool(flags & os.O_APPEND)
+        return h.fh
+
+    def hold_all_open(self) -> None:
+        """Hold every open file again (this mount registered anew, see shared.py)."""
+        if self.mount_id is not None:
+            for inode in {h.inode for h in self.handles}:
+                with contextlib.suppress(NotFound):  # deleted meanwhile: reads still work
+                    self.ns.hold_open(self.mount_id, inode)
 
     def inode_of(self, fh: int) -> int | None:
         h = self.handles.find(fh)
@@ -157,7 +173,7 @@ class Files:
         h.check_error()
         session = self._sessions.get(h.inode)
         if session is None:
-            session = self._start_session(h, off)
+            session = self._start_session(h, None if h.append else off)
         elif session.owner != fh:
             # Sticky: this descriptor's close and fsync fail too, so a program that does not
             # check write() still learns, where it must look, that its bytes were not stored.
@@ -172,6 +188,11 @@ class Files:
             session.mtime_ns = None  # a write after utimens: the commit stamps "now" again
             try:
                 state = session.state
+                if h.append:  # at the end, whatever the kernel's (maybe stale) size said
+                    if isinstance(state, Streaming):
+                        off = state.end
+                    elif isinstance(state, Cached):
+                        off = state.cache.size
                 if isinstance(state, Streaming) and off == state.end:
                     await state.writer.write(data)
                 else:
@@ -185,9 +206,32 @@ class Files:
                 self._fail(session, h, exc)
         return len(data)
 
-    def _start_session(self, h: Handle, off: int) -> WriteSession:
+    def _start_session(self, h: Handle, off: int | None) -> WriteSession:
+        if self.mount_id is not None:
+            holder = self.ns.take_writer(self.mount_id, h.inode)
+            if holder is not None:
+                h.error = "another mount was writing the file (EBUSY)"  # sticky, as below
+                raise FsError(errno.EBUSY, f"inode {h.inode} is being written by "
+                              f"{holder.describe()}; one writer per file at a time")
+        try:
+            return self._new_session(h, off)
+        except BaseException:
+            self._release_writer(h.inode)
+            raise
+
+    def _release_writer(self, inode: int) -> None:
+        if self.mount_id is not None:
+            try:
+                self.ns.release_writer(self.mount_id, inode)
+            except NamespaceError as exc:  # released with the mount's row at the latest
+                log.warning("inode %d: could not release the write lease: %s", inode, exc)
+
+    def _new_session(self, h: Handle, off: int | None) -> WriteSession:
+        """A session of `h` whose first write is at `off` (None: at the end)."""
         attr = self.ns.getattr(h.inode)
         current = 0 if h.pending_truncate else attr.size
+        if off is None:
+            off = current
         replace_all = h.pending_truncate or attr.size == 0
         leases: list[str] = []
         state: Streaming | Cached
@@ -297,6 +341,7 @@ class Files:
             previous.cache.close()
         self.leases.end(session.leases)
         session.leases.clear()
+        self._release_writer(session.inode)
         self._session_ended.set()
         self._session_ended = trio.Event()
 
@@ -329,6 +374,12 @@ class Files:
                 self._truncate_now(h)
         except Exception as exc:
             log.error("inode %d: changes after the last close are lost: %s", h.inode, exc)
+        finally:
+            if self.mount_id is not None and not self.handles.count(h.inode):
+                try:
+                    self.ns.release_open(self.mount_id, h.inode)
+                except NamespaceError as exc:  # released with the mount's row at the latest
+                    log.warning("inode %d: could not release the hold: %s", h.inode, exc)
 
     def set_mtime(self, inode: int, mtime_ns: int) -> None:
         """utimens while a write is pending (the open file's times, as `cp -a`, `tar x` set
@@ -398,12 +449,17 @@ class Files:
     def _committed(self, inode: int) -> None:
         """After this mount changed the file: every open handle reads the new version (the
         kernel already shows them its new size), and the kernel's cached attributes go."""
-        pieces = self.ns.pieces(inode)
-        size = sum(p.length for p in pieces)
-        for h in self.handles.of_inode(inode):
-            h.show(pieces, size)
+        self.show_latest(inode)
         if self.on_commit is not None:
             self.on_commit(inode)
+
+    def show_latest(self, inode: int) -> None:
+        """Another mount committed a new version: open handles read it (as `_committed`)."""
+        with contextlib.suppress(NotFound):
+            pieces = self.ns.pieces(inode)
+            size = sum(p.length for p in pieces)
+            for h in self.handles.of_inode(inode):
+                h.show(pieces, size)
 
     def _uploader(self, session: WriteSession) -> Upload:
         async def upload(chunks: AsyncIterator[bytes]) -> tuple[str, int]:

@@ -38,6 +38,9 @@ class Handle:
         pending_mtime_ns: a modification time set while the O_TRUNC is pending (kept by it).
         reader: the block-cached reader of `pieces`, made by the first read.
         error: why an earlier write or commit failed (sticky), or None.
+        append: opened with O_APPEND: every write goes at the end of the file as the
+            namespace knows it, whatever offset the kernel computed from its cached size
+            (another mount may have appended since).
     """
 
     fh: int
@@ -50,6 +53,7 @@ class Handle:
     pending_mtime_ns: int | None = None
     reader: FileReader | None = None
     error: str | None = None
+    append: bool = False
 
     def check_error(self) -> None:
         """EIO if an earlier write or commit through this handle failed."""

@@ -29,6 +29,7 @@ from cloudfs.errors import UsageError
 from cloudfs.files import Files
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
+from cloudfs.shared import ChangeListener, Registration
 from cloudfs.status import MountStatus
 from seqwrite import Layout
 from sqlfsn import MountInfo, Namespace, mount_holder
@@ -92,19 +93,29 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
     async with contextlib.AsyncExitStack() as stack:
         fs = await stack.enter_async_context(open_filesystem(cfg))
         ns, store, layout = fs.ns, fs.store, fs.layout
-        register(ns, opts.mountpoint)
-        purged = ns.purge_orphans()  # only once registered: no other mount has them open
-        if purged:
-            log.info("removed %d files that were unlinked while open at the last unmount", purged)
         nursery = await stack.enter_async_context(trio.open_nursery())
         files = Files(ns, store, layout, nursery,
                       writers=writer_settings(cfg, spool_dir(cfg)),
                       read_budget=BlockBudget(READ_BUDGET_BLOCKS),
                       stale_deletion_ns=stale_deletion_ns(cfg),
                       on_commit=_forget_cached_attributes)
+        registration = register(ns, opts.mountpoint, files)
+        stack.callback(registration.close)  # after the unmount (the stack unwinds backwards)
+        if ns.shared:
+            registration.beat()  # reap the mounts that died, before purging what they held
+        # Only once registered: no other mount of SQLite has them open; on PostgreSQL only
+        # the orphans no live mount holds.
+        purged = ns.purge_orphans()
+        if purged:
+            log.info("removed %d files that were unlinked while open at the last unmount", purged)
+        nursery.start_soon(registration.keep_alive)
         ops = Operations(ns, files)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)
+        if ns.shared:
+            listener = ChangeListener(cfg.database, registration)
+            listener.start()
+            stack.callback(listener.stop)  # before pyfuse3.close: it calls into the session
         nursery.start_soon(files.leases.keep_alive)
         nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout)
         status = MountStatus(files, ns, os.path.abspath(opts.mountpoint), cfg.database,
@@ -129,13 +140,13 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
             nursery.cancel_scope.cancel()
 
 
-def register(ns: Namespace, mountpoint: str) -> None:
+def register(ns: Namespace, mountpoint: str, files: Files) -> Registration:
     """Register this mount with the namespace: refused (one line naming the holder) if
-    another process has it mounted."""
+    another process has an SQLite namespace mounted; any number of PostgreSQL mounts."""
     info = MountInfo(socket.gethostname(), os.getpid(), os.path.abspath(mountpoint),
                      time.time_ns())
     try:
-        ns.register_mount(info)
+        return Registration(ns, info, files)
     except MountBusy as exc:
         raise SetupError(f"the filesystem is already mounted ({exc.detail}); unmount it "
                          "first: one mount per SQLite namespace") from None

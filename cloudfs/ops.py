@@ -9,6 +9,7 @@ must wait until the kernel forgets it (see pyfuse3's gotchas).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -95,6 +96,7 @@ class Operations(pyfuse3.Operations):
         self.lookups: Counter[int] = Counter()
         self._dir_handles: dict[int, int] = {}
         self._next_dh = 1
+        self._shown: dict[int, int] = {}  # inode -> version of the attributes last answered
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -120,6 +122,8 @@ class Operations(pyfuse3.Operations):
         e.st_atime_ns = attr.atime_ns
         e.st_mtime_ns = attr.mtime_ns
         e.st_ctime_ns = attr.ctime_ns
+        if self.ns.shared:
+            self._shown[attr.inode] = attr.version
         return e
 
     def _looked_up(self, attr: Attr) -> pyfuse3.EntryAttributes:
@@ -248,6 +252,8 @@ class Operations(pyfuse3.Operations):
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, nlookup in inode_list:
             self.lookups[inode] -= nlookup
+            if self.lookups[inode] <= 0:
+                self._shown.pop(inode, None)
             try:
                 self._maybe_drop(inode)
             except Exception:  # forget cannot answer an error; never let it escape
@@ -292,7 +298,19 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         self.guard.open(inode, flags)
-        return pyfuse3.FileInfo(fh=self.files.open(inode, flags), keep_cache=False)
+        fh = self.files.open(inode, flags)
+        self._revalidate(inode, self.files.handles.get(fh).open_version)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+
+    def _revalidate(self, inode: int, version: int) -> None:
+        """Close-to-open across mounts: an open that finds a version other than the one whose
+        attributes the kernel may still cache (another mount committed it, and its
+        notification may not have arrived) drops them, so the kernel reads the new size
+        before reading (keep_cache=False drops the pages)."""
+        if self.ns.shared and self._shown.get(inode, version) != version:
+            self._shown[inode] = version
+            with contextlib.suppress(OSError):
+                pyfuse3.invalidate_inode(inode, attr_only=True)
 
     @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,

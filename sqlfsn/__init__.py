@@ -17,6 +17,7 @@ engines are in ``sqlfsn/dialect.py``; how concurrent transactions keep the invar
 from . import errors
 from .clone import CloneResult
 from .local import MountInfo, mount_holder
+from .mounts import MountRecord
 from .namespace import Namespace
 from .schema import SCHEMA_VERSION
 from .types import (
@@ -43,6 +44,7 @@ __all__ = [
     "ContentInfo",
     "DirEntry",
     "MountInfo",
+    "MountRecord",
     "Namespace",
     "Piece",
     "UnsettledFile",

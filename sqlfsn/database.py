@@ -112,6 +112,12 @@ class Database(ABC):
     def close(self) -> None:
         """Close the connection."""
 
+    @property
+    def session_id(self) -> int | None:
+        """The server's id of this connection's session (PostgreSQL: the backend pid, which
+        change notifications carry; it changes when the connection is replaced), or None."""
+        return None
+
     @abstractmethod
     def fetch_later(self, cursor: Cursor) -> Callable[[], Any]:
         """The first row of ``cursor``'s result, to be read after the COMMIT: PostgreSQL

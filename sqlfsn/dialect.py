@@ -25,6 +25,9 @@ inode id just inserted     ``last_insert_rowid()``             ``currval('inode_
 reading a result           at once (before the COMMIT)         with the COMMIT (``fetch_later``)
 rename lock                none (the writer lock covers all)   ``pg_advisory_xact_lock``
 schema version             ``PRAGMA user_version`` + meta      meta only
+the clock (mounts)         ``julianday('now')`` (one host)     ``clock_timestamp()`` (the
+                                                               server's: hosts may disagree)
+change notifications       none (one mount)                    triggers + ``NOTIFY``
 connection settings        PRAGMAs (sqlite.py)                 libpq URL (postgres.py)
 =========================  ==================================  =================================
 """
@@ -50,6 +53,7 @@ class Dialect:
     table_options: str
     for_update: str  # appended to a SELECT to lock the rows it reads
     last_inode: str  # the id of this connection's last INSERT INTO inode, in the next INSERT
+    now_ns: str  # the database's clock, integer ns since the epoch (mount heartbeats)
 
     @property
     def is_postgres(self) -> bool:
@@ -98,6 +102,7 @@ SQLITE = Dialect(
     table_options=" STRICT",
     for_update="",  # BEGIN IMMEDIATE already excludes every other writer
     last_inode="last_insert_rowid()",  # evaluated before the next INSERT's own row
+    now_ns="CAST((julianday('now') - 2440587.5) * 86400000000000.0 AS INTEGER)",  # ms steps
 )
 
 POSTGRES = Dialect(
@@ -108,4 +113,5 @@ POSTGRES = Dialect(
     table_options="",
     for_update=" FOR UPDATE",
     last_inode="currval('inode_id_seq')",  # not lastval(): the dentry's id comes first
+    now_ns="CAST(extract(epoch FROM clock_timestamp()) * 1000000000 AS BIGINT)",
 )

@@ -120,6 +120,13 @@ class MountBusy(NamespaceError):
         self.holder = holder
 
 
+class MountLost(NamespaceError):
+    """This mount's registration is gone: another mount or ccd declared it dead (no heartbeat
+    for the mount timeout) and released its holds and write leases. Register again."""
+
+    reason = "mount registration lost"
+
+
 class NotAFilesystem(NamespaceError):
     """The database is missing, not a database, not a cloudfs namespace, or of another
     version."""

@@ -345,31 +345,24 @@ class FileOps(Core):
     # -- orphans and statistics -------------------------------------------------------
 
     def drop_if_orphan(self, inode: int) -> bool:
-        """Delete ``inode`` (with its pieces and xattrs) if its nlink is 0; whether it did.
-        Not synced on its own (one fsync less per unlink): if a power failure loses it, the
-        orphan is purged at the next mount."""
+        """Delete ``inode`` (with its pieces and xattrs) if its nlink is 0 and no mount holds
+        it open (mounts.py); whether it did. Not synced on its own (one fsync less per
+        unlink): if a power failure loses it, the orphan is purged later (purge_orphans)."""
         if inode == ROOT_INODE:
             return False
 
         def work(c: Database) -> Callable[[], Any]:
-            # One statement deciding by itself (nlink 0 stays 0: nothing names the inode).
-            return c.fetch_later(
-                c.execute("DELETE FROM inode WHERE id = ? AND nlink = 0 RETURNING id", (inode,))
-            )
+            # The orphan's row is locked first (a hold being taken is waited for), then the
+            # DELETE, a new statement, sees every hold (READ COMMITTED); nlink 0 stays 0:
+            # nothing names the inode. Sent together: one round trip with the COMMIT.
+            c.execute(f"SELECT 1 FROM inode WHERE id = ? AND nlink = 0{c.dialect.for_update}",
+                      (inode,))
+            return c.fetch_later(c.execute(
+                "DELETE FROM inode WHERE id = ? AND nlink = 0 AND NOT EXISTS"
+                " (SELECT 1 FROM mount_open h WHERE h.inode = ?) RETURNING id", (inode, inode)
+            ))
 
         return self._write(work, durable=False)() is not None
-
-    def purge_orphans(self) -> int:
-        """Delete every orphan (at mount start nothing can have them open); how many."""
-
-        def work(c: Database) -> int:
-            cur = c.execute("DELETE FROM inode WHERE nlink = 0 AND id != ?", (ROOT_INODE,))
-            return cur.rowcount
-
-        count = self._write(work)
-        if count:
-            log.info("purged %d orphan inodes", count)
-        return count
 
     def statfs(self) -> tuple[int, int]:
         """(number of inodes, orphans included; total bytes of regular files)."""

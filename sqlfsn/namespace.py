@@ -23,13 +23,14 @@ from .database import is_postgres, open_database, sqlite_path
 from .files import FileOps
 from .fsck_queries import FsckOps
 from .local import MountInfo, MountLock
+from .mounts import MountOps
 from .tree import TreeOps
 from .xattrs import XattrOps
 
 log = logging.getLogger(__name__)
 
 
-class Namespace(CloneOps, TreeOps, FileOps, XattrOps, ContentOps, FsckOps):
+class Namespace(CloneOps, TreeOps, FileOps, XattrOps, ContentOps, FsckOps, MountOps):
     """A cloudfs namespace in an SQLite file or a PostgreSQL database. Synchronous; use
     from one thread.
 
@@ -69,16 +70,23 @@ class Namespace(CloneOps, TreeOps, FileOps, XattrOps, ContentOps, FsckOps):
         """The database's name for messages (a URL without its password)."""
         return self._db.display
 
-    def register_mount(self, info: MountInfo) -> None:
-        """Register the mount of this process (call once, before serving).
+    def register_mount(self, info: MountInfo) -> int:
+        """Register the mount of this process (once, before serving); its mount id.
 
         SQLite allows one mount per namespace: an exclusive lock on the database's `-mount`
         file, released by the kernel when this process ends however it ends, or by
-        ``close()``. MountBusy (naming the holder) if another process holds it. An in-memory
-        namespace has no other process: nothing to register. PostgreSQL: nothing is
-        registered yet (several mounts of one PostgreSQL namespace are a later step)."""
+        ``close()``; MountBusy (naming the holder) if another process holds it. An in-memory
+        namespace has no other process. PostgreSQL allows any number of mounts: each has a
+        row, a heartbeat and holds (see mounts.py). Either way the mount's row is recorded,
+        so ``mounts()`` lists it."""
         if self._mount_lock is not None:
             self._mount_lock.acquire(info)
+        try:
+            return self._register(info)
+        except BaseException:
+            if self._mount_lock is not None:
+                self._mount_lock.release()
+            raise
 
     def close(self) -> None:
         """Close the connection and give up the mount registration, if any."""

@@ -47,7 +47,7 @@ from .database import (
     describe,
 )
 from .dialect import POSTGRES, _translate
-from .schema import create_tables
+from .schema import SCHEMA_VERSION, create_tables, upgrade_tables
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,10 @@ RENAME_LOCK_KEY = 0x636C6F7564667301
 SCHEMA_LOCK_KEY = 0x636C6F7564667302
 
 #: The tables of a namespace (schema.py); a database holding other relations is refused.
-TABLES = frozenset(
+TABLES_1 = frozenset(
     {"meta", "inode", "dentry", "content", "content_segment", "file_piece", "upload", "xattr"}
 )
+TABLES = TABLES_1 | {"mount", "mount_open", "mount_writer"}
 
 
 def one_line(exc: BaseException, secret: str | None = None) -> str:
@@ -101,6 +102,23 @@ def _password(spec: str) -> str | None:
     return parts.password or (found[0] if found else None)
 
 
+def conninfo(spec: str) -> str:
+    """The libpq connection string of the URL ``spec``, with our defaults (``_DEFAULTS``)
+    where neither the URL nor the environment sets them; NotAFilesystem for a bad URL."""
+    try:
+        given = conninfo_to_dict(spec)
+    except psycopg.Error as exc:
+        raise errors.NotAFilesystem(
+            f"{describe(spec)}: not a PostgreSQL URL ({one_line(exc, _password(spec))})"
+        ) from None
+    extra = {
+        key: value
+        for key, (value, env) in _DEFAULTS.items()
+        if key not in given and not (env and os.environ.get(env))
+    }
+    return make_conninfo(spec, **extra)
+
+
 class PostgresDatabase(Database):
     """A namespace in a PostgreSQL database (one connection)."""
 
@@ -109,18 +127,7 @@ class PostgresDatabase(Database):
     def __init__(self, spec: str) -> None:
         self.display = describe(spec)
         self._secret = _password(spec)
-        try:
-            given = conninfo_to_dict(spec)
-        except psycopg.Error as exc:
-            raise errors.NotAFilesystem(
-                f"{self.display}: not a PostgreSQL URL ({one_line(exc, self._secret)})"
-            ) from None
-        extra = {
-            key: value
-            for key, (value, env) in _DEFAULTS.items()
-            if key not in given and not (env and os.environ.get(env))
-        }
-        self._conninfo = make_conninfo(spec, **extra)
+        self._conninfo = conninfo(spec)
         self._in_txn = False
         self._conn = self._open()
 
@@ -262,6 +269,10 @@ class PostgresDatabase(Database):
     def close(self) -> None:
         self._conn.close()
 
+    @property
+    def session_id(self) -> int | None:
+        return None if self._conn.closed else self._conn.info.backend_pid
+
 
 class _Pending:
     """A statement's result inside a transaction: waited for (one round trip, for every
@@ -331,15 +342,22 @@ def _ensure_schema(db: PostgresDatabase, *, create: bool, clock: Callable[[], in
                     f"{db.display}: empty database (create it with `cloudfs mkfs`)"
                 )
             create_tables(db, now_ns=clock(), root_uid=os.getuid(), root_gid=os.getgid())
+        elif tables == TABLES_1 and _version(db) == str(SCHEMA_VERSION - 1):
+            upgrade_tables(db, SCHEMA_VERSION - 1)  # under the schema lock: one upgrader
         elif tables != TABLES:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise errors.NotAFilesystem(
                 f"{db.display}: a PostgreSQL database of something else (schema {schema} "
                 f"holds {shown})"
             )
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = _version(db)
         db.commit()
     except BaseException:
         db.rollback()
         raise
-    check_version(db.display, None if row is None else row[0])
+    check_version(db.display, version)
+
+
+def _version(db: PostgresDatabase) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else str(row[0])

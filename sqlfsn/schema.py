@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 #: Bump it on any change to the statements, and teach ``Namespace.open`` to upgrade. (Changes
 #: to the comments alone need no bump: SQLite ignores them; an older database's ``.schema``
 #: then shows the older wording.)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 # The statements, written once. Substitutions (see statements()): {blob} {int} {row_id}
@@ -194,6 +194,89 @@ _TEMPLATE: tuple[str, ...] = (
 )
 
 
+# Added in version 2: the mounts of the filesystem (sqlfsn/mounts.py says how they are used).
+_ADDED_IN_2: tuple[str, ...] = (
+    """
+    -- The mounts serving this filesystem, one row each, registered at mount start
+    -- (register_mount) and deleted at a clean unmount. A mount refreshes heartbeat_ns every
+    -- few seconds. It is *dead* once its heartbeat is older than the meta 'mount_timeout'
+    -- (seconds, default 30), or (PostgreSQL) once its database session ended (the session
+    -- advisory lock (MOUNT_LOCK_CLASS, id) is not held) and its heartbeat is a few
+    -- heartbeats old. Whoever notices (another mount, ccd cleanup) deletes a dead mount's row:
+    -- its holds and its write leases go with it (ON DELETE CASCADE), then the orphans no live
+    -- mount holds are deleted. Times are the database server's clock, so hosts need not
+    -- agree on the time. SQLite: one mount (the -mount lock), so at most one live row; the
+    -- next mount deletes the row of a process that died.
+    CREATE TABLE mount (
+        id           {row_id},  -- mount id, never reused
+        host         TEXT NOT NULL,  -- host name of the mount daemon
+        pid          {int} NOT NULL,  -- its process id on that host
+        mountpoint   TEXT NOT NULL,  -- absolute mount point on that host
+        started_ns   {int} NOT NULL,  -- registration time (server clock)
+        heartbeat_ns {int} NOT NULL   -- last proof of life (server clock)
+    ){strict}
+    """,
+    """
+    -- Holds: the files a mount has open (one row per file, however many descriptors). An
+    -- orphan (nlink 0) is deleted only when no mount holds it (drop_if_orphan,
+    -- purge_orphans), so a file unlinked on one host stays readable where it is open.
+    -- Recorded only where several mounts can exist (PostgreSQL); an SQLite mount is alone.
+    CREATE TABLE mount_open (
+        inode {int} NOT NULL REFERENCES inode (id) ON DELETE CASCADE,
+        mount {int} NOT NULL REFERENCES mount (id) ON DELETE CASCADE,
+        PRIMARY KEY (inode, mount)
+    ){strict}
+    """,
+    "CREATE INDEX mount_open_by_mount ON mount_open (mount)  -- a mount's rows, on its delete",
+    """
+    -- Write leases: the one mount writing each file (from its first write to the commit or
+    -- abort). Another mount's writer gets EBUSY while the lease's mount lives; a dead
+    -- mount's leases are released with its row. PostgreSQL only, as holds.
+    CREATE TABLE mount_writer (
+        inode    {int} PRIMARY KEY REFERENCES inode (id) ON DELETE CASCADE,
+        mount    {int} NOT NULL REFERENCES mount (id) ON DELETE CASCADE,
+        since_ns {int} NOT NULL  -- when the lease was taken (server clock)
+    ){strict}
+    """,
+    "CREATE INDEX mount_writer_by_mount ON mount_writer (mount)  -- a mount's rows",
+)
+
+#: The channel of change notifications (PostgreSQL NOTIFY; sqlfsn/listen.py reads them).
+CHANGES_CHANNEL = "cloudfs_changes"
+
+# PostgreSQL only: every change of an inode row or of a name is announced to the other mounts
+# on CHANGES_CHANNEL when its transaction commits (NOTIFY; identical payloads of one
+# transaction are sent once). Payloads: 'a <inode>' (attributes changed, or the inode was
+# deleted), 'c <inode>' (the content changed: a new version), 'e <parent> <hex name>' (the
+# name was removed or renamed away). A name added needs no message: no mount caches a name
+# that does not exist (negative lookups are not cached).
+_POSTGRES_TRIGGERS: tuple[str, ...] = (
+    f"""
+    CREATE FUNCTION cloudfs_inode_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND NEW.version <> OLD.version THEN
+            PERFORM pg_notify('{CHANGES_CHANNEL}', 'c ' || NEW.id);
+        ELSE
+            PERFORM pg_notify('{CHANGES_CHANNEL}', 'a ' || OLD.id);
+        END IF;
+        RETURN NULL;
+    END $$
+    """,
+    "CREATE TRIGGER inode_changed AFTER UPDATE OR DELETE ON inode"
+    " FOR EACH ROW EXECUTE FUNCTION cloudfs_inode_changed()",
+    f"""
+    CREATE FUNCTION cloudfs_dentry_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{CHANGES_CHANNEL}',
+                          'e ' || OLD.parent || ' ' || encode(OLD.name, 'hex'));
+        RETURN NULL;
+    END $$
+    """,
+    "CREATE TRIGGER dentry_changed AFTER UPDATE OR DELETE ON dentry"
+    " FOR EACH ROW EXECUTE FUNCTION cloudfs_dentry_changed()",
+)
+
+
 def statements(d: Dialect) -> tuple[str, ...]:
     """The CREATE statements of the schema, spelled for dialect ``d``."""
     words = {
@@ -210,7 +293,30 @@ def statements(d: Dialect) -> tuple[str, ...]:
         "no_nul": d.lacks("name", d.bytes_literal(b"\0")),
         "id_no_slash": d.lacks("id", "'/'"),
     }
-    return tuple(t.format(**words) for t in _TEMPLATE)
+    return tuple(t.format(**words) for t in _TEMPLATE + _ADDED_IN_2) + _engine_only(d)
+
+
+def _engine_only(d: Dialect) -> tuple[str, ...]:
+    return _POSTGRES_TRIGGERS if d.is_postgres else ()
+
+
+def upgrade_statements(d: Dialect, version: int) -> tuple[str, ...]:
+    """The statements that bring a schema of ``version`` to SCHEMA_VERSION (run in one
+    transaction, then the stored version is set); ValueError if there is no way."""
+    if version != 1:
+        raise ValueError(f"no upgrade from schema version {version}")
+    words = {"int": d.int, "row_id": d.row_id, "strict": d.table_options}
+    return tuple(t.format(**words) for t in _ADDED_IN_2) + _engine_only(d)
+
+
+def upgrade_tables(db: Database, version: int) -> None:
+    """Upgrade the schema from ``version`` inside the caller's transaction; the caller sets
+    the version (meta, and SQLite's user_version)."""
+    for statement in upgrade_statements(db.dialect, version):
+        db.execute_ddl(statement)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    log.info("upgraded namespace schema from version %d to %d (%s)", version, SCHEMA_VERSION,
+             db.dialect.name)
 
 
 def create_tables(db: Database, *, now_ns: int, root_uid: int = 0, root_gid: int = 0) -> None:

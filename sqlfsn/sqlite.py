@@ -21,7 +21,7 @@ from typing import Any
 from . import errors, local
 from .database import Cursor, Database, Isolation, Params, check_version
 from .dialect import SQLITE
-from .schema import SCHEMA_VERSION, create_tables
+from .schema import SCHEMA_VERSION, create_tables, upgrade_tables
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,28 @@ def _ensure_schema(db: SqliteDatabase, *, create: bool, clock: Callable[[], int]
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+    if version == SCHEMA_VERSION - 1:
+        version = _upgrade(db, version)
     check_version(path, version)
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None or row[0] != str(SCHEMA_VERSION):
         raise errors.NotAFilesystem(f"{path}: meta schema_version {row} != user_version")
+
+
+def _upgrade(db: SqliteDatabase, version: int) -> int:
+    """Bring a namespace of the previous schema version to this one, under the write lock
+    (of two processes opening it, the second finds it done)."""
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION - 1:
+            upgrade_tables(db, version)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            version = SCHEMA_VERSION
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return int(version)

@@ -1,5 +1,6 @@
-"""One mount of a filesystem whose namespace is in PostgreSQL (several mounts are a later
-step): mkfs, mount, the tree and a file's bytes, a remount, and check() clean at the end."""
+"""One mount of a filesystem whose namespace is in PostgreSQL (several mounts:
+test_multi_mount.py): mkfs, mount, the tree and a file's bytes, a remount, and check() clean
+at the end."""
 
 from __future__ import annotations
 

@@ -1,0 +1,309 @@
+"""Two mounts (two cloudfs daemons standing for two hosts) of one filesystem whose namespace is
+in PostgreSQL, sharing one dev Swift: what one writes the other reads, names changed on one
+show on the other within the bound, one writer per file across mounts, racing appends lose no
+closed append, and a SIGKILLed mount neither blocks the other nor stays registered."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MountSession, in_mount_table, write_config
+
+from seqwrite import Layout
+from sqlfsn import Namespace
+
+pytestmark = pytest.mark.mount
+
+MOUNT_TIMEOUT = "5"  # seconds: heartbeats every 0.5 s, a crashed mount dead after ~1.5 s
+BOUND = 1.0  # documented (docs/SEMANTICS.md): names and attributes show within this
+SLACK = 2.0  # for a loaded machine
+
+
+@pytest.fixture
+def mounts(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
+           ) -> Iterator[Callable[[int], list[MountSession]]]:
+    """start(n): n mounts (daemons, mount points, caches) of one new filesystem on one
+    PostgreSQL database; at the end each is unmounted cleanly, its log has no unexpected
+    WARNING/ERROR, check() is clean and no registration is left."""
+    sessions: list[MountSession] = []
+
+    def start(count: int) -> list[MountSession]:
+        for name in "abc"[:count]:
+            config = tmp_path / f"{name}.conf"
+            mnt = tmp_path / f"mnt-{name}"
+            mnt.mkdir()
+            write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user,
+                         key=dev_swift.key, container=swift_container, database=pg_url,
+                         cache=tmp_path / f"cache-{name}")
+            sessions.append(MountSession(mnt, config, pg_url,  # type: ignore[arg-type]
+                                         Layout(swift_container, 1), tmp_path / f"{name}.log"))
+        subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config",
+                        str(sessions[0].config)],
+                       check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
+        with Namespace.open(pg_url) as ns:
+            ns.set_meta("mount_timeout", MOUNT_TIMEOUT)
+        for s in sessions:
+            s.start()
+        return sessions
+
+    try:
+        yield start
+    finally:
+        for s in sessions:
+            if s.proc is not None:
+                assert s.stop() == 0, s.log_text()[-3000:]
+            assert not in_mount_table(s.path)
+            assert s.unexpected_log_lines() == [], s.log_text()[-3000:]
+    with Namespace.open(pg_url) as ns:
+        assert ns.check(include_orphans=True) == []
+        assert ns.mounts() == []  # clean unmounts unregister
+
+
+@pytest.fixture
+def two_mounts(mounts: Callable[[int], list[MountSession]]
+               ) -> tuple[MountSession, MountSession]:
+    a, b = mounts(2)
+    return a, b
+
+
+def within(seconds: float, condition: Callable[[], bool]) -> float:
+    """Seconds until `condition()` held (polling); fails after `seconds`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > seconds:
+            pytest.fail(f"not within {seconds} s")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def try_write(path: Path, mode: str, data: bytes) -> int | None:
+    """Open, write, close: None if the close returned, else the errno of the refusal: EBUSY
+    at the write (another mount is writing; the close then fails too, EIO) or ESTALE at
+    the close (another mount committed first)."""
+    f = open(path, mode, buffering=0)  # noqa: SIM115
+    try:
+        f.write(data)
+    except OSError as exc:
+        assert exc.errno == errno.EBUSY, exc
+        with pytest.raises(OSError) as closing:
+            f.close()
+        assert closing.value.errno == errno.EIO
+        return errno.EBUSY
+    try:
+        f.close()
+    except OSError as exc:
+        assert exc.errno == errno.ESTALE, exc
+        return errno.ESTALE
+    return None
+
+
+def test_file_written_on_a_is_read_on_b(two_mounts: tuple[MountSession, MountSession]) -> None:
+    a, b = two_mounts
+    data = os.urandom(3_000_000)  # several segments
+    (a.path / "f").write_bytes(data)
+    assert (b.path / "f").read_bytes() == data
+    assert (b.path / "f").stat().st_size == len(data)
+    # Overwritten on B while A holds the old version open: a new open on A right after B's
+    # close reads the new one exactly (close-to-open), smaller or larger than the old.
+    with open(a.path / "f", "rb") as old:
+        assert old.read(1000) == data[:1000]
+        new = os.urandom(500_000)
+        (b.path / "f").write_bytes(new)
+        assert (a.path / "f").read_bytes() == new
+    (a.path / "f").stat()  # A's kernel caches the small size
+    bigger = os.urandom(2_500_000)
+    (b.path / "f").write_bytes(bigger)
+    assert (a.path / "f").read_bytes() == bigger
+
+
+def test_names_changed_on_a_show_on_b(two_mounts: tuple[MountSession, MountSession]) -> None:
+    a, b = two_mounts
+    (a.path / "d").mkdir()
+    (a.path / "d" / "f").write_bytes(b"one")
+    assert os.listdir(b.path / "d") == ["f"]
+    assert (b.path / "d" / "f").stat().st_size == 3  # B's kernel caches the entry now
+    os.rename(a.path / "d" / "f", a.path / "d" / "g")
+    within(BOUND + SLACK, lambda: not (b.path / "d" / "f").exists())
+    assert (b.path / "d" / "g").read_bytes() == b"one"
+    (a.path / "d" / "g").write_bytes(b"longer now")
+    within(BOUND + SLACK, lambda: (b.path / "d" / "g").stat().st_size == 10)
+    os.unlink(a.path / "d" / "g")
+    within(BOUND + SLACK, lambda: not (b.path / "d" / "g").exists())
+    os.rmdir(a.path / "d")
+    within(BOUND + SLACK, lambda: not (b.path / "d").exists())
+
+
+def test_unlinked_on_a_while_open_on_b(two_mounts: tuple[MountSession, MountSession]) -> None:
+    a, b = two_mounts
+    data = os.urandom(200_000)
+    (a.path / "f").write_bytes(data)
+    with open(b.path / "f", "rb") as kept:
+        os.unlink(a.path / "f")
+        time.sleep(0.5)
+        assert kept.read() == data  # B's hold keeps the file after A's unlink
+    within(BOUND + SLACK, lambda: not (b.path / "f").exists())
+
+
+def test_one_writer_across_mounts(two_mounts: tuple[MountSession, MountSession]) -> None:
+    a, b = two_mounts
+    b.allow(r"write lease")  # nothing expected; the EBUSY is logged at INFO
+    (a.path / "f").write_bytes(b"old")
+    with open(a.path / "f", "r+b", buffering=0) as writer:
+        writer.write(b"AAA")
+        with open(b.path / "f", "r+b", buffering=0) as other:
+            with pytest.raises(OSError) as caught:
+                other.write(b"BBB")
+            assert caught.value.errno == errno.EBUSY
+            with pytest.raises(OSError):  # sticky: its close says so too
+                other.close()
+    assert (b.path / "f").read_bytes() == b"AAA"
+    with open(b.path / "f", "r+b", buffering=0) as now:  # the lease was released
+        now.write(b"B")
+    assert (a.path / "f").read_bytes() == b"BAA"
+
+
+def test_racing_appends_lose_no_closed_append(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    a, b = two_mounts
+    (a.path / "log").write_bytes(b"")
+    closed: list[bytes] = []
+    refused: list[int] = []
+    guard = threading.Lock()
+
+    def appender(mnt: Path, tag: str) -> None:
+        for i in range(15):
+            record = f"{tag}{i:03d};".encode()
+            for _attempt in range(200):  # refused while the other mount appends: again
+                err = try_write(mnt / "log", "ab", record)
+                if err is None:
+                    break
+                with guard:
+                    refused.append(err)
+                time.sleep(0.01)
+            else:
+                continue
+            with guard:
+                closed.append(record)
+
+    for s in (a, b):
+        s.allow(r"ESTALE|newer version|Conflict")
+    threads = [threading.Thread(target=appender, args=(s.path, t)) for s, t in
+               ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in (a, b):
+        content = (s.path / "log").read_bytes()
+        for record in closed:
+            assert content.count(record) == 1, (record, content)
+        assert len(content) == sum(len(r) for r in closed)  # nothing that was refused
+    assert len(closed) == 30  # every append went through, some after refusals
+
+
+def test_sigkill_of_a_does_not_block_b(two_mounts: tuple[MountSession, MountSession],
+                                       pg_url: str) -> None:
+    a, b = two_mounts
+    b.allow(r"taking over")
+    (a.path / "f").write_bytes(b"before")
+    (a.path / "g").write_bytes(b"held")
+    held = open(a.path / "g", "rb")  # noqa: SIM115 - open when A dies
+    os.unlink(b.path / "g")  # an orphan that only A holds
+    writer = open(a.path / "f", "r+b", buffering=0)  # noqa: SIM115
+    writer.write(b"unfinished")  # A holds f's write lease, never closes
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    for f in (held, writer):
+        try:
+            f.close()
+        except OSError:
+            pass  # ENOTCONN: the daemon is gone
+    a.kill()  # waits for auto_unmount
+    # B takes over the dead mount's lease: its write succeeds within a few heartbeats.
+    def b_writes() -> bool:
+        return try_write(b.path / "f", "r+b", b"after!") is None
+
+    within(10.0, b_writes)
+    assert (b.path / "f").read_bytes() == b"after!"  # A's unfinished write was not published
+    with Namespace.open(pg_url) as ns:
+        def only_b() -> bool:
+            return [m.pid for m in ns.mounts()] == [b.proc.pid if b.proc else -1]
+        within(10.0, only_b)  # reaped by B's heartbeat
+        assert not any(e for e in ns.holds() if e[0] != ns.mounts()[0].id)
+        assert ns.check(include_orphans=False) == []
+        # the orphan A held went with A's registration
+        assert ns.check(include_orphans=True) == []
+
+
+STORM_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.EBUSY, errno.ESTALE,
+                errno.EINVAL, errno.ENOTDIR, errno.EISDIR}
+
+
+def test_rename_and_rmdir_storm_from_three_mounts_with_ccd(
+        mounts: Callable[[int], list[MountSession]]) -> None:
+    """Three mounts rename, create, unlink, mkdir and rmdir the same few names at once while
+    ccd consolidates and cleans: only the errors a racing local process could get, then
+    every mount lists the same tree and check() is clean (the fixture's end)."""
+    sessions = mounts(3)
+    config = str(sessions[0].config)
+    ccd = subprocess.Popen([sys.executable, "-m", "ccd.cli", "--config", config, "run"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    failures: list[str] = []
+
+    def storm(mnt: Path, seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(120):
+            d, e = f"d{rnd.randrange(4)}", f"d{rnd.randrange(4)}"
+            f, g = f"f{rnd.randrange(4)}", f"f{rnd.randrange(4)}"
+            op = rnd.randrange(6)
+            try:
+                if op == 0:
+                    os.mkdir(mnt / d)
+                elif op == 1:
+                    os.rmdir(mnt / d)
+                elif op == 2:
+                    os.rename(mnt / d, mnt / e)
+                elif op == 3:
+                    (mnt / d / f).write_bytes(os.urandom(rnd.randrange(1, 3000)))
+                elif op == 4:
+                    os.rename(mnt / d / f, mnt / e / g)
+                else:
+                    os.unlink(mnt / d / f)
+            except OSError as exc:
+                # the close after a write refused with EBUSY says EIO (sticky)
+                cause = exc.__context__ if exc.errno == errno.EIO else exc
+                if not isinstance(cause, OSError) or cause.errno not in STORM_ERRNOS:
+                    failures.append(f"{mnt.name} op {op}: {exc!r}")
+
+    try:
+        threads = [threading.Thread(target=storm, args=(s.path, i))
+                   for i, s in enumerate(sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        cleanup = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", config,
+                                  "cleanup"], capture_output=True, text=True, timeout=300)
+        assert cleanup.returncode == 0, cleanup.stderr[-3000:]
+    finally:
+        ccd.terminate()
+        _, err = ccd.communicate(timeout=60)
+    assert failures == []
+    assert "Traceback" not in err, err[-3000:]
+
+    def tree(mnt: Path) -> list[str]:
+        return sorted(str(p.relative_to(mnt)) for p in mnt.rglob("*"))
+
+    first = tree(sessions[0].path)
+    within(BOUND + SLACK, lambda: all(tree(s.path) == first for s in sessions[1:]))
