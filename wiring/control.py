@@ -117,6 +117,14 @@ def _unescape(path: str) -> str:
     return path.encode().decode("unicode_escape").encode("latin-1").decode()
 
 
+def _same_file(path: Path, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
 def socket_name(device: str) -> str:
     return f"mount-{device.replace(':', '-')}.sock"
 
@@ -134,8 +142,10 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a daemon that died: we own this device number now
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound: os.stat_result | None = None
         try:
             await sock.bind(str(path))
+            bound = os.stat(path)
             os.chmod(path, 0o666)
             sock.listen(16)
             self.path = path
@@ -146,8 +156,11 @@ class ControlServer:
                     nursery.start_soon(self._serve_one, conn)
         finally:
             sock.close()
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            # Only our own socket: device numbers are reused, and a mount that got ours after
+            # we unmounted may have bound its socket at this path already.
+            if bound is not None and _same_file(path, bound):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     async def _serve_one(self, conn: trio.socket.SocketType) -> None:
         pid, uid, gid = PEER_CRED.unpack(
