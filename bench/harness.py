@@ -4,9 +4,9 @@ Starts its own dev Swift on free ports, makes a fresh filesystem, mounts it, run
 (see bench/scenarios.py), unmounts, stops Swift, prints a table and writes JSON. Throughput is
 always paired with a raw python-swiftclient baseline in the same run, interleaved (baseline,
 cloudfs, baseline, cloudfs, ...), reported as the median ratio with min and max. The Swift
-requests of each scenario are the difference of the mount daemon's counters
-(`user.cloudfs.stats`) before and after it. Cleans up on failure and Ctrl-C: unmount (lazy and
-kill as a last resort), stop Swift, delete the work directory (unless --keep).
+requests of each scenario are the difference of the mount daemon's counters (`cloudfs stats`,
+through its control channel) before and after it. Cleans up on failure and Ctrl-C: unmount
+(lazy and kill as a last resort), stop Swift, delete the work directory (unless --keep).
 
     .venv/bin/python bench/harness.py [--quick] [--json results.json]
 """
@@ -306,8 +306,13 @@ class Bench:
             code = None if self.daemon is None else self.daemon.returncode
             raise RuntimeError(f"the mount daemon is not running (exit code {code}):\n"
                                f"{self.log_tail()}")
-        stats = json.loads(os.getxattr(self.mnt, "user.cloudfs.stats"))
-        return {k: int(v) for k, v in stats["swift_requests"].items()}
+        return {k: int(v) for k, v in self.stats()["swift_requests"].items()}
+
+    def stats(self) -> dict[str, Any]:
+        """The daemon's counters (`cloudfs stats`, through its control channel)."""
+        from wiring import control
+
+        return control.request(self.mnt, "stats", timeout=30)  # type: ignore[no-any-return]
 
     def log_tail(self, lines: int = 30) -> str:
         try:
