@@ -101,7 +101,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
                       read_budget=BlockBudget(READ_BUDGET_BLOCKS),
                       stale_deletion_ns=stale_deletion_ns(cfg),
                       on_commit=_forget_cached_attributes)
-        ops = Operations(ns, files)
+        ops = Operations(ns, files, nursery)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)
         nursery.start_soon(files.leases.keep_alive)
