@@ -43,6 +43,7 @@ from units import parse_size  # noqa: E402
 
 from devtools import swift as devswift  # noqa: E402
 from seqwrite import Layout  # noqa: E402
+from wiring import control  # noqa: E402
 
 MiB = 1 << 20
 CONTAINER = "bench"  # the filesystem's base container name
@@ -255,6 +256,15 @@ class Bench:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mount not ready after {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.05)
+        while True:  # the control channel opens just after INIT: the counters need it
+            try:
+                self.stats()
+                return
+            except (OSError, control.ControlError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no control channel after {timeout:.0f} s:\n"
+                                       f"{self.log_tail()}") from None
+                time.sleep(0.05)
 
     def unmount(self, timeout: float = 120.0) -> int:
         """fusermount3 -u and wait for the daemon; kill and lazy-unmount as a last resort."""
@@ -310,8 +320,6 @@ class Bench:
 
     def stats(self) -> dict[str, Any]:
         """The daemon's counters (`cloudfs stats`, through its control channel)."""
-        from wiring import control
-
         return control.request(self.mnt, "stats", timeout=30)  # type: ignore[no-any-return]
 
     def log_tail(self, lines: int = 30) -> str:
