@@ -68,6 +68,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:.0f} {unit}"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "s/GiB":
+        return f"{value:.2f} s/GiB"
     if unit == "ms":
         return f"{value:.1f} ms"
     if unit == "B":
