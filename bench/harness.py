@@ -4,9 +4,9 @@ Starts its own dev Swift on free ports, makes a fresh filesystem, mounts it, run
 (see bench/scenarios.py), unmounts, stops Swift, prints a table and writes JSON. Throughput is
 always paired with a raw python-swiftclient baseline in the same run, interleaved (baseline,
 cloudfs, baseline, cloudfs, ...), reported as the median ratio with min and max. The Swift
-requests of each scenario are the difference of the mount daemon's counters
-(`user.cloudfs.stats`) before and after it. Cleans up on failure and Ctrl-C: unmount (lazy and
-kill as a last resort), stop Swift, delete the work directory (unless --keep).
+requests of each scenario are the difference of the mount daemon's counters (`cloudfs stats`,
+through its control channel) before and after it. Cleans up on failure and Ctrl-C: unmount
+(lazy and kill as a last resort), stop Swift, delete the work directory (unless --keep).
 
     .venv/bin/python bench/harness.py [--quick] [--json results.json]
 """
@@ -43,6 +43,7 @@ from units import parse_size  # noqa: E402
 
 from devtools import swift as devswift  # noqa: E402
 from seqwrite import Layout  # noqa: E402
+from wiring import control  # noqa: E402
 
 MiB = 1 << 20
 CONTAINER = "bench"  # the filesystem's base container name
@@ -67,6 +68,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:.0f} {unit}"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "s/GiB":
+        return f"{value:.2f} s/GiB"
     if unit == "ms":
         return f"{value:.1f} ms"
     if unit == "B":
@@ -255,6 +258,15 @@ class Bench:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mount not ready after {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.05)
+        while True:  # the control channel opens just after INIT: the counters need it
+            try:
+                self.stats()
+                return
+            except (OSError, control.ControlError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no control channel after {timeout:.0f} s:\n"
+                                       f"{self.log_tail()}") from None
+                time.sleep(0.05)
 
     def unmount(self, timeout: float = 120.0) -> int:
         """fusermount3 -u and wait for the daemon; kill and lazy-unmount as a last resort."""
@@ -306,8 +318,11 @@ class Bench:
             code = None if self.daemon is None else self.daemon.returncode
             raise RuntimeError(f"the mount daemon is not running (exit code {code}):\n"
                                f"{self.log_tail()}")
-        stats = json.loads(os.getxattr(self.mnt, "user.cloudfs.stats"))
-        return {k: int(v) for k, v in stats["swift_requests"].items()}
+        return {k: int(v) for k, v in self.stats()["swift_requests"].items()}
+
+    def stats(self) -> dict[str, Any]:
+        """The daemon's counters (`cloudfs stats`, through its control channel)."""
+        return control.request(self.mnt, "stats", timeout=30)  # type: ignore[no-any-return]
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -136,6 +136,11 @@ class Files:
     def open_count(self, inode: int) -> int:
         return self.handles.count(inode)
 
+    @property
+    def writing(self) -> bool:
+        """Whether any write is in progress (else no file has a writing size)."""
+        return bool(self._sessions)
+
     def writing_size(self, inode: int) -> int | None:
         """The size the writer sees while a write is in progress (getattr shows it). A pending
         O_TRUNC shows at close, like the rest of a write."""

@@ -109,7 +109,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         if purged:
             log.info("removed %d files that were unlinked while open at the last unmount", purged)
         nursery.start_soon(registration.keep_alive)
-        ops = Operations(ns, files)
+        ops = Operations(ns, files, nursery)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)
         if ns.shared:

@@ -20,9 +20,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from cloudfs.errors import errno_of
 from cloudfs.files import Files
+from cloudfs.listing import Listing
 from cloudfs.readonly import ReadOnlyGuard
 from sqlfsn import NAME_MAX, Attr, Namespace
 from sqlfsn.errors import NameTooLong, NotFound
@@ -75,6 +77,26 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
     return wrapper
 
 
+def _fill(e: pyfuse3.EntryAttributes, inode: int, mode: int, nlink: int, uid: int, gid: int,
+          rdev: int, size: int, atime_ns: int, mtime_ns: int, ctime_ns: int) -> None:
+    """Set every attribute of `e` (a lookup's, getattr's or a readdir entry's)."""
+    e.st_ino = inode
+    e.generation = 0
+    e.entry_timeout = ATTR_TIMEOUT
+    e.attr_timeout = ATTR_TIMEOUT
+    e.st_mode = mode
+    e.st_nlink = nlink
+    e.st_uid = uid
+    e.st_gid = gid
+    e.st_rdev = rdev
+    e.st_size = size
+    e.st_blksize = BLKSIZE
+    e.st_blocks = (size + 511) // 512
+    e.st_atime_ns = atime_ns
+    e.st_mtime_ns = mtime_ns
+    e.st_ctime_ns = ctime_ns
+
+
 def check_name(name: bytes) -> bytes:
     if len(name) > NAME_MAX:
         raise NameTooLong(f"name of {len(name)} bytes (the limit is {NAME_MAX})")
@@ -88,43 +110,35 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False  # the writer streams: it needs writes in order
     enable_acl = False
 
-    def __init__(self, ns: Namespace, files: Files) -> None:
+    def __init__(self, ns: Namespace, files: Files, nursery: trio.Nursery | None = None) -> None:
         super().__init__()
         self.ns = ns
         self.files = files
         self.guard = ReadOnlyGuard(ns)  # read-only snapshots: EROFS (cloudfs/readonly.py)
         self.lookups: Counter[int] = Counter()
-        self._dir_handles: dict[int, int] = {}
+        self._dir_handles: dict[int, Listing] = {}
         self._next_dh = 1
         self._shown: dict[int, int] = {}  # inode -> version of the attributes last answered
+        self._nursery = nursery  # where listings fetch ahead (none: they do not)
 
     # -- helpers -----------------------------------------------------------------------------
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
-        e.st_ino = attr.inode
-        e.generation = 0
-        e.entry_timeout = ATTR_TIMEOUT
-        e.attr_timeout = ATTR_TIMEOUT
-        e.st_mode = attr.mode
-        e.st_nlink = attr.nlink
-        e.st_uid = attr.uid
-        e.st_gid = attr.gid
-        e.st_rdev = attr.rdev
-        size = attr.size
-        if stat.S_ISREG(attr.mode):
-            writing = self.files.writing_size(attr.inode)
-            if writing is not None:
-                size = writing
-        e.st_size = size
-        e.st_blksize = BLKSIZE
-        e.st_blocks = (size + 511) // 512
-        e.st_atime_ns = attr.atime_ns
-        e.st_mtime_ns = attr.mtime_ns
-        e.st_ctime_ns = attr.ctime_ns
+        _fill(e, attr.inode, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev,
+              self._size(attr.inode, attr.mode, attr.size), attr.atime_ns, attr.mtime_ns,
+              attr.ctime_ns)
         if self.ns.shared:
             self._shown[attr.inode] = attr.version
         return e
+
+    def _size(self, inode: int, mode: int, size: int) -> int:
+        """The size to show: a file being written shows what its writer sees."""
+        if stat.S_ISREG(mode) and self.files.writing:
+            writing = self.files.writing_size(inode)
+            if writing is not None:
+                return writing
+        return size
 
     def _looked_up(self, attr: Attr) -> pyfuse3.EntryAttributes:
         self.lookups[attr.inode] += 1
@@ -233,17 +247,41 @@ class Operations(pyfuse3.Operations):
             raise NotADirectoryError(errno.ENOTDIR, "not a directory")
         dh = self._next_dh
         self._next_dh += 1
-        self._dir_handles[dh] = inode
+        self._dir_handles[dh] = Listing(self.ns, inode)
         return dh
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        inode = self._dir_handles[fh]
-        for entry in self.ns.readdir(inode, start_id):
-            if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr),
-                                         entry.next_offset):
-                return  # the buffer is full: not counted as a lookup
-            self.lookups[entry.attr.inode] += 1
+        """READDIRPLUS: entries with their attributes (the kernel links each one: a lookup),
+        from the handle's listing (cloudfs/listing.py), until the reply is full."""
+        listing = self._dir_handles[fh]
+        e = pyfuse3.EntryAttributes()  # one for the whole reply: each entry is copied out
+        lookups = self.lookups
+        sent = 0
+        offset = start_id
+        while rows := listing.rows(offset):
+            for i, (offset, name, inode, mode, nlink, uid, gid, rdev, size, atime_ns,
+                    mtime_ns, ctime_ns, _) in enumerate(rows):
+                _fill(e, inode, mode, nlink, uid, gid, rdev, self._size(inode, mode, size),
+                      atime_ns, mtime_ns, ctime_ns)
+                if not pyfuse3.readdir_reply(token, name, e, offset):
+                    # The reply is full: this entry is not linked (not a lookup); the next
+                    # request starts from it, so fetch what it will want meanwhile.
+                    listing.consumed(i)
+                    listing.last_sent = sent + i
+                    if self._nursery is not None and listing.wants_prefetch():
+                        self._nursery.start_soon(self._prefetch, listing)
+                    return
+                lookups[inode] = lookups.get(inode, 0) + 1
+            listing.consumed(len(rows))
+            sent += len(rows)
+
+    @staticmethod
+    async def _prefetch(listing: Listing) -> None:
+        try:
+            listing.prefetch()
+        except Exception as exc:  # the next request fetches (and answers any error) itself
+            log.debug("readdir of inode %d: no prefetch (%s)", listing.inode, exc)
 
     @fuse_errors
     async def releasedir(self, fh: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from . import errors
 from .core import ATTR_COLUMNS, Core, check_count, check_name
 from .database import Database
-from .types import ROOT_INODE, TARGET_MAX, Attr, DirEntry
+from .types import ROOT_INODE, TARGET_MAX, Attr, DirEntry, DirRow
 
 log = logging.getLogger(__name__)
 
@@ -415,13 +415,24 @@ class TreeOps(Core):
 
     def _readdir(self, inode: int, offset: int) -> Iterator[DirEntry]:
         while True:
-            rows = self._db.execute(
-                f"SELECT d.id, d.name, {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
-                " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
-                (inode, offset, READDIR_BATCH),
-            ).fetchall()
+            rows = self._dir_rows(inode, offset, READDIR_BATCH)
             for dentry_id, name, *attr in rows:
                 yield DirEntry(name, Attr(*attr), dentry_id)
             if len(rows) < READDIR_BATCH:
                 return
             offset = rows[-1][0]
+
+    def readdir_rows(self, inode: int, offset: int, limit: int) -> list[DirRow]:
+        """Up to ``limit`` entries of directory ``inode`` after ``offset``, in offset order, as
+        plain rows (see DirRow) from one query: the same listing as ``readdir`` for callers
+        that list a great many entries (the mount), to whom an Attr and a DirEntry per entry
+        would cost more than the query itself. NotFound, NotADirectory."""
+        self._dir(inode, live=False)
+        return self._dir_rows(inode, offset, limit)
+
+    def _dir_rows(self, inode: int, offset: int, limit: int) -> list[DirRow]:
+        return self._db.execute(
+            f"SELECT d.id, d.name, {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
+            " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
+            (inode, offset, limit),
+        ).fetchall()

@@ -63,6 +63,12 @@ class DirEntry:
     next_offset: int
 
 
+#: One entry of a directory listing as a plain row (``Namespace.readdir_rows``): its offset
+#: (pass it back to continue after it), its name, then its inode's attributes in Attr's field
+#: order (``Attr(*row[2:])``).
+DirRow = tuple[int, bytes, int, int, int, int, int, int, int, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """Outcome of ``claim_content``.

@@ -1,0 +1,159 @@
+"""Benchmark: `ls -l` and `find` of large directories through a cloudfs mount vs the local disk.
+
+Starts its own dev Swift (the mount needs one; a listing sends it no request), makes a fresh
+filesystem, and fills directories of N empty files (default 10,000 and 100,000) DIRECTLY through
+the namespace API (`Namespace.create`, on a connection with `synchronous = OFF`: the bench's
+throwaway database; creating 100,000 files through FUSE takes many minutes and is measured
+elsewhere). The local baseline is the same N empty files in a directory of the work directory
+(a disk, ext4 here), created with os.open.
+
+Per round and N, interleaved: local `ls -l` and `find` (warm: the kernel's dentry cache is not
+dropped, which would flush every other user's caches too); cloudfs cold (remount, the namespace
+database dropped from the page cache) then warm (the same command again on that mount) for
+`ls -l`, then the same for `find`. Prints medians, ratios to the local disk (min-max) and the
+daemon's Swift requests during the listings (must be none).
+
+    .venv/bin/python bench/bigdir_bench.py [--entries 10000,100000] [--rounds 3] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import Bench  # noqa: E402
+
+from sqlfsn import ROOT_INODE, Namespace  # noqa: E402
+from wiring.control import ControlError  # noqa: E402
+
+COMMANDS = {"ls -l": ["ls", "-l"], "find": ["find"]}
+
+
+def fill_namespace(db: Path, sizes: list[int]) -> None:
+    """Directories d<N> of N empty files each, through the namespace API."""
+    ns = Namespace.open(db)
+    try:
+        ns._db.execute("PRAGMA synchronous = OFF")  # throwaway data: no fsync per create
+        uid, gid = os.getuid(), os.getgid()
+        for n in sizes:
+            d = ns.mkdir(ROOT_INODE, f"d{n}".encode(), 0o755, uid, gid)
+            for i in range(n):
+                ns.create(d.inode, f"entry{i:06d}".encode(), 0o644, uid, gid)
+        ns._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        ns.close()
+
+
+def fill_local(root: Path, sizes: list[int]) -> None:
+    for n in sizes:
+        d = root / f"d{n}"
+        d.mkdir(parents=True)
+        for i in range(n):
+            os.close(os.open(d / f"entry{i:06d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
+def requests(bench: Bench) -> dict[str, int] | None:
+    """The daemon's Swift request counters, or None when its control channel does not answer
+    (on this shared machine another daemon's exit may unlink a socket of the same device)."""
+    try:
+        return bench.requests()
+    except (OSError, ControlError) as exc:
+        bench.say(f"no request counters: {exc}")
+        return None
+
+
+def timed(cmd: list[str], path: Path, expect: int) -> float:
+    """Seconds of `cmd path`, output to a pipe (read, counted: every entry listed)."""
+    started = time.perf_counter()
+    out = subprocess.run([*cmd, str(path)], check=True, capture_output=True).stdout
+    seconds = time.perf_counter() - started
+    lines = out.count(b"\n")
+    if lines != expect + 1:  # ls -l: the "total" line; find: the directory itself
+        raise RuntimeError(f"{' '.join(cmd)} {path}: {lines - 1} entries of {expect}")
+    return seconds
+
+
+def ratio_text(values: list[float], base: list[float]) -> str:
+    ratios = [v / b for v, b in zip(values, base, strict=True)]
+    return f"{statistics.median(ratios):.1f}x ({min(ratios):.1f}-{max(ratios):.1f})"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--entries", default="10000,100000", help="directory sizes (comma-separated)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args()
+    sizes = [int(s) for s in args.entries.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="cloudfs-bigdir-"))
+    bench = Bench(work)
+    results: dict[str, dict[str, list[float]]] = {}
+    swift: list[dict[str, int]] = []
+    load = [os.getloadavg()[0]]
+    try:
+        bench.start_swift()
+        bench.mkfs()
+        started = time.perf_counter()
+        fill_namespace(bench.db, sizes)
+        bench.say(f"namespace filled ({'+'.join(map(str, sizes))} entries) in "
+                  f"{time.perf_counter() - started:.0f} s")
+        fill_local(work / "local", sizes)
+        bench.mount()
+        for r in range(args.rounds):
+            for n in sizes:
+                for what, cmd in COMMANDS.items():
+                    res = results.setdefault(f"{what} {n}", {})
+                    local = timed(cmd, work / "local" / f"d{n}", n)
+                    timed(cmd, work / "local" / f"d{n}", n)  # the warm one counts
+                    local = min(local, timed(cmd, work / "local" / f"d{n}", n))
+                    bench.remount()
+                    before = requests(bench)
+                    cold = timed(cmd, bench.mnt / f"d{n}", n)
+                    warm = timed(cmd, bench.mnt / f"d{n}", n)
+                    after = requests(bench)
+                    swift.append({"unmeasured": 1} if before is None or after is None else
+                                 {k: after[k] - before.get(k, 0) for k in after
+                                  if after[k] != before.get(k, 0)})
+                    for key, value in (("local", local), ("cold", cold), ("warm", warm)):
+                        res.setdefault(key, []).append(value)
+                    bench.say(f"round {r + 1}: {what} {n}: local {local:.3f} s, cloudfs cold "
+                              f"{cold:.3f} s, warm {warm:.3f} s")
+        load.append(os.getloadavg()[0])
+    finally:
+        bench.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nload {load[0]:.1f} -> {load[-1]:.1f}; rounds {args.rounds}; Swift requests "
+          f"during the listings: {swift if any(swift) else 'none'}")
+    print(f"{'listing':<14} {'local':>8} {'cold':>8} {'warm':>8}  {'cold/local':<18} "
+          f"{'warm/local':<18} {'cold us/entry':>13}")
+    for key, res in results.items():
+        n = int(key.split()[-1])
+        med: Callable[[str], float] = lambda k, res=res: statistics.median(res[k])  # noqa: E731
+        print(f"{key:<14} {med('local'):>7.3f}s {med('cold'):>7.3f}s {med('warm'):>7.3f}s  "
+              f"{ratio_text(res['cold'], res['local']):<18} "
+              f"{ratio_text(res['warm'], res['local']):<18} {med('cold') / n * 1e6:>13.1f}")
+        print(f"{'':<14} min-max cold {min(res['cold']):.3f}-{max(res['cold']):.3f} s, "
+              f"warm {min(res['warm']):.3f}-{max(res['warm']):.3f} s")
+    if args.json:
+        out: dict[str, Any] = {"results": results, "swift": swift, "load": load,
+                               "command": " ".join(sys.argv)}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0 if not any(d and "unmeasured" not in d for d in swift) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
