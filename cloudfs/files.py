@@ -33,6 +33,7 @@ import trio
 
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
+from cloudfs.journal import Journal, JournalFile, Record
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
 from cloudfs.rwcache import RandomSession, ReadBase, Upload
 from cloudfs.session import (
@@ -40,14 +41,16 @@ from cloudfs.session import (
     Cached,
     Committing,
     Failed,
+    Journaling,
     State,
     StopAction,
     Streaming,
     WriteSession,
     compose,
 )
+from cloudfs.writeback import WriteBack
 from seqwrite import Layout, PublishMode, SwiftStore, Writer, WriterSettings
-from sqlfsn import Namespace, Piece
+from sqlfsn import Attr, Namespace, Piece
 from sqlfsn.errors import Conflict
 from wiring.filesystem import STALE_DELETION_NS
 from wiring.leases import Leases
@@ -72,7 +75,8 @@ class Files:
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
                  *, writers: WriterSettings, read_budget: BlockBudget,
                  stale_deletion_ns: int = STALE_DELETION_NS,
-                 on_commit: Callable[[int], None] | None = None) -> None:
+                 on_commit: Callable[[int], None] | None = None,
+                 journal: Journal | None = None, write_back_max: int = 0) -> None:
         self.ns = ns
         self.store = store
         self.layout = layout
@@ -84,10 +88,15 @@ class Files:
         self.stale_deletion_ns = stale_deletion_ns
         self._nursery = nursery
         self._budget = read_budget
-        self._objects = ObjectMap(store, layout)
         if writers.space is None:
             raise ValueError("the mount's writers need a LocalSpace (the write cache uses it)")
         self.space = writers.space
+        # Write-back mode (a journal given): closed files are uploaded in the background.
+        self.writeback = None if journal is None else WriteBack(
+            journal, ns, self.space, self.leases, self._new_writer, nursery)
+        self.write_back_max = write_back_max
+        self._objects = ObjectMap(store, layout,
+                                  None if self.writeback is None else self.writeback.local)
         self._sessions: dict[int, WriteSession] = {}
         self._session_ended = trio.Event()  # set (and renewed) whenever a session ends
         self._cache_logged: set[int] = set()  # inodes whose move to the cache was logged
@@ -109,9 +118,27 @@ class Files:
         if truncate and inode in self._sessions:
             raise FsError(errno.EBUSY, f"inode {inode} is being written by another handle; "
                           "cloudfs allows one writer per file at a time")
-        pieces = self.ns.pieces(inode) if attr.size else []
+        version, size, pieces = self._current(inode, attr)
         return self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,
-                                size=attr.size, version=attr.version).fh
+                                size=size, version=version).fh
+
+    def _current(self, inode: int, attr: Attr | None = None) -> tuple[int, int, list[Piece]]:
+        """The version, size and pieces this mount shows of a file: its newest pending version
+        in write-back mode, else the committed one (`attr`, if already read)."""
+        pending = None if self.writeback is None else self.writeback.view(inode)
+        if pending is not None:
+            return pending.version, pending.size, pending.pieces
+        attr = attr or self.ns.getattr(inode)
+        return attr.version, attr.size, self.ns.pieces(inode) if attr.size else []
+
+    def shown(self, inode: int, size: int, mtime_ns: int) -> tuple[int, int]:
+        """(size, mtime) as this mount shows them (getattr): a write in progress or a pending
+        version over the committed (`size`, `mtime_ns`)."""
+        pending = None if self.writeback is None else self.writeback.view(inode)
+        if pending is not None:
+            size, mtime_ns = pending.size, pending.mtime_ns
+        writing = self._writing_size(inode, size)
+        return (size if writing is None else writing), mtime_ns
 
     def inode_of(self, fh: int) -> int | None:
         h = self.handles.find(fh)
@@ -120,17 +147,18 @@ class Files:
     def open_count(self, inode: int) -> int:
         return self.handles.count(inode)
 
-    def writing_size(self, inode: int) -> int | None:
-        """The size the writer sees while a write is in progress (getattr shows it). A pending
-        O_TRUNC shows at close, like the rest of a write."""
+    def _writing_size(self, inode: int, current: int) -> int | None:
+        """The size the writer sees while a write is in progress over a file of `current`
+        bytes. A pending O_TRUNC shows at close, like the rest of a write."""
         session = self._sessions.get(inode)
         if session is None:
             return None
         size = session.size
         if size is None:
             return None
-        if isinstance(session.state, Streaming | Committing) and not session.replace_all:
-            return max(size, self.ns.getattr(inode).size)  # a write inside the old content
+        if (isinstance(session.state, Journaling | Streaming | Committing)
+                and not session.replace_all):
+            return max(size, current)  # a write inside the old content
         return size
 
     # -- reading -----------------------------------------------------------------------------
@@ -157,8 +185,8 @@ class Files:
         h.check_error()
         session = self._sessions.get(h.inode)
         if session is None:
-            session = self._start_session(h, off)
-        elif session.owner != fh:
+            session = await self._start_session(h, off)
+        if session.owner != fh:
             # Sticky: this descriptor's close and fsync fail too, so a program that does not
             # check write() still learns, where it must look, that its bytes were not stored.
             h.error = "another descriptor was writing the file (EBUSY)"
@@ -171,12 +199,7 @@ class Files:
                               "or failed")
             session.mtime_ns = None  # a write after utimens: the commit stamps "now" again
             try:
-                state = session.state
-                if isinstance(state, Streaming) and off == state.end:
-                    await state.writer.write(data)
-                else:
-                    cache = await self._to_cached(session, h)
-                    cache.write(off, data)
+                await self._write_locked(session, h, off, data)
             except FsError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise  # the cache is full: this write failed, the session is intact
@@ -185,22 +208,78 @@ class Files:
                 self._fail(session, h, exc)
         return len(data)
 
-    def _start_session(self, h: Handle, off: int) -> WriteSession:
-        attr = self.ns.getattr(h.inode)
-        current = 0 if h.pending_truncate else attr.size
-        replace_all = h.pending_truncate or attr.size == 0
+    async def _write_locked(self, session: WriteSession, h: Handle, off: int,
+                            data: bytes) -> None:
+        state = session.state
+        if isinstance(state, Journaling) and off == state.end:
+            if self._journal_write(state, data):
+                return
+            state = await self._to_streaming(session)  # too big for the journal, or no room
+        if isinstance(state, Streaming) and off == state.end:
+            await state.writer.write(data)
+        else:
+            cache = await self._to_cached(session, h)
+            cache.write(off, data)
+
+    async def _start_session(self, h: Handle, off: int) -> WriteSession:
+        """The inode's write session, started by this write at `off` (or another handle's,
+        started meanwhile: the caller then refuses this handle)."""
+        version, size, pieces = self._current(h.inode)
+        current = 0 if h.pending_truncate else size
+        sequential = off in (0, current)
+        journal_file = None
+        if sequential and self.writeback is not None and self.write_back_max > 0:
+            journal_file = await self.writeback.journal.take()
+            if (other := self._sessions.get(h.inode)) is not None:  # started while we waited
+                self.writeback.journal.give_back(journal_file)
+                return other
+        replace_all = h.pending_truncate or size == 0
         leases: list[str] = []
-        state: Streaming | Cached
-        if off in (0, current):
+        state: Journaling | Streaming | Cached
+        if journal_file is not None:
+            state = Journaling(journal_file, off)
+        elif sequential:
             state = Streaming(self._new_writer(leases), off)
         else:  # not sequential from the start: straight to the write cache
-            base = [] if h.pending_truncate else self.ns.pieces(h.inode)
+            base = [] if h.pending_truncate else pieces
             state = Cached(RandomSession(h.inode, base, current, self.writers.spool_dir,
                                          self.space))
-        session = WriteSession(h.inode, h.fh, attr.version, replace_all, state, leases)
+        session = WriteSession(h.inode, h.fh, version, replace_all, state, leases)
         self._sessions[h.inode] = session
         h.pending_truncate = False  # the session carries the truncation: commits or fails with it
         return session
+
+    def _journal_write(self, state: Journaling, data: bytes) -> bool:
+        """Write-back: add `data` to the session's journal file, if it stays within
+        write_back_max and the local disk has room; whether it did."""
+        n = len(data)
+        if (state.file.written + n > self.write_back_max
+                or not self.space.try_take(n, keep=self.space.headroom)):
+            return False
+        state.reserved += n
+        Journal.write(state.file, data)
+        state.hasher.update(data)
+        return True
+
+    async def _to_streaming(self, session: WriteSession) -> Streaming:
+        """Move a journaling session to streaming (a big file, or no local room): its bytes so
+        far are fed from the journal file to a Writer, which then takes the rest."""
+        state = session.state
+        assert isinstance(state, Journaling) and self.writeback is not None
+        writer = self._new_writer(session.leases)
+        streaming = Streaming(writer, state.start)
+        for chunk in Journal.chunks(state.file):
+            await writer.write(chunk)
+        session.become(streaming)
+        self._release_journal(state)
+        return streaming
+
+    def _release_journal(self, state: Journaling) -> None:
+        """A journal file the session no longer needs (moved on, aborted) goes back."""
+        assert self.writeback is not None
+        self.space.give(state.reserved)
+        state.reserved = 0
+        self.writeback.journal.give_back(state.file)
 
     def _new_writer(self, leases: list[str]) -> Writer:
         """A Writer whose upload lease (taken at its first segment) goes into `leases`."""
@@ -218,12 +297,14 @@ class Files:
         state = session.state
         if isinstance(state, Cached):
             return state.cache
+        if isinstance(state, Journaling):
+            state = await self._to_streaming(session)
         assert isinstance(state, Streaming)
         if session.inode not in self._cache_logged:  # once per file: SQLite's journal would
             self._cache_logged.add(session.inode)  # otherwise log one line per transaction
             log.info("inode %d: write at an offset other than %d: using the write cache",
                      session.inode, state.end)
-        base = [] if session.replace_all else self.ns.pieces(session.inode)
+        base = [] if session.replace_all else self._current(session.inode)[2]
         size = sum(p.length for p in base)
         if state.writer.size:
             try:
@@ -287,14 +368,20 @@ class Files:
     def _drop(self, session: WriteSession, previous: State) -> None:
         """Forget `session` (in state `previous`) and release what it holds; its uploads are
         deleted in the background, best effort (ccd cleanup collects the rest)."""
-        if self._sessions.get(session.inode) is session:
-            del self._sessions[session.inode]
         if isinstance(previous, Committing):
             previous = previous.of
-        if isinstance(previous, Streaming):
+        if isinstance(previous, Journaling):
+            self._release_journal(previous)
+        elif isinstance(previous, Streaming):
             previous.writer.abort()
         elif isinstance(previous, Cached):
             previous.cache.close()
+        self._forget(session)
+
+    def _forget(self, session: WriteSession) -> None:
+        """The session leaves the table; its upload leases end."""
+        if self._sessions.get(session.inode) is session:
+            del self._sessions[session.inode]
         self.leases.end(session.leases)
         session.leases.clear()
         self._session_ended.set()
@@ -312,10 +399,48 @@ class Files:
         if session is not None and session.owner == fh:
             await self._commit(session, h)
         elif h.pending_truncate:
-            self._truncate_now(h)  # opened with O_TRUNC and never written
+            await self._truncate_now(h)  # opened with O_TRUNC and never written
 
     async def fsync(self, fh: int) -> None:
+        """fsync(2): commit what this handle wrote; in write-back mode also wait until the
+        file's closed versions are in Swift and committed."""
         await self.flush(fh)
+        h = self.handles.find(fh)
+        if h is not None and self.writeback is not None:
+            await self.writeback.drain(h.inode)
+
+    async def sync(self) -> int:
+        """`cloudfs sync`: until every version closed before now is in Swift and committed;
+        how many there were (0 unless in write-back mode)."""
+        return 0 if self.writeback is None else await self.writeback.drain_all()
+
+    def replay(self, files: list[JournalFile]) -> None:
+        """At mount start: the journal's closed versions become pending again."""
+        if files:
+            assert self.writeback is not None
+            self.writeback.replay(files)
+
+    async def upload_closed(self, stall: float) -> None:
+        """Stopping: until every closed version in the write-back journal is in Swift and
+        committed, as long as uploads progress (Swift takes bytes or commits happen at least
+        every `stall` seconds). What is left stays in the journal for the next mount."""
+        wb = self.writeback
+        if wb is None or not wb.pending_files():
+            return
+        log.info("uploading %d closed files (%d bytes) from the write-back journal before "
+                 "the mount ends", wb.pending_files(), wb.pending_bytes())
+        try:
+            while wb.pending_files():
+                progress = (wb.committed, self.store.stats.bytes_sent)
+                with trio.move_on_after(stall):
+                    await wb.drain_all()
+                if (wb.committed, self.store.stats.bytes_sent) == progress:
+                    break  # no progress for `stall` seconds: Swift is unreachable
+        finally:
+            if wb.pending_files():
+                log.warning("%d closed files (%d bytes) are not in Swift yet: they stay in "
+                            "the write-back journal %s and are uploaded at the next mount",
+                            wb.pending_files(), wb.pending_bytes(), wb.journal.directory)
 
     async def release(self, fh: int) -> None:
         h = self.handles.remove(fh)
@@ -326,23 +451,28 @@ class Files:
             if session is not None and session.owner == fh:
                 await self._commit(session, h)  # written after the last flush (e.g. mmap)
             elif h.pending_truncate and h.error is None:
-                self._truncate_now(h)
+                await self._truncate_now(h)
         except Exception as exc:
             log.error("inode %d: changes after the last close are lost: %s", h.inode, exc)
 
-    def set_mtime(self, inode: int, mtime_ns: int) -> None:
+    async def set_mtime(self, inode: int, mtime_ns: int) -> None:
         """utimens while a write is pending (the open file's times, as `cp -a`, `tar x` set
-        them before close): the commit keeps this time instead of stamping its own."""
+        them before close), or after a close whose version is pending in write-back mode (as
+        rsync sets them): the commit keeps this time instead of stamping its own."""
         session = self._sessions.get(inode)
         if session is not None:
             session.mtime_ns = mtime_ns
+        elif self.writeback is not None:
+            await self.writeback.set_mtime(inode, mtime_ns)
         for h in self.handles.of_inode(inode):
             if h.pending_truncate:
                 h.pending_mtime_ns = mtime_ns
 
-    def _truncate_now(self, h: Handle) -> None:
+    async def _truncate_now(self, h: Handle) -> None:
         """Apply a pending O_TRUNC, unless another writer committed since this open."""
         h.pending_truncate = False
+        if self.writeback is not None:
+            await self.writeback.drain(h.inode)  # its pending versions come first
         attr = self.ns.getattr(h.inode)
         if attr.size == 0 or attr.version != h.open_version:
             return  # already empty (e.g. just created), or a newer version was committed
@@ -363,7 +493,12 @@ class Files:
             if self._sessions.get(session.inode) is not session:
                 return  # a concurrent flush (a dup'd descriptor) committed it already
             written = session.state
+            if isinstance(written, Journaling):
+                await self._close_into_journal(session, written, h)
+                return
             assert isinstance(written, Streaming | Cached)
+            if self.writeback is not None:
+                await self.writeback.drain(session.inode)  # its pending versions come first
             session.become(Committing(written))
             try:
                 pieces, size = await self._publish(session, written)
@@ -381,7 +516,32 @@ class Files:
                 self._fail(session, h, exc)
             self._drop(session, written)  # done: the finished writer or the cache is released
         h.pending_truncate = False
-        h.open_version = self.ns.getattr(h.inode).version
+        h.open_version = self._current(h.inode)[0]
+        self._committed(h.inode)
+
+    async def _close_into_journal(self, session: WriteSession, written: Journaling,
+                                  h: Handle) -> None:
+        """Write-back close: seal the journal file (one fsync) and hand it to the write-back,
+        which uploads and commits it later; the mount shows the new version from now on."""
+        assert self.writeback is not None
+        session.become(Committing(written))
+        try:
+            path = self.ns.path_of(session.inode)
+            record = Record(seq=self.writeback.journal.next_seq(), inode=session.inode,
+                            base_version=session.base_version, replace_all=session.replace_all,
+                            start=written.start, hash=written.hasher.hexdigest(),
+                            size=written.file.written,
+                            mtime_ns=session.mtime_ns or time.time_ns(),
+                            path=os.fsdecode(path) if path else f"inode {session.inode}")
+            await self.writeback.journal.seal(written.file, record)
+        except BaseException as exc:
+            self._fail(session, h, exc)
+        _, base_size, base = self._current(session.inode)
+        self.writeback.add(written.file, base, base_size)
+        written.reserved = 0  # the write-back gives the space back once the file is in Swift
+        self._forget(session)
+        h.pending_truncate = False
+        h.open_version = self._current(h.inode)[0]
         self._committed(h.inode)
 
     async def _publish(self, session: WriteSession, written: Streaming | Cached
@@ -398,8 +558,7 @@ class Files:
     def _committed(self, inode: int) -> None:
         """After this mount changed the file: every open handle reads the new version (the
         kernel already shows them its new size), and the kernel's cached attributes go."""
-        pieces = self.ns.pieces(inode)
-        size = sum(p.length for p in pieces)
+        _, size, pieces = self._current(inode)
         for h in self.handles.of_inode(inode):
             h.show(pieces, size)
         if self.on_commit is not None:
@@ -424,7 +583,7 @@ class Files:
     async def truncate(self, inode: int, size: int) -> None:
         for h in self.handles.of_inode(inode):
             if h.pending_truncate:
-                self._truncate_now(h)  # a pending O_TRUNC comes first
+                await self._truncate_now(h)  # a pending O_TRUNC comes first
         while (session := self._sessions.get(inode)) is not None:
             async with session.lock:
                 if self._sessions.get(inode) is not session:
@@ -438,6 +597,8 @@ class Files:
                 cache = await self._to_cached(session, owner)
                 cache.truncate(size)
                 return
+        if self.writeback is not None:
+            await self.writeback.drain(inode)  # its pending versions come first
         self.ns.setattr(inode, size=size)
         self._committed(inode)
 
@@ -480,4 +641,5 @@ class Files:
         files, writes in progress, namespace transactions committed."""
         return {"swift_requests": self.store.statistics(), "open_files": len(self.handles),
                 "writes_in_progress": len(self._sessions),
-                "namespace_commits": self.ns.commits}
+                "namespace_commits": self.ns.commits,
+                "write_back": None if self.writeback is None else self.writeback.backlog()}

@@ -107,16 +107,14 @@ class Operations(pyfuse3.Operations):
         e.st_uid = attr.uid
         e.st_gid = attr.gid
         e.st_rdev = attr.rdev
-        size = attr.size
+        size, mtime_ns = attr.size, attr.mtime_ns
         if stat.S_ISREG(attr.mode):
-            writing = self.files.writing_size(attr.inode)
-            if writing is not None:
-                size = writing
+            size, mtime_ns = self.files.shown(attr.inode, size, mtime_ns)
         e.st_size = size
         e.st_blksize = BLKSIZE
         e.st_blocks = (size + 511) // 512
         e.st_atime_ns = attr.atime_ns
-        e.st_mtime_ns = attr.mtime_ns
+        e.st_mtime_ns = mtime_ns
         e.st_ctime_ns = attr.ctime_ns
         return e
 
@@ -159,7 +157,7 @@ class Operations(pyfuse3.Operations):
             kw["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime_ns"] = attr.st_mtime_ns
-            self.files.set_mtime(inode, attr.st_mtime_ns)
+            await self.files.set_mtime(inode, attr.st_mtime_ns)
         if getattr(fields, "update_ctime", False):
             kw["ctime_ns"] = attr.st_ctime_ns
         result = self.ns.setattr(inode, **kw) if kw else self.ns.getattr(inode)
@@ -326,4 +324,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None
+        # Namespace changes are durable when they return; in write-back mode an fsync of a
+        # directory also waits until every file closed before it is in Swift (syncfs(2) and
+        # `sync -f` are not forwarded by the kernel to a FUSE filesystem: this is the POSIX
+        # way to ask, for any user of the mount).
+        await self.files.sync()
