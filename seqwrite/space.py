@@ -76,9 +76,13 @@ class LocalSpace:
 
     def free_on_disk(self) -> int:
         """Bytes the disk can still take before reaching the reserve, once the bytes counted
-        but not yet written are."""
-        st = os.statvfs(self.directory)
+        but not yet written are.
+
+        The bytes not yet written are summed before the disk is asked: a spool write that
+        lands in between is then counted twice (once too cautious), never missed (the
+        other order let three writers overfill a small disk)."""
         unwritten = sum(w.unwritten() for w in self._writers)
+        st = os.statvfs(self.directory)
         return st.f_bavail * st.f_frsize - self.reserve - unwritten
 
     def available(self, *, keep: int = 0) -> int:
