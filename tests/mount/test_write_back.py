@@ -450,3 +450,30 @@ def test_a_read_in_progress_outlives_the_upload(wb, fault_proxy):
         sync(wb)
         rest = f.read()
     assert head + rest == data
+
+
+def test_cleanup_never_collects_what_the_journal_needs(wb, fault_proxy):
+    """`ccd cleanup` (here with no grace at all) while closed files wait in the journal
+    removes nothing they need: the journal holds their bytes, nothing in Swift is theirs
+    until their upload, which claims its content as every write does. Here the content of a
+    pending file was also another file's, which is unlinked and collected first: the upload
+    stores it again, and the file reads back exact from Swift alone."""
+    data = os.urandom(300_000)
+    (wb.path / "first").write_bytes(data)
+    sync(wb)
+    swift_down(wb, fault_proxy)
+    (wb.path / "second").write_bytes(data)  # the same content, pending
+    (wb.path / "other").write_bytes(os.urandom(5000))  # pending, new content
+    os.unlink(wb.path / "first")
+    out = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", str(wb.config),
+                          "cleanup", "--grace", "0"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "unreferenced CAS objects deleted: 1" in out.stdout, out.stdout + out.stderr
+    fault_proxy.clear_rules()
+    sync(wb)
+    wb.stop()
+    for d in (wb.path.parent / "cache").glob("journal-*"):
+        assert not [p for p in d.glob("j-*") if p.stat().st_size]
+    wb.start()
+    assert (wb.path / "second").read_bytes() == data
