@@ -18,6 +18,11 @@ open-file table (cloudfs/handles.py), and the rules of when content becomes visi
   never mixes two versions.
 - Stopping the mount (`stop`) never commits what the application has not closed: see
   `session.ON_STOP`.
+
+`Files` is assembled from parts named for what they own: this module (opening, reading,
+writing, the write sessions' states and the one failure path), cloudfs/committing.py (close,
+fsync and the commit), cloudfs/journaling.py (write-back: the journal side of a session and
+the backlog), cloudfs/stopping.py (the stop sequence).
 """
 
 from __future__ import annotations
@@ -26,42 +31,41 @@ import errno
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import NoReturn
 
 import trio
 
+from cloudfs.committing import Commits
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
-from cloudfs.journal import Journal, JournalFile, Record
+from cloudfs.journal import Journal
+from cloudfs.journaling import JournalingPaths
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
-from cloudfs.rwcache import RandomSession, ReadBase, Upload
+from cloudfs.rwcache import RandomSession, ReadBase
 from cloudfs.session import (
-    ON_STOP,
     Cached,
     Committing,
     Failed,
     Journaling,
     State,
-    StopAction,
     Streaming,
     WriteSession,
     compose,
 )
+from cloudfs.stopping import Stopping
 from cloudfs.writeback import WriteBack
 from seqwrite import Layout, PublishMode, SwiftStore, Writer, WriterSettings
 from sqlfsn import Attr, Namespace, Piece
-from sqlfsn.errors import Conflict
 from wiring.filesystem import STALE_DELETION_NS
 from wiring.leases import Leases
-from wiring.metrics import COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
 
 CLAIM_WAIT = 60.0  # seconds a writer waits for the garbage collector to finish a deletion
 
 
-class Files:
+class Files(Commits, JournalingPaths, Stopping):
     """The open files of a mount and the content paths (read, write, commit, stop).
 
     Attributes:
@@ -249,38 +253,6 @@ class Files:
         h.pending_truncate = False  # the session carries the truncation: commits or fails with it
         return session
 
-    def _journal_write(self, state: Journaling, data: bytes) -> bool:
-        """Write-back: add `data` to the session's journal file, if it stays within
-        write_back_max and the local disk has room; whether it did."""
-        n = len(data)
-        if (state.file.written + n > self.write_back_max
-                or not self.space.try_take(n, keep=self.space.headroom)):
-            return False
-        state.reserved += n
-        Journal.write(state.file, data)
-        state.hasher.update(data)
-        return True
-
-    async def _to_streaming(self, session: WriteSession) -> Streaming:
-        """Move a journaling session to streaming (a big file, or no local room): its bytes so
-        far are fed from the journal file to a Writer, which then takes the rest."""
-        state = session.state
-        assert isinstance(state, Journaling) and self.writeback is not None
-        writer = self._new_writer(session.leases)
-        streaming = Streaming(writer, state.start)
-        for chunk in Journal.chunks(state.file):
-            await writer.write(chunk)
-        session.become(streaming)
-        self._release_journal(state)
-        return streaming
-
-    def _release_journal(self, state: Journaling) -> None:
-        """A journal file the session no longer needs (moved on, aborted) goes back."""
-        assert self.writeback is not None
-        self.space.give(state.reserved)
-        state.reserved = 0
-        self.writeback.journal.give_back(state.file)
-
     def _new_writer(self, leases: list[str]) -> Writer:
         """A Writer whose upload lease (taken at its first segment) goes into `leases`."""
 
@@ -387,197 +359,6 @@ class Files:
         self._session_ended.set()
         self._session_ended = trio.Event()
 
-    # -- committing --------------------------------------------------------------------------
-
-    async def flush(self, fh: int) -> None:
-        """close(2): publish and commit what this handle wrote (errors reach the caller)."""
-        h = self.handles.find(fh)
-        if h is None:
-            return
-        h.check_error()
-        session = self._sessions.get(h.inode)
-        if session is not None and session.owner == fh:
-            await self._commit(session, h)
-        elif h.pending_truncate:
-            await self._truncate_now(h)  # opened with O_TRUNC and never written
-
-    async def fsync(self, fh: int) -> None:
-        """fsync(2): commit what this handle wrote; in write-back mode also wait until the
-        file's closed versions are in Swift and committed."""
-        await self.flush(fh)
-        h = self.handles.find(fh)
-        if h is not None and self.writeback is not None:
-            await self.writeback.drain(h.inode)
-
-    async def sync(self) -> int:
-        """`cloudfs sync`: until every version closed before now is in Swift and committed;
-        how many there were (0 unless in write-back mode)."""
-        return 0 if self.writeback is None else await self.writeback.drain_all()
-
-    def replay(self, files: list[JournalFile]) -> None:
-        """At mount start: the journal's closed versions become pending again."""
-        if files:
-            assert self.writeback is not None
-            self.writeback.replay(files)
-
-    async def upload_closed(self, stall: float) -> None:
-        """Stopping: until every closed version in the write-back journal is in Swift and
-        committed, as long as uploads progress (Swift takes bytes or commits happen at least
-        every `stall` seconds). What is left stays in the journal for the next mount."""
-        wb = self.writeback
-        if wb is None or not wb.pending_files():
-            return
-        log.info("uploading %d closed files (%d bytes) from the write-back journal before "
-                 "the mount ends", wb.pending_files(), wb.pending_bytes())
-        try:
-            while wb.pending_files():
-                progress = (wb.committed, self.store.stats.bytes_sent)
-                with trio.move_on_after(stall):
-                    await wb.drain_all()
-                if (wb.committed, self.store.stats.bytes_sent) == progress:
-                    break  # no progress for `stall` seconds: Swift is unreachable
-        finally:
-            if wb.pending_files():
-                log.warning("%d closed files (%d bytes) are not in Swift yet: they stay in "
-                            "the write-back journal %s and are uploaded at the next mount",
-                            wb.pending_files(), wb.pending_bytes(), wb.journal.directory)
-
-    async def release(self, fh: int) -> None:
-        h = self.handles.remove(fh)
-        if h is None:
-            return
-        session = self._sessions.get(h.inode)
-        try:
-            if session is not None and session.owner == fh:
-                await self._commit(session, h)  # written after the last flush (e.g. mmap)
-            elif h.pending_truncate and h.error is None:
-                await self._truncate_now(h)
-        except Exception as exc:
-            log.error("inode %d: changes after the last close are lost: %s", h.inode, exc)
-
-    async def set_mtime(self, inode: int, mtime_ns: int) -> None:
-        """utimens while a write is pending (the open file's times, as `cp -a`, `tar x` set
-        them before close), or after a close whose version is pending in write-back mode (as
-        rsync sets them): the commit keeps this time instead of stamping its own."""
-        session = self._sessions.get(inode)
-        if session is not None:
-            session.mtime_ns = mtime_ns
-        elif self.writeback is not None:
-            await self.writeback.set_mtime(inode, mtime_ns)
-        for h in self.handles.of_inode(inode):
-            if h.pending_truncate:
-                h.pending_mtime_ns = mtime_ns
-
-    async def _truncate_now(self, h: Handle) -> None:
-        """Apply a pending O_TRUNC, unless another writer committed since this open."""
-        h.pending_truncate = False
-        if self.writeback is not None:
-            await self.writeback.drain(h.inode)  # its pending versions come first
-        attr = self.ns.getattr(h.inode)
-        if attr.size == 0 or attr.version != h.open_version:
-            return  # already empty (e.g. just created), or a newer version was committed
-        try:
-            self.ns.set_content(h.inode, [], 0, expect_version=h.open_version,
-                                mtime_ns=h.pending_mtime_ns)
-        except Conflict:
-            log.debug("inode %d: O_TRUNC skipped, a newer version was committed", h.inode)
-            return
-        self._committed(h.inode)
-
-    async def _commit(self, session: WriteSession, h: Handle) -> None:
-        with COMMIT_SECONDS.time():
-            await self._commit_locked(session, h)
-
-    async def _commit_locked(self, session: WriteSession, h: Handle) -> None:
-        async with session.lock:
-            if self._sessions.get(session.inode) is not session:
-                return  # a concurrent flush (a dup'd descriptor) committed it already
-            written = session.state
-            if isinstance(written, Journaling):
-                await self._close_into_journal(session, written, h)
-                return
-            assert isinstance(written, Streaming | Cached)
-            if self.writeback is not None:
-                await self.writeback.drain(session.inode)  # its pending versions come first
-            session.become(Committing(written))
-            try:
-                pieces, size = await self._publish(session, written)
-                # Compare-and-swap on the version the session started from, unless it
-                # replaces the whole file from a stream: its result does not depend on the old
-                # content, so a version committed meanwhile (another mount, a truncate) is
-                # simply replaced, as by a later write. Every other session composed its new
-                # version from the base pieces it read at the start: committing it over a
-                # newer version would silently drop that version's bytes (ESTALE instead).
-                keeps_base = not (session.replace_all and isinstance(written, Streaming))
-                self.ns.set_content(session.inode, pieces, size,
-                                    expect_version=session.base_version if keeps_base else None,
-                                    mtime_ns=session.mtime_ns)
-            except BaseException as exc:
-                self._fail(session, h, exc)
-            self._drop(session, written)  # done: the finished writer or the cache is released
-        h.pending_truncate = False
-        h.open_version = self._current(h.inode)[0]
-        self._committed(h.inode)
-
-    async def _close_into_journal(self, session: WriteSession, written: Journaling,
-                                  h: Handle) -> None:
-        """Write-back close: seal the journal file (one fsync) and hand it to the write-back,
-        which uploads and commits it later; the mount shows the new version from now on."""
-        assert self.writeback is not None
-        session.become(Committing(written))
-        try:
-            path = self.ns.path_of(session.inode)
-            record = Record(seq=self.writeback.journal.next_seq(), inode=session.inode,
-                            base_version=session.base_version, replace_all=session.replace_all,
-                            start=written.start, hash=written.hasher.hexdigest(),
-                            size=written.file.written,
-                            mtime_ns=session.mtime_ns or time.time_ns(),
-                            path=os.fsdecode(path) if path else f"inode {session.inode}")
-            await self.writeback.journal.seal(written.file, record)
-        except BaseException as exc:
-            self._fail(session, h, exc)
-        _, base_size, base = self._current(session.inode)
-        self.writeback.add(written.file, base, base_size)
-        written.reserved = 0  # the write-back gives the space back once the file is in Swift
-        self._forget(session)
-        h.pending_truncate = False
-        h.open_version = self._current(h.inode)[0]
-        self._committed(h.inode)
-
-    async def _publish(self, session: WriteSession, written: Streaming | Cached
-                       ) -> tuple[list[Piece], int]:
-        """Store what `written` holds; the new version's pieces and size."""
-        if isinstance(written, Cached):
-            cache = written.cache
-            return await cache.commit(self._uploader(session), self._base_reader(cache)), \
-                cache.size
-        content = await written.writer.finish()
-        base = [] if session.replace_all else self.ns.pieces(session.inode)
-        return compose(written.start, content, base, sum(p.length for p in base))
-
-    def _committed(self, inode: int) -> None:
-        """After this mount changed the file: every open handle reads the new version (the
-        kernel already shows them its new size), and the kernel's cached attributes go."""
-        _, size, pieces = self._current(inode)
-        for h in self.handles.of_inode(inode):
-            h.show(pieces, size)
-        if self.on_commit is not None:
-            self.on_commit(inode)
-
-    def _uploader(self, session: WriteSession) -> Upload:
-        async def upload(chunks: AsyncIterator[bytes]) -> tuple[str, int]:
-            writer = self._new_writer(session.leases)
-            try:
-                async for chunk in chunks:
-                    await writer.write(chunk)
-            except BaseException:
-                writer.abort()
-                raise
-            content = await writer.finish()
-            return content.hash, content.size
-
-        return upload
-
     # -- truncate ----------------------------------------------------------------------------
 
     async def truncate(self, inode: int, size: int) -> None:
@@ -602,35 +383,7 @@ class Files:
         self.ns.setattr(inode, size=size)
         self._committed(inode)
 
-    # -- stopping ----------------------------------------------------------------------------
-
-    async def wait_writers_closed(self, grace: float) -> None:
-        """Stopping: until no file is open for writing, or `grace` seconds."""
-        self.stopping = True
-        if self.handles.writable:
-            log.info("stopping: waiting up to %.0f s for %d files open for writing to close",
-                     grace, self.handles.writable)
-            with trio.move_on_after(grace):
-                await self.handles.wait_no_writers()
-
-    def abort_unclosed(self) -> None:
-        """Apply ON_STOP to every session: abort what the application has not closed."""
-        for session in list(self._sessions.values()):
-            if ON_STOP[type(session.state)] is not StopAction.ABORT:
-                continue
-            path = self.ns.path_of(session.inode)
-            shown = path.decode(errors="replace") if path else f"inode {session.inode}"
-            log.warning("%s: not closed when the mount stopped: its write was aborted and "
-                        "the file keeps its previous content", shown)
-            owner = self.handles.find(session.owner)
-            if owner is not None and owner.error is None:
-                owner.error = "the mount stopped before the file was closed"
-            self._drop(session, session.become(Failed("the mount stopped")))
-
-    async def wait_commits(self) -> None:
-        """Until no session is committing (the application closed them: they complete)."""
-        while any(isinstance(s.state, Committing) for s in self._sessions.values()):
-            await self._session_ended.wait()
+    # -- state -------------------------------------------------------------------------------
 
     def writes(self) -> list[WriteSession]:
         """The write sessions in progress."""
