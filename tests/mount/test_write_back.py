@@ -24,12 +24,23 @@ pytestmark = [pytest.mark.mount, pytest.mark.swift]
 PUTS = r"^/v1/"  # every object request
 
 
+def restart(mount: MountSession, **settings: str) -> None:
+    """Restart the mount with these [cloudfs] settings. First wait until its control channel
+    answers: the daemon's own stat of the mount point after INIT is done by then (an unmount
+    while that stat is in flight fails with EBUSY, and the daemon would not stop)."""
+    deadline = time.monotonic() + 60
+    while cli("status", str(mount.path)).returncode != 0:
+        assert time.monotonic() < deadline, "the mount's control channel never answered"
+        time.sleep(0.2)
+    mount.stop()
+    mount.configure("cloudfs", **settings)
+    mount.start()
+
+
 @pytest.fixture
 def wb(cloudfs_mount: MountSession) -> MountSession:
     """The test's mount, restarted in write-back mode."""
-    cloudfs_mount.stop()
-    cloudfs_mount.configure("cloudfs", write_back="true")
-    cloudfs_mount.start()
+    restart(cloudfs_mount, write_back="true")
     return cloudfs_mount
 
 
@@ -199,9 +210,7 @@ def test_times_set_after_close_stick(wb, fault_proxy):
 def test_big_files_stream_as_without_write_back(cloudfs_mount, fault_proxy):
     """A file bigger than write_back_max is streamed to Swift while it is written and its
     close waits for the upload, as without write-back; smaller ones are written back."""
-    cloudfs_mount.stop()
-    cloudfs_mount.configure("cloudfs", write_back="true", write_back_max="1M")
-    cloudfs_mount.start()
+    restart(cloudfs_mount, write_back="true", write_back_max="1M")
     big = os.urandom(3 * MiB)
     (cloudfs_mount.path / "big").write_bytes(big)
     assert committed(cloudfs_mount, "big")[0] == len(big), "close returned before the upload"
@@ -215,9 +224,7 @@ def test_big_files_stream_as_without_write_back(cloudfs_mount, fault_proxy):
 def test_full_journal_makes_closes_wait_not_fail(cloudfs_mount, fault_proxy):
     """When the journal's share of cache_size is used up, a close waits for its own upload
     (backpressure) instead of failing: every write and close returns 0."""
-    cloudfs_mount.stop()
-    cloudfs_mount.configure("cloudfs", write_back="true", cache_size="2M")
-    cloudfs_mount.start()
+    restart(cloudfs_mount, write_back="true", cache_size="2M")
     fault_proxy.add_rule("PUT", PUTS, "stall", seconds=1, times=4)
     files = {f"f{i}": os.urandom(700_000) for i in range(8)}
     for name, data in files.items():
@@ -238,7 +245,6 @@ def test_unmount_uploads_the_backlog(wb, fault_proxy):
     for name, data in files.items():
         assert committed(wb, name)[0] == len(data)
     assert journal_files(wb) == []
-    wb.start()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, None], ids=["sigterm", "sigkill"])
