@@ -184,6 +184,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    timeout = args.timeout if args.timeout is not None else 365 * 86400.0
+    done = _ask(args.mountpoint, "sync", timeout)
+    if args.verbose:
+        print(f"{done['uploaded']} closed files uploaded")
+    return 0
+
+
 def cmd_config_example(args: argparse.Namespace) -> int:
     print(EXAMPLE, end="")
     return 0
@@ -233,6 +241,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up when the daemon does not answer within this (default 10)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("sync", help="wait until every closed file is in Swift",
+                       description="Return once every file closed on the mount before this "
+                       "command is uploaded to Swift and committed (write-back mode; without "
+                       "it, at once). Any user who can reach the daemon's control channel may "
+                       "run it; fsync(2) of a directory of the mount waits the same way.")
+    p.add_argument("mountpoint")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up (exit 1) after this many seconds (default: wait)")
+    p.add_argument("-v", "--verbose", action="store_true", help="say how many files it waited for")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("config-example", help="print a commented example config file")
     p.set_defaults(func=cmd_config_example)

@@ -18,6 +18,11 @@ open-file table (cloudfs/handles.py), and the rules of when content becomes visi
   never mixes two versions.
 - Stopping the mount (`stop`) never commits what the application has not closed: see
   `session.ON_STOP`.
+
+`Files` is assembled from parts named for what they own: this module (opening, reading,
+writing, the write sessions' states and the one failure path), cloudfs/committing.py (close,
+fsync and the commit), cloudfs/journaling.py (write-back: the journal side of a session and
+the backlog), cloudfs/stopping.py (the stop sequence).
 """
 
 from __future__ import annotations
@@ -27,39 +32,42 @@ import errno
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import NoReturn
 
 import trio
 
+from cloudfs.committing import Commits
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
+from cloudfs.journal import Journal
+from cloudfs.journaling import JournalingPaths
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
-from cloudfs.rwcache import RandomSession, ReadBase, Upload
+from cloudfs.rwcache import RandomSession, ReadBase
 from cloudfs.session import (
-    ON_STOP,
     Cached,
     Committing,
     Failed,
+    Journaling,
     State,
-    StopAction,
     Streaming,
     WriteSession,
     compose,
 )
+from cloudfs.stopping import Stopping
+from cloudfs.writeback import WriteBack
 from seqwrite import Layout, PublishMode, SwiftStore, Writer, WriterSettings
-from sqlfsn import Namespace, Piece
-from sqlfsn.errors import Conflict, NamespaceError, NotFound
+from sqlfsn import Attr, Namespace, Piece
+from sqlfsn.errors import NamespaceError, NotFound
 from wiring.filesystem import STALE_DELETION_NS
 from wiring.leases import Leases
-from wiring.metrics import COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
 
 CLAIM_WAIT = 60.0  # seconds a writer waits for the garbage collector to finish a deletion
 
 
-class Files:
+class Files(Commits, JournalingPaths, Stopping):
     """The open files of a mount and the content paths (read, write, commit, stop).
 
     Attributes:
@@ -76,7 +84,8 @@ class Files:
     def __init__(self, ns: Namespace, store: SwiftStore, layout: Layout, nursery: trio.Nursery,
                  *, writers: WriterSettings, read_budget: BlockBudget,
                  stale_deletion_ns: int = STALE_DELETION_NS,
-                 on_commit: Callable[[int], None] | None = None) -> None:
+                 on_commit: Callable[[int], None] | None = None,
+                 journal: Journal | None = None, write_back_max: int = 0) -> None:
         self.ns = ns
         self.store = store
         self.layout = layout
@@ -88,10 +97,15 @@ class Files:
         self.stale_deletion_ns = stale_deletion_ns
         self._nursery = nursery
         self._budget = read_budget
-        self._objects = ObjectMap(store, layout)
         if writers.space is None:
             raise ValueError("the mount's writers need a LocalSpace (the write cache uses it)")
         self.space = writers.space
+        # Write-back mode (a journal given): closed files are uploaded in the background.
+        self.writeback = None if journal is None else WriteBack(
+            journal, ns, self.space, self.leases, self._new_writer, nursery)
+        self.write_back_max = write_back_max
+        self._objects = ObjectMap(store, layout,
+                                  None if self.writeback is None else self.writeback.local)
         self._sessions: dict[int, WriteSession] = {}
         self._session_ended = trio.Event()  # set (and renewed) whenever a session ends
         self._cache_logged: set[int] = set()  # inodes whose move to the cache was logged
@@ -116,9 +130,9 @@ class Files:
                           "cloudfs allows one writer per file at a time")
         if self.mount_id is not None and not self.handles.count(inode):
             self.ns.hold_open(self.mount_id, inode)  # before reading: kept from now on
-        pieces = self.ns.pieces(inode) if attr.size else []
+        version, size, pieces = self._current(inode, attr)
         h = self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,
-                             size=attr.size, version=attr.version)
+                             size=size, version=version)
         h.append = writable and bool(flags & os.O_APPEND)
         return h.fh
 
@@ -129,6 +143,24 @@ class Files:
                 with contextlib.suppress(NotFound):  # deleted meanwhile: reads still work
                     self.ns.hold_open(self.mount_id, inode)
 
+    def _current(self, inode: int, attr: Attr | None = None) -> tuple[int, int, list[Piece]]:
+        """The version, size and pieces this mount shows of a file: its newest pending version
+        in write-back mode, else the committed one (`attr`, if already read)."""
+        pending = None if self.writeback is None else self.writeback.view(inode)
+        if pending is not None:
+            return pending.version, pending.size, pending.pieces
+        attr = attr or self.ns.getattr(inode)
+        return attr.version, attr.size, self.ns.pieces(inode) if attr.size else []
+
+    def shown(self, inode: int, size: int, mtime_ns: int) -> tuple[int, int]:
+        """(size, mtime) as this mount shows them (getattr): a write in progress or a pending
+        version over the committed (`size`, `mtime_ns`)."""
+        pending = None if self.writeback is None else self.writeback.view(inode)
+        if pending is not None:
+            size, mtime_ns = pending.size, pending.mtime_ns
+        writing = self._writing_size(inode, size)
+        return (size if writing is None else writing), mtime_ns
+
     def inode_of(self, fh: int) -> int | None:
         h = self.handles.find(fh)
         return None if h is None else h.inode
@@ -138,20 +170,22 @@ class Files:
 
     @property
     def writing(self) -> bool:
-        """Whether any write is in progress (else no file has a writing size)."""
-        return bool(self._sessions)
+        """Whether any write is in progress or pending (else `shown` is the committed)."""
+        return bool(self._sessions) or (self.writeback is not None
+                                         and self.writeback.any_pending())
 
-    def writing_size(self, inode: int) -> int | None:
-        """The size the writer sees while a write is in progress (getattr shows it). A pending
-        O_TRUNC shows at close, like the rest of a write."""
+    def _writing_size(self, inode: int, current: int) -> int | None:
+        """The size the writer sees while a write is in progress over a file of `current`
+        bytes. A pending O_TRUNC shows at close, like the rest of a write."""
         session = self._sessions.get(inode)
         if session is None:
             return None
         size = session.size
         if size is None:
             return None
-        if isinstance(session.state, Streaming | Committing) and not session.replace_all:
-            return max(size, self.ns.getattr(inode).size)  # a write inside the old content
+        if (isinstance(session.state, Journaling | Streaming | Committing)
+                and not session.replace_all):
+            return max(size, current)  # a write inside the old content
         return size
 
     # -- reading -----------------------------------------------------------------------------
@@ -178,8 +212,8 @@ class Files:
         h.check_error()
         session = self._sessions.get(h.inode)
         if session is None:
-            session = self._start_session(h, None if h.append else off)
-        elif session.owner != fh:
+            session = await self._start_session(h, None if h.append else off)
+        if session.owner != fh:
             # Sticky: this descriptor's close and fsync fail too, so a program that does not
             # check write() still learns, where it must look, that its bytes were not stored.
             h.error = "another descriptor was writing the file (EBUSY)"
@@ -191,18 +225,14 @@ class Files:
                 raise FsError(errno.EIO, f"inode {h.inode}: the write was already committed "
                               "or failed")
             session.mtime_ns = None  # a write after utimens: the commit stamps "now" again
-            try:
+            if h.append:  # at the end, whatever the kernel's (maybe stale) size said
                 state = session.state
-                if h.append:  # at the end, whatever the kernel's (maybe stale) size said
-                    if isinstance(state, Streaming):
-                        off = state.end
-                    elif isinstance(state, Cached):
-                        off = state.cache.size
-                if isinstance(state, Streaming) and off == state.end:
-                    await state.writer.write(data)
-                else:
-                    cache = await self._to_cached(session, h)
-                    cache.write(off, data)
+                if isinstance(state, Journaling | Streaming):
+                    off = state.end
+                elif isinstance(state, Cached):
+                    off = state.cache.size
+            try:
+                await self._write_locked(session, h, off, data)
             except FsError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise  # the cache is full: this write failed, the session is intact
@@ -211,7 +241,22 @@ class Files:
                 self._fail(session, h, exc)
         return len(data)
 
-    def _start_session(self, h: Handle, off: int | None) -> WriteSession:
+    async def _write_locked(self, session: WriteSession, h: Handle, off: int,
+                            data: bytes) -> None:
+        state = session.state
+        if isinstance(state, Journaling) and off == state.end:
+            if self._journal_write(state, data):
+                return
+            state = await self._to_streaming(session)  # too big for the journal, or no room
+        if isinstance(state, Streaming) and off == state.end:
+            await state.writer.write(data)
+        else:
+            cache = await self._to_cached(session, h)
+            cache.write(off, data)
+
+    async def _start_session(self, h: Handle, off: int | None) -> WriteSession:
+        """The inode's write session, started by this write at `off` (None: at the end), or
+        another handle's, started meanwhile (the caller then refuses this handle)."""
         if self.mount_id is not None:
             holder = self.ns.take_writer(self.mount_id, h.inode)
             if holder is not None:
@@ -219,9 +264,10 @@ class Files:
                 raise FsError(errno.EBUSY, f"inode {h.inode} is being written by "
                               f"{holder.describe()}; one writer per file at a time")
         try:
-            return self._new_session(h, off)
+            return await self._new_session(h, off)
         except BaseException:
-            self._release_writer(h.inode)
+            if h.inode not in self._sessions:
+                self._release_writer(h.inode)
             raise
 
     def _release_writer(self, inode: int) -> None:
@@ -231,22 +277,30 @@ class Files:
             except NamespaceError as exc:  # released with the mount's row at the latest
                 log.warning("inode %d: could not release the write lease: %s", inode, exc)
 
-    def _new_session(self, h: Handle, off: int | None) -> WriteSession:
-        """A session of `h` whose first write is at `off` (None: at the end)."""
-        attr = self.ns.getattr(h.inode)
-        current = 0 if h.pending_truncate else attr.size
+    async def _new_session(self, h: Handle, off: int | None) -> WriteSession:
+        version, size, pieces = self._current(h.inode)
+        current = 0 if h.pending_truncate else size
         if off is None:
             off = current
-        replace_all = h.pending_truncate or attr.size == 0
+        sequential = off in (0, current)
+        journal_file = None
+        if sequential and self.writeback is not None and self.write_back_max > 0:
+            journal_file = await self.writeback.journal.take()
+            if (other := self._sessions.get(h.inode)) is not None:  # started while we waited
+                self.writeback.journal.give_back(journal_file)
+                return other
+        replace_all = h.pending_truncate or size == 0
         leases: list[str] = []
-        state: Streaming | Cached
-        if off in (0, current):
+        state: Journaling | Streaming | Cached
+        if journal_file is not None:
+            state = Journaling(journal_file, off)
+        elif sequential:
             state = Streaming(self._new_writer(leases), off)
         else:  # not sequential from the start: straight to the write cache
-            base = [] if h.pending_truncate else self.ns.pieces(h.inode)
+            base = [] if h.pending_truncate else pieces
             state = Cached(RandomSession(h.inode, base, current, self.writers.spool_dir,
                                          self.space))
-        session = WriteSession(h.inode, h.fh, attr.version, replace_all, state, leases)
+        session = WriteSession(h.inode, h.fh, version, replace_all, state, leases)
         self._sessions[h.inode] = session
         h.pending_truncate = False  # the session carries the truncation: commits or fails with it
         return session
@@ -267,12 +321,14 @@ class Files:
         state = session.state
         if isinstance(state, Cached):
             return state.cache
+        if isinstance(state, Journaling):
+            state = await self._to_streaming(session)
         assert isinstance(state, Streaming)
         if session.inode not in self._cache_logged:  # once per file: SQLite's journal would
             self._cache_logged.add(session.inode)  # otherwise log one line per transaction
             log.info("inode %d: write at an offset other than %d: using the write cache",
                      session.inode, state.end)
-        base = [] if session.replace_all else self.ns.pieces(session.inode)
+        base = [] if session.replace_all else self._current(session.inode)[2]
         size = sum(p.length for p in base)
         if state.writer.size:
             try:
@@ -336,156 +392,32 @@ class Files:
     def _drop(self, session: WriteSession, previous: State) -> None:
         """Forget `session` (in state `previous`) and release what it holds; its uploads are
         deleted in the background, best effort (ccd cleanup collects the rest)."""
-        if self._sessions.get(session.inode) is session:
-            del self._sessions[session.inode]
         if isinstance(previous, Committing):
             previous = previous.of
-        if isinstance(previous, Streaming):
+        if isinstance(previous, Journaling):
+            self._release_journal(previous)
+        elif isinstance(previous, Streaming):
             previous.writer.abort()
         elif isinstance(previous, Cached):
             previous.cache.close()
+        self._forget(session)
+
+    def _forget(self, session: WriteSession) -> None:
+        """The session leaves the table; its upload leases end."""
+        if self._sessions.get(session.inode) is session:
+            del self._sessions[session.inode]
         self.leases.end(session.leases)
         session.leases.clear()
         self._release_writer(session.inode)
         self._session_ended.set()
         self._session_ended = trio.Event()
 
-    # -- committing --------------------------------------------------------------------------
-
-    async def flush(self, fh: int) -> None:
-        """close(2): publish and commit what this handle wrote (errors reach the caller)."""
-        h = self.handles.find(fh)
-        if h is None:
-            return
-        h.check_error()
-        session = self._sessions.get(h.inode)
-        if session is not None and session.owner == fh:
-            await self._commit(session, h)
-        elif h.pending_truncate:
-            self._truncate_now(h)  # opened with O_TRUNC and never written
-
-    async def fsync(self, fh: int) -> None:
-        await self.flush(fh)
-
-    async def release(self, fh: int) -> None:
-        h = self.handles.remove(fh)
-        if h is None:
-            return
-        session = self._sessions.get(h.inode)
-        try:
-            if session is not None and session.owner == fh:
-                await self._commit(session, h)  # written after the last flush (e.g. mmap)
-            elif h.pending_truncate and h.error is None:
-                self._truncate_now(h)
-        except Exception as exc:
-            log.error("inode %d: changes after the last close are lost: %s", h.inode, exc)
-        finally:
-            if self.mount_id is not None and not self.handles.count(h.inode):
-                try:
-                    self.ns.release_open(self.mount_id, h.inode)
-                except NamespaceError as exc:  # released with the mount's row at the latest
-                    log.warning("inode %d: could not release the hold: %s", h.inode, exc)
-
-    def set_mtime(self, inode: int, mtime_ns: int) -> None:
-        """utimens while a write is pending (the open file's times, as `cp -a`, `tar x` set
-        them before close): the commit keeps this time instead of stamping its own."""
-        session = self._sessions.get(inode)
-        if session is not None:
-            session.mtime_ns = mtime_ns
-        for h in self.handles.of_inode(inode):
-            if h.pending_truncate:
-                h.pending_mtime_ns = mtime_ns
-
-    def _truncate_now(self, h: Handle) -> None:
-        """Apply a pending O_TRUNC, unless another writer committed since this open."""
-        h.pending_truncate = False
-        attr = self.ns.getattr(h.inode)
-        if attr.size == 0 or attr.version != h.open_version:
-            return  # already empty (e.g. just created), or a newer version was committed
-        try:
-            self.ns.set_content(h.inode, [], 0, expect_version=h.open_version,
-                                mtime_ns=h.pending_mtime_ns)
-        except Conflict:
-            log.debug("inode %d: O_TRUNC skipped, a newer version was committed", h.inode)
-            return
-        self._committed(h.inode)
-
-    async def _commit(self, session: WriteSession, h: Handle) -> None:
-        with COMMIT_SECONDS.time():
-            await self._commit_locked(session, h)
-
-    async def _commit_locked(self, session: WriteSession, h: Handle) -> None:
-        async with session.lock:
-            if self._sessions.get(session.inode) is not session:
-                return  # a concurrent flush (a dup'd descriptor) committed it already
-            written = session.state
-            assert isinstance(written, Streaming | Cached)
-            session.become(Committing(written))
-            try:
-                pieces, size = await self._publish(session, written)
-                # Compare-and-swap on the version the session started from, unless it
-                # replaces the whole file from a stream: its result does not depend on the old
-                # content, so a version committed meanwhile (another mount, a truncate) is
-                # simply replaced, as by a later write. Every other session composed its new
-                # version from the base pieces it read at the start: committing it over a
-                # newer version would silently drop that version's bytes (ESTALE instead).
-                keeps_base = not (session.replace_all and isinstance(written, Streaming))
-                self.ns.set_content(session.inode, pieces, size,
-                                    expect_version=session.base_version if keeps_base else None,
-                                    mtime_ns=session.mtime_ns)
-            except BaseException as exc:
-                self._fail(session, h, exc)
-            self._drop(session, written)  # done: the finished writer or the cache is released
-        h.pending_truncate = False
-        h.open_version = self.ns.getattr(h.inode).version
-        self._committed(h.inode)
-
-    async def _publish(self, session: WriteSession, written: Streaming | Cached
-                       ) -> tuple[list[Piece], int]:
-        """Store what `written` holds; the new version's pieces and size."""
-        if isinstance(written, Cached):
-            cache = written.cache
-            return await cache.commit(self._uploader(session), self._base_reader(cache)), \
-                cache.size
-        content = await written.writer.finish()
-        base = [] if session.replace_all else self.ns.pieces(session.inode)
-        return compose(written.start, content, base, sum(p.length for p in base))
-
-    def _committed(self, inode: int) -> None:
-        """After this mount changed the file: every open handle reads the new version (the
-        kernel already shows them its new size), and the kernel's cached attributes go."""
-        self.show_latest(inode)
-        if self.on_commit is not None:
-            self.on_commit(inode)
-
-    def show_latest(self, inode: int) -> None:
-        """Another mount committed a new version: open handles read it (as `_committed`)."""
-        with contextlib.suppress(NotFound):
-            pieces = self.ns.pieces(inode)
-            size = sum(p.length for p in pieces)
-            for h in self.handles.of_inode(inode):
-                h.show(pieces, size)
-
-    def _uploader(self, session: WriteSession) -> Upload:
-        async def upload(chunks: AsyncIterator[bytes]) -> tuple[str, int]:
-            writer = self._new_writer(session.leases)
-            try:
-                async for chunk in chunks:
-                    await writer.write(chunk)
-            except BaseException:
-                writer.abort()
-                raise
-            content = await writer.finish()
-            return content.hash, content.size
-
-        return upload
-
     # -- truncate ----------------------------------------------------------------------------
 
     async def truncate(self, inode: int, size: int) -> None:
         for h in self.handles.of_inode(inode):
             if h.pending_truncate:
-                self._truncate_now(h)  # a pending O_TRUNC comes first
+                await self._truncate_now(h)  # a pending O_TRUNC comes first
         while (session := self._sessions.get(inode)) is not None:
             async with session.lock:
                 if self._sessions.get(inode) is not session:
@@ -499,38 +431,12 @@ class Files:
                 cache = await self._to_cached(session, owner)
                 cache.truncate(size)
                 return
+        if self.writeback is not None:
+            await self.writeback.drain(inode)  # its pending versions come first
         self.ns.setattr(inode, size=size)
         self._committed(inode)
 
-    # -- stopping ----------------------------------------------------------------------------
-
-    async def wait_writers_closed(self, grace: float) -> None:
-        """Stopping: until no file is open for writing, or `grace` seconds."""
-        self.stopping = True
-        if self.handles.writable:
-            log.info("stopping: waiting up to %.0f s for %d files open for writing to close",
-                     grace, self.handles.writable)
-            with trio.move_on_after(grace):
-                await self.handles.wait_no_writers()
-
-    def abort_unclosed(self) -> None:
-        """Apply ON_STOP to every session: abort what the application has not closed."""
-        for session in list(self._sessions.values()):
-            if ON_STOP[type(session.state)] is not StopAction.ABORT:
-                continue
-            path = self.ns.path_of(session.inode)
-            shown = path.decode(errors="replace") if path else f"inode {session.inode}"
-            log.warning("%s: not closed when the mount stopped: its write was aborted and "
-                        "the file keeps its previous content", shown)
-            owner = self.handles.find(session.owner)
-            if owner is not None and owner.error is None:
-                owner.error = "the mount stopped before the file was closed"
-            self._drop(session, session.become(Failed("the mount stopped")))
-
-    async def wait_commits(self) -> None:
-        """Until no session is committing (the application closed them: they complete)."""
-        while any(isinstance(s.state, Committing) for s in self._sessions.values()):
-            await self._session_ended.wait()
+    # -- state -------------------------------------------------------------------------------
 
     def writes(self) -> list[WriteSession]:
         """The write sessions in progress."""
@@ -541,4 +447,5 @@ class Files:
         files, writes in progress, namespace transactions committed."""
         return {"swift_requests": self.store.statistics(), "open_files": len(self.handles),
                 "writes_in_progress": len(self._sessions),
-                "namespace_commits": self.ns.commits}
+                "namespace_commits": self.ns.commits,
+                "write_back": None if self.writeback is None else self.writeback.backlog()}

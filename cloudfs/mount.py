@@ -27,6 +27,7 @@ import trio
 from cloudfs.clones import CloneService
 from cloudfs.errors import UsageError
 from cloudfs.files import Files
+from cloudfs.journal import Journal, JournalBusy
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
 from cloudfs.shared import ChangeListener, Registration
@@ -40,6 +41,7 @@ from wiring.control import ControlServer, mount_device, own_runtime_dir, socket_
 from wiring.errors import SetupError
 from wiring.filesystem import (
     cache_dir,
+    journal_dir,
     open_filesystem,
     open_namespace,
     private_dir,
@@ -73,16 +75,10 @@ def fuse_options(opts: MountOptions, layout: Layout) -> set[str]:
     return options
 
 
-def raise_read_ahead(mountpoint: str) -> None:
-    """Best effort: bigger kernel read requests. Reads /proc (never the mount itself)."""
-    target = os.path.abspath(mountpoint)  # never realpath: it would stat the mount itself
+def raise_read_ahead(device: str) -> None:
+    """Best effort: bigger kernel read requests on the mount of `device` ("major:minor")."""
     try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                parts = line.split()
-                if parts[4] == target:
-                    bdi = Path(f"/sys/class/bdi/{parts[2]}/read_ahead_kb")
-                    bdi.write_text(str(READ_AHEAD_KB))
+        Path(f"/sys/class/bdi/{device}/read_ahead_kb").write_text(str(READ_AHEAD_KB))
     except OSError as exc:
         log.debug("could not raise read-ahead: %s", exc)
 
@@ -93,12 +89,15 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
     async with contextlib.AsyncExitStack() as stack:
         fs = await stack.enter_async_context(open_filesystem(cfg))
         ns, store, layout = fs.ns, fs.store, fs.layout
+        journal = Journal(journal_dir(cfg, ns))  # opened once this mount is registered
+        stack.callback(journal.close)  # once the nursery is done with it
         nursery = await stack.enter_async_context(trio.open_nursery())
         files = Files(ns, store, layout, nursery,
                       writers=writer_settings(cfg, spool_dir(cfg)),
                       read_budget=BlockBudget(READ_BUDGET_BLOCKS),
                       stale_deletion_ns=stale_deletion_ns(cfg),
-                      on_commit=_forget_cached_attributes)
+                      on_commit=_forget_cached_attributes, journal=journal,
+                      write_back_max=cfg.write_back_max if cfg.write_back else 0)
         registration = register(ns, opts.mountpoint, files)
         stack.callback(registration.close)  # after the unmount (the stack unwinds backwards)
         if ns.shared:
@@ -108,7 +107,14 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
         purged = ns.purge_orphans()
         if purged:
             log.info("removed %d files that were unlinked while open at the last unmount", purged)
+        # The journal is opened whether write-back is on or not: what an earlier write-back
+        # mount closed and did not upload is uploaded now, before anything else is served.
+        try:
+            replay = journal.open()
+        except JournalBusy as exc:
+            raise SetupError(str(exc)) from None
         nursery.start_soon(registration.keep_alive)
+        files.replay(replay)
         ops = Operations(ns, files, nursery)
         pyfuse3.init(ops, opts.mountpoint, fuse_options(opts, layout))
         stack.callback(pyfuse3.close, unmount=True)
@@ -117,7 +123,8 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
             listener.start()
             stack.callback(listener.stop)  # before pyfuse3.close: it calls into the session
         nursery.start_soon(files.leases.keep_alive)
-        nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout)
+        patience = Patience()
+        nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout, patience)
         status = MountStatus(files, ns, os.path.abspath(opts.mountpoint), cfg.database,
                              time.time())
         control = {**status.operations(), **CloneService(ns, ops.guard).operations()}
@@ -137,6 +144,8 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
             # Unmounted or the connection went away: what is still open was not closed by
             # its application, so it is aborted, never committed (session.ON_STOP).
             files.abort_unclosed()
+            with patience.scope():
+                await files.upload_closed(cfg.stop_timeout)
             nursery.cancel_scope.cancel()
 
 
@@ -158,30 +167,53 @@ def _forget_cached_attributes(inode: int) -> None:
         pyfuse3.invalidate_inode(inode, attr_only=True)
 
 
-async def _stop_on_signals(files: Files, grace: float) -> None:
+class Patience:
+    """How long a stopping mount waits (for open writers, for closed files' uploads): until a
+    second SIGTERM or SIGINT, which cancels the wait in progress and every later one."""
+
+    def __init__(self) -> None:
+        self._current: trio.CancelScope | None = None
+        self.over = False
+
+    def scope(self) -> trio.CancelScope:
+        self._current = trio.CancelScope()
+        if self.over:
+            self._current.cancel()
+        return self._current
+
+    def end(self) -> None:
+        self.over = True
+        if self._current is not None:
+            self._current.cancel()
+
+
+async def _stop_on_signals(files: Files, grace: float, patience: Patience) -> None:
     """SIGTERM or SIGINT: stop (see Files and session.ON_STOP): new opens for writing get
     EROFS, open writers get `grace` seconds to close, what is still open is aborted, commits
-    in progress complete, then the mount ends. A second signal ends the wait at once."""
+    in progress complete, closed files still in the write-back journal are uploaded (while
+    uploads progress), then the mount ends. A second signal ends the waiting at once (what
+    the journal holds is uploaded by the next mount)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        waiting = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if files.stopping:
-                    log.info("%s again: not waiting for open writers any more", name)
-                    waiting.cancel()
+                    log.info("%s again: not waiting any more", name)
+                    patience.end()
                     continue
                 log.info("%s: stopping", name)
                 sdnotify.notify("STOPPING=1")
                 files.stopping = True
-                nursery.start_soon(_stop, files, grace, waiting)
+                nursery.start_soon(_stop, files, grace, patience)
 
 
-async def _stop(files: Files, grace: float, waiting: trio.CancelScope) -> None:
-    with waiting:
+async def _stop(files: Files, grace: float, patience: Patience) -> None:
+    with patience.scope():
         await files.wait_writers_closed(grace)
     files.abort_unclosed()
     await files.wait_commits()
+    with patience.scope():
+        await files.upload_closed(grace)
     pyfuse3.terminate()
 
 
@@ -195,12 +227,12 @@ async def _after_init(mountpoint: str, control: ControlServer) -> None:
         await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     except OSError:
         return
-    raise_read_ahead(mountpoint)
     device = mount_device(mountpoint)
-    if device is None:
-        log.warning("%s is not in the mount table: no control channel (cloudfs status)",
-                    mountpoint)
+    if device is None:  # unmounted already (a stop right after the start): nothing to serve
+        log.info("%s is not in the mount table: no control channel (cloudfs status)",
+                 mountpoint)
         return
+    raise_read_ahead(device)
     try:
         path = own_runtime_dir() / socket_name(device)
     except OSError as exc:

@@ -125,20 +125,19 @@ class Operations(pyfuse3.Operations):
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
-        _fill(e, attr.inode, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev,
-              self._size(attr.inode, attr.mode, attr.size), attr.atime_ns, attr.mtime_ns,
-              attr.ctime_ns)
+        size, mtime_ns = self._as_shown(attr.inode, attr.mode, attr.size, attr.mtime_ns)
+        _fill(e, attr.inode, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev, size,
+              attr.atime_ns, mtime_ns, attr.ctime_ns)
         if self.ns.shared:
             self._shown[attr.inode] = attr.version
         return e
 
-    def _size(self, inode: int, mode: int, size: int) -> int:
-        """The size to show: a file being written shows what its writer sees."""
+    def _as_shown(self, inode: int, mode: int, size: int, mtime_ns: int) -> tuple[int, int]:
+        """The size and mtime to show: a file being written shows what its writer sees, one
+        with a version waiting for its upload (write-back) that version's."""
         if stat.S_ISREG(mode) and self.files.writing:
-            writing = self.files.writing_size(inode)
-            if writing is not None:
-                return writing
-        return size
+            return self.files.shown(inode, size, mtime_ns)
+        return size, mtime_ns
 
     def _looked_up(self, attr: Attr) -> pyfuse3.EntryAttributes:
         self.lookups[attr.inode] += 1
@@ -180,7 +179,7 @@ class Operations(pyfuse3.Operations):
             kw["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime_ns"] = attr.st_mtime_ns
-            self.files.set_mtime(inode, attr.st_mtime_ns)
+            await self.files.set_mtime(inode, attr.st_mtime_ns)
         if getattr(fields, "update_ctime", False):
             kw["ctime_ns"] = attr.st_ctime_ns
         result = self.ns.setattr(inode, **kw) if kw else self.ns.getattr(inode)
@@ -262,8 +261,8 @@ class Operations(pyfuse3.Operations):
         while rows := listing.rows(offset):
             for i, (offset, name, inode, mode, nlink, uid, gid, rdev, size, atime_ns,
                     mtime_ns, ctime_ns, _) in enumerate(rows):
-                _fill(e, inode, mode, nlink, uid, gid, rdev, self._size(inode, mode, size),
-                      atime_ns, mtime_ns, ctime_ns)
+                size, mtime_ns = self._as_shown(inode, mode, size, mtime_ns)
+                _fill(e, inode, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns)
                 if not pyfuse3.readdir_reply(token, name, e, offset):
                     # The reply is full: this entry is not linked (not a lookup); the next
                     # request starts from it, so fetch what it will want meanwhile.
@@ -397,4 +396,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None
+        # Namespace changes are durable when they return; in write-back mode an fsync of a
+        # directory also waits until every file closed before it is in Swift (syncfs(2) and
+        # `sync -f` are not forwarded by the kernel to a FUSE filesystem: this is the POSIX
+        # way to ask, for any user of the mount).
+        await self.files.sync()

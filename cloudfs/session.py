@@ -3,6 +3,8 @@
 A session starts at the first write through a handle and ends when the new version is
 committed (close or fsync), fails, or is aborted. Its state is one of:
 
+    Journaling  write-back mode: bytes flow in order into a journal file (cloudfs/journal.py),
+                from file offset `start`; at close the file is sealed and uploaded later
     Streaming   bytes flow in order to a seqwrite Writer, from file offset `start` (0: new
                 content; the current end: an append)
     Cached      writes land in the local write cache (rwcache) over the base version: any
@@ -14,8 +16,9 @@ committed (close or fsync), fails, or is aborted. Its state is one of:
 
 Transitions (`WriteSession.become`, the only place the state changes):
 
+    Journaling -> Streaming  (past write_back_max, no local space, or on the way to Cached)
     Streaming -> Cached      (non-sequential write, read-back, truncate)
-    Streaming | Cached -> Committing -> (done)
+    Journaling | Streaming | Cached -> Committing -> (done)
     any -> Failed            (one failure path: Files._fail)
 
 `ON_STOP` says, one line per state, what stopping the mount (SIGTERM, SIGINT, systemd stop)
@@ -28,14 +31,33 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import blake3
 import trio
 
+from cloudfs.journal import JournalFile
 from cloudfs.rwcache import RandomSession, slice_pieces
 from seqwrite import StoredContent, Writer
 from sqlfsn import Piece
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Journaling:
+    """Bytes flow in order into the journal file `file`, hashed as they pass; its first byte
+    is file offset `start`. `reserved`: bytes of the local space they hold."""
+
+    file: JournalFile
+    start: int
+    hasher: Any = field(default_factory=blake3.blake3)
+    reserved: int = 0
+
+    @property
+    def end(self) -> int:
+        """Where the next sequential write goes."""
+        return self.start + self.file.written
 
 
 @dataclass(slots=True)
@@ -62,7 +84,7 @@ class Cached:
 class Committing:
     """The application closed or fsynced: `of` (what was written) is being committed."""
 
-    of: Streaming | Cached
+    of: Journaling | Streaming | Cached
 
 
 @dataclass(slots=True)
@@ -72,7 +94,7 @@ class Failed:
     reason: str
 
 
-State = Streaming | Cached | Committing | Failed
+State = Journaling | Streaming | Cached | Committing | Failed
 
 
 class StopAction(enum.Enum):
@@ -85,6 +107,7 @@ class StopAction(enum.Enum):
 #: is still streaming or cached: a stop is not a close, so it is never published on its behalf.
 #: What it closed or fsynced is being committed, and completes before the mount exits.
 ON_STOP: dict[type, StopAction] = {
+    Journaling: StopAction.ABORT,
     Streaming: StopAction.ABORT,
     Cached: StopAction.ABORT,
     Committing: StopAction.FINISH,
@@ -93,6 +116,7 @@ ON_STOP: dict[type, StopAction] = {
 
 # The transitions `become` allows.
 _ALLOWED: dict[type, tuple[type, ...]] = {
+    Journaling: (Streaming, Committing, Failed),
     Streaming: (Cached, Committing, Failed),
     Cached: (Committing, Failed),
     Committing: (Failed,),
@@ -141,6 +165,8 @@ class WriteSession:
     def written(self) -> int:
         """Bytes this session holds that are not committed (streamed or cached)."""
         state = self.state.of if isinstance(self.state, Committing) else self.state
+        if isinstance(state, Journaling):
+            return state.file.written
         if isinstance(state, Streaming):
             return state.writer.size
         if isinstance(state, Cached):
@@ -155,7 +181,7 @@ class WriteSession:
             state = state.of
         if isinstance(state, Cached):
             return state.cache.size
-        if isinstance(state, Streaming):
+        if isinstance(state, Streaming | Journaling):
             return state.end
         return None
 

@@ -64,11 +64,30 @@ class MountStatus:
         yield gauge("cloudfs_local_disk_limit_bytes", "cache_size", space.limit)
         yield gauge("cloudfs_local_disk_free_bytes", "Free space on the local disk above its "
                     "reserve", max(0, space.free_on_disk()))
+        backlog = files.writeback.backlog() if files.writeback is not None else None
+        if backlog is not None:
+            yield gauge("cloudfs_write_back_files", "Closed files in the write-back journal, "
+                        "not yet in Swift", backlog["files"])
+            yield gauge("cloudfs_write_back_bytes", "Bytes in the write-back journal, not yet "
+                        "in Swift", backlog["bytes"])
+            yield gauge("cloudfs_write_back_oldest_seconds", "Age of the oldest closed file "
+                        "not yet in Swift", backlog["oldest"])
+            yield gauge("cloudfs_write_back_failing", "Write-back uploads waiting to be "
+                        "retried after a failure", backlog["failing"])
+            yield CounterMetricFamily("cloudfs_write_back_committed", "Closed files uploaded "
+                                      "and committed from the write-back journal",
+                                      value=backlog["committed"])
         yield CounterMetricFamily("cloudfs_namespace_commits", "Namespace transactions "
                                   "committed", value=self.ns.commits)
 
     def operations(self) -> dict[str, Operation]:
-        return {"status": Operation(self.status), "stats": Operation(self.stats)}
+        return {"status": Operation(self.status), "stats": Operation(self.stats),
+                "sync": Operation(self.sync, owner_only=False)}
+
+    async def sync(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """`cloudfs sync`: answers once every file closed before the request is in Swift
+        and committed (at once without write-back). Any user may ask: it only waits."""
+        return {"uploaded": await self.files.sync()}
 
     async def stats(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """The counters `cloudfs stats` prints."""
@@ -90,6 +109,8 @@ class MountStatus:
             "uploads": {"files": len(writes), "bytes": sum(w.written for w in writes),
                         "oldest": max((now - w.started for w in writes), default=0.0),
                         "stopping": files.stopping},
+            "write_back": None if files.writeback is None else {
+                "enabled": files.write_back_max > 0, **files.writeback.backlog()},
             "open_files": {"all": len(files.handles), "for_writing": files.handles.writable},
             "local_disk": {"used": space.used, "limit": space.limit,
                            "free": max(0, space.free_on_disk()), "reserve": space.reserve,
@@ -126,6 +147,18 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _write_back_line(wb: dict[str, Any] | None) -> str:
+    if wb is None or not (wb["enabled"] or wb["files"]):
+        return "write-back   off"
+    line = f"write-back   {'on' if wb['enabled'] else 'off'}: {wb['files']} closed files, " \
+        f"{_size(wb['bytes'])} not yet in Swift"
+    if wb["files"]:
+        line += f", oldest {_ago(wb['oldest'])}"
+    if wb["failing"]:
+        line += f", {wb['failing']} failing (retried)"
+    return line
+
+
 def render(st: dict[str, Any]) -> str:
     """The human table of `cloudfs status`."""
     up, ns, disk, swift = st["uploads"], st["namespace"], st["local_disk"], st["swift"]
@@ -136,6 +169,7 @@ def render(st: dict[str, Any]) -> str:
         f"{ns['commits']} commits",
         f"uploads      {up['files']} files, {_size(up['bytes'])} not yet committed"
         + (f", oldest {_ago(up['oldest'])}" if up["files"] else ""),
+        _write_back_line(st.get("write_back")),
         f"open files   {st['open_files']['all']} ({st['open_files']['for_writing']} for "
         "writing)",
         f"local disk   {_size(disk['used'])} of {_size(disk['limit'])} (spool and write "

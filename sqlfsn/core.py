@@ -115,6 +115,12 @@ class Core:
         self._clock = clock
         self.commits = 0  # write transactions committed by this connection (statistics)
 
+    @property
+    def shared(self) -> bool:
+        """Whether other mounts may write this namespace (PostgreSQL); an SQLite namespace
+        has one mount at a time (its mount lock)."""
+        return self._db.dialect.is_postgres
+
     def close(self) -> None:
         """Close the connection (uncommitted work cannot exist: every write commits)."""
         self._db.close()

@@ -399,6 +399,13 @@ class TreeOps(Core):
 
         return self._read(work)
 
+    def parent_and_name(self, inode: int) -> tuple[int, bytes] | None:
+        """One (parent directory, name) of ``inode``: None for the root or an orphan."""
+        row = self._db.execute(
+            "SELECT parent, name FROM dentry WHERE inode = ? ORDER BY id LIMIT 1", (inode,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     # -- listing ----------------------------------------------------------------------
 
     def readdir(self, inode: int, offset: int = 0) -> Iterator[DirEntry]:

@@ -111,6 +111,16 @@ verify_md5 = true
 # be closed; what is still open then is aborted (never published: the file keeps its previous
 # content). Keep it below the unit's TimeoutStopSec.
 stop_timeout = 60
+# Write-back: close returns once the file is durable in a local journal under cache_dir
+# (fsync'd), and the upload to Swift runs in the background; fsync(2), `cloudfs sync` and
+# unmount wait for it. A crash replays the journal at the next mount. Other mounts (other
+# hosts) see a file once it is uploaded. See docs/SEMANTICS.md. Off: close returns once the
+# content is in Swift and committed.
+write_back = false
+# Files up to this size are written back; a bigger one streams to Swift as without write-back
+# (its close waits for the upload). The journal shares cache_size with the write cache: when
+# it is full, closes wait for their own upload (backpressure), they never fail for it.
+write_back_max = 64M
 # Prometheus metrics of the mount: off, PORT or HOST:PORT (HTTP /metrics; the host defaults
 # to 127.0.0.1), or /path/name.prom (a node_exporter textfile). See docs/OPERATIONS.md.
 metrics = off
@@ -188,6 +198,8 @@ class Config:
     shard_digits: int = 2
     verify_md5: bool = True
     stop_timeout: float = 60.0
+    write_back: bool = False
+    write_back_max: int = 64 * 2**20
     metrics: str = "off"
     log_level: str = "INFO"
     grace: float = 86400.0
@@ -218,7 +230,8 @@ _FIELDS: dict[str, dict[str, object]] = {
               "retry_deadline": float, "max_connections": int, **credentials.AUTH_FIELDS},
     "cloudfs": {"database": str, "cache_dir": str, "cache_size": "size", "segment_size": "size",
                 "small_file_threshold": "size", "shard_digits": int, "log_level": str,
-                "verify_md5": "bool", "stop_timeout": float, "metrics": str},
+                "verify_md5": "bool", "stop_timeout": float, "metrics": str,
+                "write_back": "bool", "write_back_max": "size"},
     "ccd": {"grace": float, "interval": float, "retire_grace": float, "settle_grace": float,
             "ccd_metrics": str},
 }
@@ -295,6 +308,7 @@ def check(cfg: Config) -> Config:
 _MINIMUM: dict[str, float] = {
     "timeout": 0.001, "retry_deadline": 0, "max_connections": 1, "cache_size": 0,
     "segment_size": 1, "small_file_threshold": 0, "shard_digits": 0, "stop_timeout": 0,
+    "write_back_max": 0,
     "grace": 0, "interval": 0.001, "retire_grace": 0, "settle_grace": 0,
 }
 

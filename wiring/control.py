@@ -81,7 +81,11 @@ def own_runtime_dir() -> Path:
 def mount_device(mountpoint: str | os.PathLike[str]) -> str | None:
     """"major:minor" of the FUSE mount at `mountpoint` (from /proc/self/mountinfo: no request
     to the mount), or None if nothing of cloudfs is mounted there."""
-    target = os.path.abspath(mountpoint)
+    # The kernel names mounts by their real path; the parent is resolved, never the mount
+    # point itself (that would be a request to the mount, which may hang).
+    absolute = os.path.abspath(mountpoint)
+    target = os.path.join(os.path.realpath(os.path.dirname(absolute)),
+                          os.path.basename(absolute))
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()

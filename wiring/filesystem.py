@@ -76,6 +76,15 @@ def spool_dir(cfg: Config) -> Path:
     return private_dir(private_dir(cache_dir(cfg)) / "spool")
 
 
+def journal_dir(cfg: Config, ns: Namespace) -> Path:
+    """The write-back journal of this filesystem: `<cache_dir>/journal-<fs_uuid>` (one per
+    filesystem, so a journal is never replayed into another one)."""
+    fs_uuid = ns.get_meta("fs_uuid")
+    if not fs_uuid:
+        raise SetupError(f"{describe(cfg.database)} has no fs_uuid: not a cloudfs namespace")
+    return private_dir(cache_dir(cfg)) / f"journal-{fs_uuid}"
+
+
 def writer_settings(cfg: Config, spool: Path) -> WriterSettings:
     """The Writer's settings, the same for the mount and ccd's settle: their spools (and the
     mount's write cache) count against one LocalSpace of `cache_size` on the spool's disk."""

@@ -48,6 +48,7 @@ class FakeObjects:
         self.objects = objects
         self.reads = 0
         self.store = FakeStore(objects)
+        self.local = None  # no write-back journal
 
     async def extents(self, digest: str, size_hint: int) -> list[Extent]:
         return [Extent(0, len(self.objects[digest]), "c", digest)]
