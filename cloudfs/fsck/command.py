@@ -7,8 +7,9 @@ unmounted, and keeps it so while it runs:
 - SQLite: refused while a mount holds the namespace's mount lock (`sqlfsn.mount_holder`,
   naming the holder); fsck then takes the lock itself for the whole run, so a mount started
   meanwhile is refused (naming `(cloudfs fsck --repair)` as the holder).
-- PostgreSQL: refused. Mounts of a PostgreSQL namespace are not registered yet, so nothing can
-  tell that no host has it mounted; fsck without --repair works there as on SQLite.
+- PostgreSQL: refused. Mounts register in the namespace's `mount` table, but nothing there
+  keeps a host from mounting while a repair runs (no lock fsck could hold for the run); fsck
+  without --repair works there as on SQLite.
 
 Opening the filesystem is wiring.filesystem's (one SetupError line, exit status 2).
 """
@@ -47,9 +48,8 @@ def refuse_unless_unmounted(cfg: Config) -> None:
     """UsageError unless the filesystem can be told unmounted (see the module docstring)."""
     cfg.require("database")
     if is_postgres(cfg.database):
-        raise UsageError("--repair is refused on a PostgreSQL namespace: mounts of it are not "
-                         "registered yet, so nothing tells that no host has it mounted; "
-                         + READ_ONLY_HINT)
+        raise UsageError("--repair is refused on a PostgreSQL namespace: nothing keeps a "
+                         "host from mounting it while the repair runs; " + READ_ONLY_HINT)
     holder = mount_holder(cfg.database)
     if holder is not None:
         raise UsageError(f"--repair needs the filesystem unmounted: {describe(cfg.database)} "

@@ -217,8 +217,8 @@ def pg_fs_mount(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
 def test_fsck_on_postgresql_beside_a_mount(pg_fs_mount: MountSession, pg_url: str,
                                            raw_swift) -> None:
     """The same checks on a PostgreSQL namespace: clean and read-only beside the mount, a
-    deleted object reported by path; --repair is refused there (mounts of a PostgreSQL
-    namespace are not registered, so nothing tells it is unmounted)."""
+    deleted object reported by path; --repair is refused there (nothing keeps a host from
+    mounting a PostgreSQL namespace while a repair runs)."""
     m = pg_fs_mount.path
     files = write_tree(m)
     code, out, err = run_fsck(pg_fs_mount.config, "--json")
