@@ -24,6 +24,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from cloudfs import fuselog
 from cloudfs.clones import CloneService
 from cloudfs.errors import UsageError
 from cloudfs.files import Files
@@ -86,6 +87,7 @@ def raise_read_ahead(device: str) -> None:
 async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -> None:
     """Mount, serve until unmounted or signalled, tear down."""
     metrics = Target.parse(cfg.metrics)
+    fuselog.install()
     async with contextlib.AsyncExitStack() as stack:
         fs = await stack.enter_async_context(open_filesystem(cfg))
         ns, store, layout = fs.ns, fs.store, fs.layout
