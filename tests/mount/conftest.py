@@ -37,11 +37,29 @@ def write_config(path: Path, *, auth_url: str, user: str, key: str, container: s
     path.chmod(0o600)
 
 
+# `@BACKENDS` runs a test using `cloudfs_mount` once per namespace backend.
+BACKENDS = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+
+
 @pytest.fixture
-def cloudfs_mount(dev_swift, fault_proxy, swift_container, tmp_path) -> Iterator[MountSession]:
-    """A fresh filesystem, mounted; the daemon reaches Swift through `fault_proxy`."""
+def backend() -> str:
+    """The namespace backend of `cloudfs_mount`: "sqlite" unless a test is parametrized over
+    it (`@BACKENDS`), then also "postgres" (a fresh database on the session's dev PostgreSQL)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def cloudfs_mount(request, backend, dev_swift, fault_proxy, swift_container, tmp_path
+                  ) -> Iterator[MountSession]:
+    """A fresh filesystem, mounted; the daemon reaches Swift through `fault_proxy`. Its
+    namespace is an SQLite file, or a PostgreSQL database when `backend` is "postgres"."""
     config = tmp_path / "cloudfs.conf"
-    database = tmp_path / "ns.db"
+    database: Path = tmp_path / "ns.db"
+    if backend == "postgres":
+        database = request.getfixturevalue("pg_url")  # dropped after this fixture's teardown
+    else:
+        assert backend == "sqlite", backend
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     write_config(config, auth_url=fault_proxy.url, user=dev_swift.user, key=dev_swift.key,

@@ -126,6 +126,26 @@ def test_file_written_on_a_is_read_on_b(two_mounts: tuple[MountSession, MountSes
     assert (a.path / "f").read_bytes() == bigger
 
 
+def test_page_cache_of_b_never_serves_a_version_its_open_did_not_see(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    """B's page cache is warm with the old bytes; A overwrites the file with as many other
+    bytes (same size: no size change to notice) and closes; a new open on B right after
+    reads exactly A's new bytes, never a cached page of the old version."""
+    a, b = two_mounts
+    size = 2_500_000  # several segments and many pages
+    for round_ in range(3):
+        old = os.urandom(size)
+        (a.path / "f").write_bytes(old)
+        assert (b.path / "f").read_bytes() == old  # B's page cache holds every page
+        assert (b.path / "f").read_bytes() == old  # (and a second read is served from it)
+        new = os.urandom(size)
+        (a.path / "f").write_bytes(new)
+        got = (b.path / "f").read_bytes()
+        assert len(got) == size, round_
+        stale = sum(got[i:i + 4096] != new[i:i + 4096] for i in range(0, size, 4096))
+        assert stale == 0, f"round {round_}: {stale} pages of B's read are not A's new bytes"
+
+
 def test_names_changed_on_a_show_on_b(two_mounts: tuple[MountSession, MountSession]) -> None:
     a, b = two_mounts
     (a.path / "d").mkdir()

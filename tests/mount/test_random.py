@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS
 
 pytestmark = [pytest.mark.mount, pytest.mark.swift]
 
@@ -51,6 +52,7 @@ def test_sparse_file_holes_read_as_zeros(cloudfs_mount):
 
 
 @pytest.mark.slow
+@BACKENDS
 @pytest.mark.parametrize("seed", [1, 2])
 def test_fsx_random_operations(cloudfs_mount, seed):
     """fsx-style random write/read/truncate/mapwrite/fsync operations agree with an
