@@ -84,3 +84,29 @@ def cloudfs_mount(request, backend, dev_swift, fault_proxy, swift_container, tmp
         with Namespace.open(database) as ns:
             problems = ns.check()
         assert problems == [], f"the namespace is inconsistent after the test: {problems}"
+
+
+@pytest.fixture
+def pg_mount(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
+             ) -> Iterator[MountSession]:
+    """A filesystem whose namespace is in PostgreSQL, mounted; at the end: a clean stop, no
+    unexpected log line, and the database password in none."""
+    config = tmp_path / "cloudfs.conf"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user, key=dev_swift.key,
+                 container=swift_container, database=pg_url, cache=tmp_path / "cache")
+    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
+                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
+    session = MountSession(mnt, config, pg_url, Layout(swift_container, 1),  # type: ignore[arg-type]
+                           tmp_path / "mount.log")
+    session.start()
+    try:
+        yield session
+    finally:
+        if session.proc is not None:
+            assert session.stop() == 0, session.log_text()[-3000:]
+        assert not in_mount_table(mnt)
+        assert not session.unexpected_log_lines(), session.log_text()[-3000:]
+        password = dev_postgres.passfile.read_text().strip().rsplit(":", 1)[1]
+        assert password not in session.log_text()

@@ -14,11 +14,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import in_mount_table, write_config
 from fsckhelpers import corrupt_on_disk, run_fsck
 from mountsession import MiB, MountSession
 
@@ -191,37 +189,14 @@ def test_no_mount_starts_while_a_repair_runs(cloudfs_mount: MountSession):
     cloudfs_mount.start()  # the repair is over: the mount starts
 
 
-@pytest.fixture
-def pg_fs_mount(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
-                ) -> Iterator[MountSession]:
-    """A filesystem whose namespace is in PostgreSQL, mounted."""
-    config = tmp_path / "cloudfs.conf"
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user, key=dev_swift.key,
-                 container=swift_container, database=pg_url, cache=tmp_path / "cache")
-    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
-                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
-    session = MountSession(mnt, config, pg_url, Layout(swift_container, 1),  # type: ignore[arg-type]
-                           tmp_path / "mount.log")
-    session.start()
-    try:
-        yield session
-    finally:
-        if session.proc is not None:
-            assert session.stop() == 0, session.log_text()[-3000:]
-        assert not in_mount_table(mnt)
-        assert not session.unexpected_log_lines(), session.log_text()[-3000:]
-
-
-def test_fsck_on_postgresql_beside_a_mount(pg_fs_mount: MountSession, pg_url: str,
+def test_fsck_on_postgresql_beside_a_mount(pg_mount: MountSession, pg_url: str,
                                            raw_swift) -> None:
     """The same checks on a PostgreSQL namespace: clean and read-only beside the mount, a
     deleted object reported by path; --repair is refused there (nothing keeps a host from
     mounting a PostgreSQL namespace while a repair runs)."""
-    m = pg_fs_mount.path
+    m = pg_mount.path
     files = write_tree(m)
-    code, out, err = run_fsck(pg_fs_mount.config, "--json")
+    code, out, err = run_fsck(pg_mount.config, "--json")
     assert code == 0, out + err
     doc = json.loads(out)
     assert doc["result"] == "clean" and doc["checked"]["files"] == len(files)
@@ -229,10 +204,10 @@ def test_fsck_on_postgresql_beside_a_mount(pg_fs_mount: MountSession, pg_url: st
     with Namespace.open(pg_url) as ns:
         small = ns.pieces(ns.lookup(1, b"keep.txt").inode)[0].hash
     assert small
-    assert raw_swift.delete_object(*pg_fs_mount.layout.cas_path(small)) == 204
-    code, out, _ = run_fsck(pg_fs_mount.config)
+    assert raw_swift.delete_object(*pg_mount.layout.cas_path(small)) == 204
+    code, out, _ = run_fsck(pg_mount.config)
     assert code == 4
-    assert f"MISSING      /keep.txt: {'/'.join(pg_fs_mount.layout.cas_path(small))}" in out
-    code, out, err = run_fsck(pg_fs_mount.config, "--repair")
+    assert f"MISSING      /keep.txt: {'/'.join(pg_mount.layout.cas_path(small))}" in out
+    code, out, err = run_fsck(pg_mount.config, "--repair")
     assert code == 2 and out == "" and "refused on a PostgreSQL namespace" in err
     assert (m / "mid.bin").read_bytes() == files["mid.bin"]  # the mount went on

@@ -6,42 +6,14 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MountSession, in_mount_table, write_config
+from conftest import MountSession
 
-from seqwrite import Layout
 from sqlfsn import Namespace
 
 pytestmark = pytest.mark.mount
-
-
-@pytest.fixture
-def pg_mount(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
-             ) -> Iterator[MountSession]:
-    config = tmp_path / "cloudfs.conf"
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user, key=dev_swift.key,
-                 container=swift_container, database=pg_url, cache=tmp_path / "cache")
-    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
-                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
-    session = MountSession(mnt, config, pg_url, Layout(swift_container, 1),  # type: ignore[arg-type]
-                           tmp_path / "mount.log")
-    session.start()
-    try:
-        yield session
-    finally:
-        if session.proc is not None:
-            assert session.stop() == 0, session.log_text()[-3000:]
-        assert not in_mount_table(mnt)
-        assert "Traceback" not in session.log_text()
-        password = dev_postgres.passfile.read_text().strip().rsplit(":", 1)[1]
-        assert password not in session.log_text()
 
 
 def test_files_and_directories_on_postgres(pg_mount: MountSession, pg_url: str) -> None:
