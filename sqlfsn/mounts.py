@@ -335,6 +335,7 @@ class MountOps(Core):
             log.info("inode %d: taking over the write lease of dead %s", inode,
                      holder.describe())
             c.execute("DELETE FROM mount WHERE id = ?", (holder.id,))
+            self._purge_unheld(c)  # as a reap: the orphans only the dead mount held go too
             if c.execute(insert, args).fetchone() is None:
                 raise Retry("another mount took the lease meanwhile")
             return None
