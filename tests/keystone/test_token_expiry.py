@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from devservices import start_dev_swift
@@ -39,18 +40,27 @@ def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSwift]
         devswift.stop(dir)
 
 
-def test_a_slow_multi_segment_write_outlives_its_token(short_tokens: DevSwift, tmp_path):
+def mounted(short_tokens: DevSwift, tmp_path: Path, container: str, *, retry_deadline: int,
+            timeout: int) -> tuple[MountSession, dict[str, str], Path]:
+    """A new filesystem in `container` over the short-token Keystone, mounted (not started):
+    the session, the environment with its application credential, the config file."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "ST_"))},
            **short_tokens.env("application")}
     config = tmp_path / "c.conf"
-    config.write_text(f"[swift]\ncontainer = expiry\nretry_deadline = 90\ntimeout = 30\n"
+    config.write_text(f"[swift]\ncontainer = {container}\nretry_deadline = {retry_deadline}\n"
+                      f"timeout = {timeout}\n"
                       f"[cloudfs]\ndatabase = {tmp_path / 'ns.db'}\n"
                       f"cache_dir = {tmp_path / 'cache'}\nsegment_size = 1M\n")
     subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config),
                     "--shard-digits", "0"], check=True, capture_output=True, env=env)
     (tmp_path / "mnt").mkdir()
-    session = MountSession(tmp_path / "mnt", config, tmp_path / "ns.db", Layout("expiry", 0),
+    session = MountSession(tmp_path / "mnt", config, tmp_path / "ns.db", Layout(container, 0),
                            tmp_path / "mount.log", env=env)
+    return session, env, config
+
+
+def test_a_slow_multi_segment_write_outlives_its_token(short_tokens: DevSwift, tmp_path):
+    session, env, _ = mounted(short_tokens, tmp_path, "expiry", retry_deadline=90, timeout=30)
     session.start()
     try:
         data = os.urandom(5 * MiB)
@@ -76,17 +86,8 @@ def test_keystone_down_then_back(short_tokens: DevSwift, tmp_path):
     one, so a write fails, after the retry deadline, with EIO (no hang, no traceback); ccd
     started meanwhile refuses in one line; once Keystone is back, the same mount writes
     again."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "ST_"))},
-           **short_tokens.env("application")}
-    config = tmp_path / "c.conf"
-    config.write_text(f"[swift]\ncontainer = down\nretry_deadline = 20\ntimeout = 15\n"
-                      f"[cloudfs]\ndatabase = {tmp_path / 'ns.db'}\n"
-                      f"cache_dir = {tmp_path / 'cache'}\nsegment_size = 1M\n")
-    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config),
-                    "--shard-digits", "0"], check=True, capture_output=True, env=env)
-    (tmp_path / "mnt").mkdir()
-    session = MountSession(tmp_path / "mnt", config, tmp_path / "ns.db", Layout("down", 0),
-                           tmp_path / "mount.log", env=env)
+    session, env, config = mounted(short_tokens, tmp_path, "down", retry_deadline=20,
+                                   timeout=15)
     session.expect_errors = True
     session.start()
     try:
