@@ -10,6 +10,7 @@ never copied), and `update` waits, without blocking the event loop, while more d
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,16 +45,21 @@ class ChunkHasher:
             await self._wait_oldest()
 
     async def _wait_oldest(self) -> None:
+        """Wait for the oldest queued update (cancellable: it stays queued, and the thread
+        applies it anyway)."""
         future = self._pending[0]
         if not future.done():
             done = trio.Event()
             token = trio.lowlevel.current_trio_token()
-            future.add_done_callback(lambda _: token.run_sync_soon(done.set))
-            # The thread answers in milliseconds: the wait is not cancellable, so the queue
-            # never loses track of an update in flight.
-            with trio.CancelScope(shield=True):
-                await done.wait()
-        self._pending.popleft()
+
+            def wake(_: Future[None]) -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(done.set)
+
+            future.add_done_callback(wake)
+            await done.wait()
+        if self._pending and self._pending[0] is future:
+            self._pending.popleft()
         future.result()
 
     def close(self) -> None:
