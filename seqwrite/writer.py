@@ -34,6 +34,7 @@ import blake3
 import trio
 
 from seqwrite.errors import AlreadyExists, SpoolError, StoreError, TooLarge, WriterAborted
+from seqwrite.hashing import ChunkHasher
 from seqwrite.layout import (
     META_BLAKE3,
     META_SEQ,
@@ -158,6 +159,7 @@ class Writer:
         # takes the upload lease there: small files, which have no segment, need none).
         self._on_first_segment = on_first_segment
         self._file_hash = blake3.blake3()
+        self._hashing = ChunkHasher()  # updates _file_hash and _current_hash in a helper thread
         self._pending: deque[memoryview] = deque()  # bytes not yet handed to a segment
         self._pending_len = 0
         self._current: SegmentUpload | None = None
@@ -212,11 +214,10 @@ class Writer:
             if not n:
                 continue  # the segment was ended early, or space was freed: look again
             chunk = self._take(n)
-            # Hashed as it goes out, so the file hash at a rollover is segment 0's hash.
-            for view in chunk:
-                self._file_hash.update(view)
-                if self._current_hash is not None:
-                    self._current_hash.update(view)
+            # Hashed as it goes out (in order, in the hashing thread), so the file hash at a
+            # rollover is segment 0's hash.
+            await self._hashing.update(chunk, (self._file_hash,) if self._current_hash is None
+                                       else (self._file_hash, self._current_hash))
             await self._current.send(chunk, reserved=n if self.space is not None else 0)
             if self._current.size >= self.segment_size:
                 await self._end_segment()
@@ -259,6 +260,7 @@ class Writer:
     async def _end_segment(self) -> None:
         assert self._current is not None
         await self._current.end()
+        await self._hashing.drained()
         hasher = self._file_hash if self._current_hash is None else self._current_hash
         self._segments.append((self._current, hasher.hexdigest()))
         self._current = None
@@ -278,6 +280,7 @@ class Writer:
                 return await self._finish_small()
             return await self._finish_segmented()
         except BaseException:
+            self._hashing.close()
             if not self._publish_attempted:
                 self._discard_later()
             # else: the manifest PUT may have landed and name our segments: never delete them
@@ -309,6 +312,8 @@ class Writer:
         for upload, seg_hash in self._segments:
             md5 = await upload.wait()
             segments.append(StoredSegment(upload.seq, upload.name, seg_hash, md5, upload.size))
+        await self._hashing.drained()
+        self._hashing.close()
         if len(segments) > self.store.limits.max_manifest_segments:
             raise TooLarge(
                 f"file of {self.size} bytes needs {len(segments)} segments of "
@@ -380,6 +385,7 @@ class Writer:
         if self._closed:
             return
         self._closed = True
+        self._hashing.close()
         self._discard_later()
 
     def _discard_later(self) -> None:
