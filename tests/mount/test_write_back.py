@@ -101,6 +101,31 @@ def test_close_returns_before_the_upload(wb, fault_proxy):
     assert status(wb)["write_back"]["files"] == 0
 
 
+def test_mount_option_overrides_the_config(cloudfs_mount, fault_proxy):
+    """`-o write_back` turns write-back on for that mount whatever the config says (a close
+    with every Swift PUT failing returns 0, `cloudfs status` says on), and `-o nowrite_back`
+    turns it off (a close returns once its file is committed, status says off)."""
+    mount = cloudfs_mount
+    restart(mount, write_back="false")
+    mount.stop()
+    mount.start(mount_options=("-o", "noatime,write_back"))
+    swift_down(mount, fault_proxy)
+    (mount.path / "wb").write_bytes(b"written back")
+    assert committed(mount, "wb")[0] == 0
+    assert status(mount)["write_back"]["enabled"]
+    fault_proxy.clear_rules()
+    sync(mount)
+    mount.stop()
+    mount.configure("cloudfs", write_back="true")
+    mount.start(mount_options=("-o", "nowrite_back"))
+    assert not status(mount)["write_back"]["enabled"]
+    assert "write-back   off" in cli("status", str(mount.path)).stdout
+    fault_proxy.add_rule("PUT", PUTS, "stall", seconds=2, times=1)
+    (mount.path / "direct").write_bytes(b"uploaded at close")
+    assert committed(mount, "direct")[0] == len(b"uploaded at close")
+    assert (mount.path / "wb").read_bytes() == b"written back"
+
+
 def test_other_mounts_see_a_file_once_uploaded(wb, fault_proxy):
     """Other mounts (which read the namespace) see a closed file once it is uploaded and
     committed; `cloudfs sync` returns once every file closed before it is."""
