@@ -2,9 +2,9 @@
 # wants an explicit self type to be a supertype of the mixin, which Files is not).
 # mypy: disable-error-code="misc"
 """Write-back's side of the open files (a part of `cloudfs.files.Files`): a sequential write
-session fills a journal file (cloudfs/journal.py) while it stays within write_back_max and the
+session fills a journal file (wiring/journal.py) while it stays within write_back_max and the
 local disk has room, else it moves to streaming; its close seals the journal file (one fsync)
-and hands it to the write-back (cloudfs/writeback.py), which uploads and commits it later.
+and hands it to the write-back (wiring/writeback.py), which uploads and commits it later.
 Also `cloudfs sync`, the replay of the journal at mount start, and the upload of the backlog
 when the mount stops."""
 
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from cloudfs.handles import Handle
-from cloudfs.journal import Journal, JournalFile, Record
 from cloudfs.session import (
     Committing,
     Journaling,
     Streaming,
     WriteSession,
 )
+from wiring.journal import Journal, JournalFile, Record
 
 if TYPE_CHECKING:
     from cloudfs.files import Files

@@ -28,7 +28,6 @@ from cloudfs import fuselog
 from cloudfs.clones import CloneService
 from cloudfs.errors import UsageError
 from cloudfs.files import Files
-from cloudfs.journal import Journal, JournalBusy
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
 from cloudfs.shared import ChangeListener, Registration
@@ -50,6 +49,7 @@ from wiring.filesystem import (
     stale_deletion_ns,
     writer_settings,
 )
+from wiring.journal import Journal, JournalBusy
 from wiring.metrics import Exporter, Target
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Write-back: files closed into the journal, uploaded and committed in the background.
 
-In write-back mode a sequential write goes into a journal file (cloudfs/journal.py) and close
+In write-back mode a sequential write goes into a journal file (wiring/journal.py) and close
 returns once that file is sealed (one fsync): the new version is then *pending*. This module
 owns what pending versions mean to the mount:
 
@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from cloudfs.journal import READ_CHUNK, Journal, JournalFile, Record
-from cloudfs.session import compose
 from seqwrite import StoredContent, StoreError, Writer
 from seqwrite.space import LocalSpace
 from sqlfsn import ROOT_INODE, Namespace, Piece
 from sqlfsn.errors import Conflict, NamespaceError, NotFound
+from wiring.journal import READ_CHUNK, Journal, JournalFile, Record
 from wiring.leases import Leases
+from wiring.pieces import compose
 
 log = logging.getLogger(__name__)
 

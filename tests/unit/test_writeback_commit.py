@@ -1,4 +1,4 @@
-"""What the write-back's commit does with a closed version (cloudfs/writeback.py), against a
+"""What the write-back's commit does with a closed version (wiring/writeback.py), against a
 real SQLite namespace: the compare-and-swap on the version the write started from, the
 conflict copy when the file moved on elsewhere, a deleted file. No mount, no Swift: the
 content is claimed in the namespace as an upload would have."""
@@ -11,10 +11,10 @@ from typing import Any
 import blake3
 import pytest
 
-from cloudfs.journal import Record
-from cloudfs.writeback import WriteBack
 from seqwrite import StoredContent
 from sqlfsn import ROOT_INODE, Namespace, Piece
+from wiring.journal import Record
+from wiring.writeback import WriteBack
 
 
 @pytest.fixture
