@@ -15,8 +15,6 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-import trio
-
 from cloudfs.handles import Handle
 from cloudfs.session import (
     Committing,
@@ -113,12 +111,7 @@ class JournalingPaths:
         log.info("uploading %d closed files (%d bytes) from the write-back journal before "
                  "the mount ends", wb.pending_files(), wb.pending_bytes())
         try:
-            while wb.pending_files():
-                progress = (wb.committed, self.store.stats.bytes_sent)
-                with trio.move_on_after(stall):
-                    await wb.drain_all()
-                if (wb.committed, self.store.stats.bytes_sent) == progress:
-                    break  # no progress for `stall` seconds: Swift is unreachable
+            await wb.upload_backlog(stall, lambda: self.store.stats.bytes_sent)
         finally:
             if wb.pending_files():
                 log.warning("%d closed files (%d bytes) are not in Swift yet: they stay in "

@@ -34,6 +34,7 @@ def commit(ns: Namespace, record: Record, content: StoredContent) -> None:
     """WriteBack._commit alone (it uses only the namespace)."""
     wb = WriteBack.__new__(WriteBack)
     wb.ns = ns
+    wb.conflicts = 0
     attr, base = ns.versioned_pieces(record.inode)
     wb._commit(record, content, base, attr.size, attr.version)
 
