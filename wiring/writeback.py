@@ -326,7 +326,7 @@ class WriteBack:
         leases: list[str] = []
         try:
             content = await self._store(jf, leases)
-            self._commit(record, content, base, attr.size, attr.version)
+            self._commit(record, content, base, attr.size)
         finally:
             self.leases.end(leases)
 
@@ -349,7 +349,7 @@ class WriteBack:
         return content
 
     def _commit(self, record: Record, content: StoredContent, base: list[Piece],
-                base_size: int, version: int) -> None:
+                base_size: int) -> None:
         replace_all = record.replace_all
         pieces, size = compose(record.start, content, [] if replace_all else base,
                                0 if replace_all else base_size)
@@ -359,9 +359,9 @@ class WriteBack:
         except NotFound:
             log.debug("%s: deleted before its closed version was committed", record.path)
         except Conflict:
-            self._keep_as_conflict(record, content, version)
+            self._keep_as_conflict(record, content)
 
-    def _keep_as_conflict(self, record: Record, content: StoredContent, version: int) -> None:
+    def _keep_as_conflict(self, record: Record, content: StoredContent) -> None:
         """The file moved on without us (another mount wrote it): the closed bytes are kept
         as a new file beside it (in the root if it has no name left), never dropped."""
         attr = self.ns.getattr(record.inode)
@@ -375,7 +375,7 @@ class WriteBack:
         self.conflicts += 1
         log.error("%s: changed elsewhere (version %d, not %d) before this mount's closed "
                   "version was committed; that version is kept as %r beside it", record.path,
-                  version, record.base_version, os.fsdecode(copy))
+                  attr.version, record.base_version, os.fsdecode(copy))
 
 
 async def _chunks(jf: JournalFile, size: int) -> AsyncIterator[bytes]:

@@ -36,7 +36,7 @@ def commit(ns: Namespace, record: Record, content: StoredContent) -> None:
     wb.ns = ns
     wb.conflicts = 0
     attr, base = ns.versioned_pieces(record.inode)
-    wb._commit(record, content, base, attr.size, attr.version)
+    wb._commit(record, content, base, attr.size)
 
 
 def record(inode: int, base_version: int, content: StoredContent, **kw: Any) -> Record:
@@ -94,5 +94,5 @@ def test_a_file_deleted_before_the_commit_commits_nothing(ns):
     ns.unlink(ROOT_INODE, b"doc")
     wb = WriteBack.__new__(WriteBack)
     wb.ns = ns
-    wb._commit(rec, ours, [], 0, attr.version)  # NotFound: nothing to commit, no copy
+    wb._commit(rec, ours, [], 0)  # NotFound: nothing to commit, no copy
     assert [e.name for e in ns.readdir(ROOT_INODE)] == []
