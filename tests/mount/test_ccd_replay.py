@@ -114,3 +114,22 @@ def test_a_mount_starting_during_ccd_replay_is_refused(wb, fault_proxy):
     wb.start()
     for name, data in expect.items():
         assert (wb.path / name).read_bytes() == data, name
+
+
+def test_ccd_replay_with_swift_unreachable_keeps_the_journal(wb, fault_proxy):
+    """`ccd replay` while Swift refuses every PUT gives up after --stall seconds without
+    progress: exit 1, the count of files left, and every record still in the journal; run
+    again once Swift answers, it uploads them all."""
+    expect = _closed_then_killed(wb, fault_proxy)
+    failed = ccd(wb, "--stall", "3")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "5 closed files" in failed.stderr and "stay in the journal" in failed.stderr
+    assert "kept because of errors: 5" in failed.stdout
+    assert len(journal_files(wb)) == 5
+    assert committed(wb, "new")[0] == 0
+    fault_proxy.clear_rules()
+    done = ccd(wb)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert journal_files(wb) == []
+    for name, data in expect.items():
+        assert committed(wb, name)[0] == len(data), name
