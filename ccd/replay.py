@@ -29,7 +29,13 @@ from ccd.context import CcdError, Context, sole_error
 from ccd.report import Report
 from seqwrite import PublishMode, StoreError, Writer
 from wiring.config import Config
-from wiring.filesystem import journal_dir, spool_dir, stale_deletion_ns, writer_settings
+from wiring.filesystem import (
+    cache_dir,
+    journal_dir,
+    spool_dir,
+    stale_deletion_ns,
+    writer_settings,
+)
 from wiring.journal import Journal, JournalBusy, JournalFile
 from wiring.leases import Leases
 from wiring.writeback import WriteBack
@@ -44,6 +50,9 @@ async def replay(ctx: Context, cfg: Config, *, stall: float = DEFAULT_STALL) -> 
     Records that could not be uploaded (no progress for `stall` seconds) stay in the journal
     and are counted as errors. CcdError if a mount on this host holds the journal."""
     report = Report("replay")
+    if not cache_dir(cfg).is_dir():  # (journal_dir would make it)
+        log.info("no cache directory %s: no write-back journal to replay", cache_dir(cfg))
+        return report
     directory = journal_dir(cfg, ctx.ns)
     if not directory.is_dir():
         log.info("no write-back journal at %s: nothing to replay", directory)
