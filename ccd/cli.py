@@ -1,4 +1,4 @@
-"""The `ccd` command line: `ccd [--config FILE] [--log-level L] {run,once,cleanup}`.
+"""The `ccd` command line: `ccd [--config FILE] [--log-level L] {run,once,cleanup,replay}`.
 
 A pass of `run` and `once` settles files made of many pieces (settle.py), then consolidates
 (consolidate.py): the content a settle just published is consolidated in the same pass.
@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import trio
 
-from ccd import consolidate, settle
+from ccd import consolidate, replay, settle
 from ccd.cleanup import cleanup_pass
 from ccd.consolidate import DEFAULT_RETIRE_GRACE, Consolidator
 from ccd.context import CcdError, Context, open_context, sole_error
@@ -121,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print the report only if something failed (for cron)")
     p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("replay", help="upload what a write-back journal on this host holds",
+                       description="Upload and commit the closed files a write-back mount "
+                       "left in its journal (<cache_dir>/journal-<fs_uuid>, from this config) "
+                       "after a crash or reboot, when the filesystem is not mounted here "
+                       "again; what the next mount would do. Refused while a mount on this "
+                       "host holds the journal. Exit 1 if files are left (Swift unreachable).")
+    p.add_argument("--stall", type=seconds, metavar="SECONDS", default=replay.DEFAULT_STALL,
+                   help="give up after this long without upload progress (default "
+                   f"{replay.DEFAULT_STALL:.0f}); what is left stays in the journal")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 
@@ -272,6 +283,16 @@ def cmd_cleanup(cfg: Config, args: argparse.Namespace) -> int:
             return report
 
     return _print(run_trio(cleanup), quiet=args.quiet)
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
+    async def run_replay() -> Report:
+        async with open_context(cfg) as ctx:
+            return await replay.replay(ctx, cfg, stall=args.stall)
+
+    return _print(run_trio(run_replay))
 
 
 # -- run ----------------------------------------------------------------------------------------

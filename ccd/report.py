@@ -50,6 +50,11 @@ LABELS: dict[str, str] = {
     "cas_rescued": "CAS objects claimed again while the pass ran (kept)",
     "cas_deferred": "CAS objects deferred (a segment of a content still stored)",
     "cas_foreign": "objects in CAS containers with a non-CAS name (ignored)",
+    # replay of a write-back journal
+    "journal_committed": "closed files uploaded and committed from the write-back journal",
+    "journal_conflicts": "closed versions kept as conflict copies (the file changed elsewhere)",
+    "journal_dropped": "journal records with nothing left to do (committed before the crash, "
+                       "or the file deleted since)",
     # failures
     "kept_error": "kept because of errors",
 }

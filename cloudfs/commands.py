@@ -22,7 +22,15 @@ from sqlfsn import Namespace, mount_holder
 from sqlfsn.database import describe, is_postgres, sqlite_path
 from sqlfsn.errors import EmptyDatabase, NamespaceError
 from wiring import control, credentials, logs
-from wiring.config import EXAMPLE, Config, check, load, parse_size, setting_from_text
+from wiring.config import (
+    EXAMPLE,
+    Config,
+    bool_option,
+    check,
+    load,
+    parse_size,
+    setting_from_text,
+)
 from wiring.filesystem import make_store
 
 log = logging.getLogger(__name__)
@@ -152,13 +160,16 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def split_options(groups: Sequence[str]) -> tuple[dict[str, object], list[str]]:
-    """-o options: cloudfs settings (`stop_timeout=30`, `cache_dir=/x`: they override the
+    """-o options: cloudfs settings (`stop_timeout=30`, `cache_dir=/x`, and a true/false
+    setting alone or with `no` before it: `write_back`, `nowrite_back`; they override the
     config file, as flags do) and the rest, FUSE mount options (`allow_other`, `ro`, ...)."""
     settings: dict[str, object] = {}
     fuse: list[str] = []
     for option in (o.strip() for group in groups for o in group.split(",")):
         key, eq, text = option.partition("=")
         value = setting_from_text(key, text) if eq else None
+        if not eq and (flag := bool_option(option)) is not None:
+            key, value = flag
         if value is not None:
             settings[key] = value
         elif option:

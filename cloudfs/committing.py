@@ -21,11 +21,11 @@ from cloudfs.session import (
     Journaling,
     Streaming,
     WriteSession,
-    compose,
 )
 from sqlfsn import Piece
 from sqlfsn.errors import Conflict, NamespaceError, NotFound
 from wiring.metrics import COMMIT_SECONDS
+from wiring.pieces import compose
 
 if TYPE_CHECKING:
     from cloudfs.files import Files

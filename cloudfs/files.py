@@ -40,7 +40,6 @@ import trio
 from cloudfs.committing import Commits
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
-from cloudfs.journal import Journal
 from cloudfs.journaling import JournalingPaths
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
 from cloudfs.rwcache import RandomSession, ReadBase
@@ -52,15 +51,16 @@ from cloudfs.session import (
     State,
     Streaming,
     WriteSession,
-    compose,
 )
 from cloudfs.stopping import Stopping
-from cloudfs.writeback import WriteBack
 from seqwrite import Layout, PublishMode, SwiftStore, Writer, WriterSettings
 from sqlfsn import Attr, Namespace, Piece
 from sqlfsn.errors import NamespaceError, NotFound
 from wiring.filesystem import STALE_DELETION_NS
+from wiring.journal import Journal
 from wiring.leases import Leases
+from wiring.pieces import compose
+from wiring.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 # wants an explicit self type to be a supertype of the mixin, which Files is not).
 # mypy: disable-error-code="misc"
 """Write-back's side of the open files (a part of `cloudfs.files.Files`): a sequential write
-session fills a journal file (cloudfs/journal.py) while it stays within write_back_max and the
+session fills a journal file (wiring/journal.py) while it stays within write_back_max and the
 local disk has room, else it moves to streaming; its close seals the journal file (one fsync)
-and hands it to the write-back (cloudfs/writeback.py), which uploads and commits it later.
+and hands it to the write-back (wiring/writeback.py), which uploads and commits it later.
 Also `cloudfs sync`, the replay of the journal at mount start, and the upload of the backlog
 when the mount stops."""
 
@@ -15,16 +15,14 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-import trio
-
 from cloudfs.handles import Handle
-from cloudfs.journal import Journal, JournalFile, Record
 from cloudfs.session import (
     Committing,
     Journaling,
     Streaming,
     WriteSession,
 )
+from wiring.journal import Journal, JournalFile, Record
 
 if TYPE_CHECKING:
     from cloudfs.files import Files
@@ -113,12 +111,7 @@ class JournalingPaths:
         log.info("uploading %d closed files (%d bytes) from the write-back journal before "
                  "the mount ends", wb.pending_files(), wb.pending_bytes())
         try:
-            while wb.pending_files():
-                progress = (wb.committed, self.store.stats.bytes_sent)
-                with trio.move_on_after(stall):
-                    await wb.drain_all()
-                if (wb.committed, self.store.stats.bytes_sent) == progress:
-                    break  # no progress for `stall` seconds: Swift is unreachable
+            await wb.upload_backlog(stall, lambda: self.store.stats.bytes_sent)
         finally:
             if wb.pending_files():
                 log.warning("%d closed files (%d bytes) are not in Swift yet: they stay in "

@@ -28,7 +28,6 @@ from cloudfs import fuselog
 from cloudfs.clones import CloneService
 from cloudfs.errors import UsageError
 from cloudfs.files import Files
-from cloudfs.journal import Journal, JournalBusy
 from cloudfs.ops import Operations
 from cloudfs.reader import BlockBudget
 from cloudfs.shared import ChangeListener, Registration
@@ -50,6 +49,7 @@ from wiring.filesystem import (
     stale_deletion_ns,
     writer_settings,
 )
+from wiring.journal import Journal, JournalBusy
 from wiring.metrics import Exporter, Target
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,18 @@ async def _main(cfg: Config, opts: MountOptions, report: int | None) -> None:
             os.write(report, b"ok\n")
             os.close(report)
 
-    await serve(cfg, opts, on_ready)
+    try:
+        await serve(cfg, opts, on_ready)
+    except BaseExceptionGroup as group:
+        # A SetupError raised once the mount's nursery is open (the journal in use) comes
+        # wrapped: the user gets its one line, not a traceback.
+        setup, rest = group.split(SetupError)
+        if setup is None or rest is not None:
+            raise
+        leaf: BaseException = setup
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
 
 
 def run(cfg: Config, opts: MountOptions) -> int:

@@ -27,25 +27,11 @@ from typing import Any
 from cloudfs.errors import FsError
 from seqwrite.space import LocalSpace
 from sqlfsn import Piece
+from wiring.pieces import slice_pieces
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 4 << 20
-
-
-def slice_pieces(pieces: list[Piece], start: int, end: int) -> list[Piece]:
-    """The pieces covering bytes [start, end) of a file made of `pieces`."""
-    out: list[Piece] = []
-    pos = 0
-    for p in pieces:
-        lo, hi = max(start, pos), min(end, pos + p.length)
-        if lo < hi:
-            offset = 0 if p.hash is None else p.obj_offset + lo - pos
-            out.append(Piece(p.hash, offset, hi - lo))
-        pos += p.length
-        if pos >= end:
-            break
-    return out
 
 
 class Ranges:

@@ -3,7 +3,7 @@
 A session starts at the first write through a handle and ends when the new version is
 committed (close or fsync), fails, or is aborted. Its state is one of:
 
-    Journaling  write-back mode: bytes flow in order into a journal file (cloudfs/journal.py),
+    Journaling  write-back mode: bytes flow in order into a journal file (wiring/journal.py),
                 from file offset `start`; at close the file is sealed and uploaded later
     Streaming   bytes flow in order to a seqwrite Writer, from file offset `start` (0: new
                 content; the current end: an append)
@@ -36,10 +36,9 @@ from typing import Any
 import blake3
 import trio
 
-from cloudfs.journal import JournalFile
-from cloudfs.rwcache import RandomSession, slice_pieces
-from seqwrite import StoredContent, Writer
-from sqlfsn import Piece
+from cloudfs.rwcache import RandomSession
+from seqwrite import Writer
+from wiring.journal import JournalFile
 
 log = logging.getLogger(__name__)
 
@@ -184,15 +183,3 @@ class WriteSession:
         if isinstance(state, Streaming | Journaling):
             return state.end
         return None
-
-
-def compose(start: int, content: StoredContent, base: list[Piece], base_size: int
-            ) -> tuple[list[Piece], int]:
-    """The version after a streamed write of `content` at file offset `start` over a base of
-    `base_size` bytes: the base before `start`, the new content, and the base past its end."""
-    new = [] if content.kind == "empty" else [Piece(content.hash, 0, content.size)]
-    end = start + content.size
-    pieces = slice_pieces(base, 0, start) + new
-    if base_size > end:
-        pieces += slice_pieces(base, end, base_size)
-    return pieces, max(end, base_size)

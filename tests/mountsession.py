@@ -69,10 +69,12 @@ class MountSession:
                 bad.append(line)
         return bad
 
-    def start(self, timeout: float = 30.0, *, options: tuple[str, ...] = ()) -> None:
-        """Start the daemon; `options` go before the subcommand (e.g. --log-level DEBUG)."""
+    def start(self, timeout: float = 30.0, *, options: tuple[str, ...] = (),
+              mount_options: tuple[str, ...] = ()) -> None:
+        """Start the daemon; `options` go before the subcommand (e.g. --log-level DEBUG),
+        `mount_options` after it (e.g. -o write_back)."""
         cmd = [sys.executable, "-m", "cloudfs", *options, "mount", "--foreground", "--config",
-               str(self.config), str(self.path)]
+               str(self.config), *mount_options, str(self.path)]
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent, env=self.env)

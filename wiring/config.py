@@ -261,6 +261,16 @@ def setting_from_text(key: str, text: str) -> object | None:
     return None
 
 
+def bool_option(option: str) -> tuple[str, bool] | None:
+    """A true/false setting given alone as a mount option, as (setting, value):
+    `write_back` is ("write_back", True), `nowrite_back` ("write_back", False); None if
+    `option` is no such setting."""
+    for name, value in ((option, True), (option[2:] if option.startswith("no") else "", False)):
+        if name and any(fields.get(name) == "bool" for fields in _FIELDS.values()):
+            return name, value
+    return None
+
+
 def load(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None,
          overrides: Mapping[str, object] | None = None) -> Config:
     """Read `path` (may be None), then apply the environment `env` (OS_*, ST_*, systemd

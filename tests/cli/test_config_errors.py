@@ -58,6 +58,7 @@ def commands(tmp: Path, config: Path) -> dict[str, list[str]]:
         "ccd once": [*CCD, *cfg, "once"],
         "ccd run": [*CCD, *cfg, "run"],
         "ccd cleanup": [*CCD, *cfg, "cleanup"],
+        "ccd replay": [*CCD, *cfg, "replay"],
     }
 
 

@@ -28,14 +28,15 @@ def test_mount_helper_convention_and_umount(cloudfs_mount):
     """`mount -t fuse.cloudfs CONFIG MOUNTPOINT -o OPTIONS` runs mount.fuse3, which runs
     `cloudfs CONFIG MOUNTPOINT -o OPTIONS`: that mounts (FUSE options pass through, cloudfs
     settings such as stop_timeout override the file, fstab-only options are dropped) and
-    returns once mounted; `umount` unmounts and the daemon exits. (mount(8) itself runs its
+    returns once mounted (a true/false setting alone, `write_back`, turns it on);
+    `umount` unmounts and the daemon exits. (mount(8) itself runs its
     helpers with a fixed PATH, where `scripts/install-system` puts `mount.fuse.cloudfs`; here
     mount.fuse3 is run as mount(8) runs it, with the test's cloudfs on PATH.)"""
     cloudfs_mount.stop()
     mnt, config = cloudfs_mount.path, cloudfs_mount.config
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(["/sbin/mount.fuse3", str(config), str(mnt), "-t", "cloudfs", "-o",
-                           "rw,allow_other,_netdev,nofail,noatime,stop_timeout=5"],
+                           "rw,allow_other,_netdev,nofail,noatime,stop_timeout=5,write_back"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     try:
@@ -47,6 +48,9 @@ def test_mount_helper_convention_and_umount(cloudfs_mount):
         (mnt / "f").write_bytes(b"mounted by mount(8)")
         assert (mnt / "f").read_bytes() == b"mounted by mount(8)"
         assert len(daemons(config)) == 1
+        status = subprocess.run([sys.executable, "-m", "cloudfs", "status", str(mnt)],
+                                capture_output=True, text=True, timeout=60)
+        assert "write-back   on" in status.stdout, status.stdout + status.stderr
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
     deadline = time.monotonic() + 30

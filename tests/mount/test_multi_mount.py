@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MountSession, in_mount_table, write_config
+from test_write_back import restart, swift_down, sync
 
 from seqwrite import Layout
 from sqlfsn import Namespace
@@ -329,3 +331,39 @@ def test_rename_and_rmdir_storm_from_three_mounts_with_ccd(
 
     first = tree(sessions[0].path)
     within(BOUND + SLACK, lambda: all(tree(s.path) == first for s in sessions[1:]))
+
+
+def test_write_back_conflict_keeps_both_versions(
+        two_mounts: tuple[MountSession, MountSession], fault_proxy) -> None:
+    """docs/SEMANTICS.md, write-back conflicts, with two real mounts: A (write-back mode)
+    closes a version of a file while its upload is held back (every PUT of A refused), B
+    commits a newer version meanwhile; once A's upload goes through, the compare-and-swap
+    on the version A wrote over fails, and A's closed bytes become
+    `name.cloudfs-conflict-<stamp>-<seq>` beside the file, while the file keeps B's
+    version: on both mounts, nothing lost."""
+    a, b = two_mounts
+    a.configure("swift", auth_url=fault_proxy.url)
+    restart(a, write_back="true")
+    a.allow("changed elsewhere .* is kept as")
+    (b.path / "doc").write_bytes(b"the version both start from")
+    assert (a.path / "doc").read_bytes() == b"the version both start from"
+    swift_down(a, fault_proxy)
+    ours, theirs = os.urandom(70_000), os.urandom(50_000)
+    (a.path / "doc").write_bytes(ours)  # returns: only in A's journal
+    assert (a.path / "doc").read_bytes() == ours
+    assert (b.path / "doc").read_bytes() == b"the version both start from"
+    (b.path / "doc").write_bytes(theirs)
+    fault_proxy.clear_rules()
+    sync(a)
+    copies = [n for n in os.listdir(b.path) if n != "doc"]
+    assert len(copies) == 1 and re.fullmatch(r"doc\.cloudfs-conflict-\d{8}-\d{6}-\d+",
+                                             copies[0]), copies
+    assert (b.path / "doc").read_bytes() == theirs
+    assert (b.path / copies[0]).read_bytes() == ours
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime((b.path / copies[0]).stat().st_mtime))
+    assert copies[0].startswith(f"doc.cloudfs-conflict-{stamp}-")  # the closed version's time
+    within(BOUND + SLACK, lambda: (a.path / "doc").read_bytes() == theirs)
+    assert (a.path / copies[0]).read_bytes() == ours
+    said = re.search(r"doc: changed elsewhere \(version (\d+), not (\d+)\).* kept as "
+                     r"'([^']+)' beside it", a.log_text())
+    assert said and int(said[1]) == int(said[2]) + 1 and said[3] == copies[0], a.log_text()

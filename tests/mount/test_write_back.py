@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,17 +26,18 @@ pytestmark = [pytest.mark.mount, pytest.mark.swift]
 PUTS = r"^/v1/"  # every object request
 
 
-def restart(mount: MountSession, **settings: str) -> None:
-    """Restart the mount with these [cloudfs] settings. First wait until its control channel
-    answers: the daemon's own stat of the mount point after INIT is done by then (an unmount
-    while that stat is in flight fails with EBUSY, and the daemon would not stop)."""
+def restart(mount: MountSession, mount_options: tuple[str, ...] = (), **settings: str) -> None:
+    """Restart the mount with these [cloudfs] settings (and `cloudfs mount` options). First
+    wait until its control channel answers: the daemon's own stat of the mount point after
+    INIT is done by then (an unmount while that stat is in flight fails with EBUSY, and the
+    daemon would not stop)."""
     deadline = time.monotonic() + 60
     while cli("status", str(mount.path)).returncode != 0:
         assert time.monotonic() < deadline, "the mount's control channel never answered"
         time.sleep(0.2)
     mount.stop()
     mount.configure("cloudfs", **settings)
-    mount.start()
+    mount.start(mount_options=mount_options)
 
 
 @pytest.fixture
@@ -101,6 +103,27 @@ def test_close_returns_before_the_upload(wb, fault_proxy):
     assert status(wb)["write_back"]["files"] == 0
 
 
+def test_mount_option_overrides_the_config(cloudfs_mount, fault_proxy):
+    """`-o write_back` turns write-back on for that mount whatever the config says (a close
+    with every Swift PUT failing returns 0, `cloudfs status` says on), and `-o nowrite_back`
+    turns it off (a close returns once its file is committed, status says off)."""
+    mount = cloudfs_mount
+    restart(mount, ("-o", "noatime,write_back"), write_back="false")
+    swift_down(mount, fault_proxy)
+    (mount.path / "wb").write_bytes(b"written back")
+    assert committed(mount, "wb")[0] == 0
+    assert status(mount)["write_back"]["enabled"]
+    fault_proxy.clear_rules()
+    sync(mount)
+    restart(mount, ("-o", "nowrite_back"), write_back="true")
+    assert not status(mount)["write_back"]["enabled"]
+    assert "write-back   off" in cli("status", str(mount.path)).stdout
+    fault_proxy.add_rule("PUT", PUTS, "stall", seconds=2, times=1)
+    (mount.path / "direct").write_bytes(b"uploaded at close")
+    assert committed(mount, "direct")[0] == len(b"uploaded at close")
+    assert (mount.path / "wb").read_bytes() == b"written back"
+
+
 def test_other_mounts_see_a_file_once_uploaded(wb, fault_proxy):
     """Other mounts (which read the namespace) see a closed file once it is uploaded and
     committed; `cloudfs sync` returns once every file closed before it is."""
@@ -164,6 +187,33 @@ def test_fsync_of_a_directory_waits_for_every_closed_file(wb, fault_proxy):
     finally:
         os.close(fd)
     assert committed(wb, "a")[0] == 5000
+
+
+def test_syncfs_is_not_forwarded_and_does_not_wait(cloudfs_mount, fault_proxy):
+    """syncfs(2) (`sync -f`) of the mount returns at once, without waiting for the closed
+    files' uploads: Linux sends FUSE_SYNCFS (opcode 50) only to filesystems that ask for it
+    (virtiofs), so the daemon gets no request at all. libfuse's debug log of the mount shows
+    the FSYNCDIR request of an fsync(2) of a directory, and no opcode 50 for syncfs(2)."""
+    mount = cloudfs_mount
+    restart(mount, ("-o", "debug"), write_back="true")
+    swift_down(mount, fault_proxy)
+    (mount.path / "f").write_bytes(b"closed, not uploaded")
+    started = time.monotonic()
+    done = subprocess.run(["sync", "-f", str(mount.path / "f")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 5, "syncfs waited"
+    assert committed(mount, "f")[0] == 0 and status(mount)["write_back"]["files"] == 1
+    fault_proxy.clear_rules()
+    fd = os.open(mount.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # waits: FSYNCDIR reaches the daemon
+    finally:
+        os.close(fd)
+    assert committed(mount, "f")[0] == len(b"closed, not uploaded")
+    log = mount.log_text()
+    assert re.search(r"opcode: FSYNCDIR \(30\)", log), "no debug log of FUSE requests"
+    assert not re.search(r"opcode: \S+ \(50\)", log), "a FUSE_SYNCFS request reached the daemon"
 
 
 def test_versions_pile_up_in_order(wb, fault_proxy):

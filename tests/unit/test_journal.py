@@ -1,4 +1,4 @@
-"""The write-back journal's records (cloudfs/journal.py), on real files in a temporary
+"""The write-back journal's records (wiring/journal.py), on real files in a temporary
 directory: what replay takes for a record and what it refuses. Pure logic: no mount, no Swift.
 
 A record is `<data> <trailer> <length> <MAGIC>`; replay takes the last trailer whose MAC is
@@ -16,7 +16,7 @@ import blake3
 import pytest
 import trio
 
-from cloudfs.journal import MAGIC, Journal, JournalBusy, JournalFile, Record, _mac
+from wiring.journal import MAGIC, Journal, JournalBusy, JournalFile, Record, _mac
 
 
 def record_for(data: bytes, seq: int = 1, **changes: object) -> Record:

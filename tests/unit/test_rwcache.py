@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudfs.errors import FsError
-from cloudfs.rwcache import RandomSession, Ranges, slice_pieces
+from cloudfs.rwcache import RandomSession, Ranges
 from seqwrite.space import LocalSpace
 from sqlfsn import Piece
+from wiring.pieces import slice_pieces
 
 H1, H2 = "1" * 64, "2" * 64
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from cloudfs.journal import JournalFile
 from cloudfs.session import (
     ON_STOP,
     Cached,
@@ -18,6 +17,7 @@ from cloudfs.session import (
     Streaming,
     WriteSession,
 )
+from wiring.journal import JournalFile
 
 STATES: list[type[Any]] = [Journaling, Streaming, Cached, Committing, Failed]
 

@@ -1,4 +1,4 @@
-"""What the write-back's commit does with a closed version (cloudfs/writeback.py), against a
+"""What the write-back's commit does with a closed version (wiring/writeback.py), against a
 real SQLite namespace: the compare-and-swap on the version the write started from, the
 conflict copy when the file moved on elsewhere, a deleted file. No mount, no Swift: the
 content is claimed in the namespace as an upload would have."""
@@ -11,10 +11,10 @@ from typing import Any
 import blake3
 import pytest
 
-from cloudfs.journal import Record
-from cloudfs.writeback import WriteBack
 from seqwrite import StoredContent
 from sqlfsn import ROOT_INODE, Namespace, Piece
+from wiring.journal import Record
+from wiring.writeback import WriteBack
 
 
 @pytest.fixture
@@ -34,8 +34,9 @@ def commit(ns: Namespace, record: Record, content: StoredContent) -> None:
     """WriteBack._commit alone (it uses only the namespace)."""
     wb = WriteBack.__new__(WriteBack)
     wb.ns = ns
+    wb.conflicts = 0
     attr, base = ns.versioned_pieces(record.inode)
-    wb._commit(record, content, base, attr.size, attr.version)
+    wb._commit(record, content, base, attr.size)
 
 
 def record(inode: int, base_version: int, content: StoredContent, **kw: Any) -> Record:
@@ -93,5 +94,5 @@ def test_a_file_deleted_before_the_commit_commits_nothing(ns):
     ns.unlink(ROOT_INODE, b"doc")
     wb = WriteBack.__new__(WriteBack)
     wb.ns = ns
-    wb._commit(rec, ours, [], 0, attr.version)  # NotFound: nothing to commit, no copy
+    wb._commit(rec, ours, [], 0)  # NotFound: nothing to commit, no copy
     assert [e.name for e in ns.readdir(ROOT_INODE)] == []

@@ -134,7 +134,8 @@ class Journal:
         except BlockingIOError:
             os.close(fd)
             raise JournalBusy(f"the write-back journal {self.directory} is in use by another "
-                              "process (another mount of this filesystem on this host)") from None
+                              "process (a mount of this filesystem on this host, or `ccd "
+                              "replay`)") from None
         self._lock = fd
 
     # -- the pool ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Write-back: files closed into the journal, uploaded and committed in the background.
 
-In write-back mode a sequential write goes into a journal file (cloudfs/journal.py) and close
+In write-back mode a sequential write goes into a journal file (wiring/journal.py) and close
 returns once that file is sealed (one fsync): the new version is then *pending*. This module
 owns what pending versions mean to the mount:
 
@@ -15,8 +15,11 @@ owns what pending versions mean to the mount:
 
 Nothing pending is ever lost: a failed upload is retried (with a growing pause) until it
 succeeds; a crash leaves the sealed journal files, which the next mount replays
-(`WriteBack.replay`). A commit whose base version moved (another mount wrote the file)
-keeps the closed bytes as a conflict copy beside the file, never drops them.
+(`WriteBack.replay`), or `ccd replay` (ccd/replay.py: the same class, without a mount). A
+commit whose base version moved (another mount wrote the file) keeps the closed bytes as a
+conflict copy beside the file, never drops them.
+
+No FUSE here (the mount's side is cloudfs/journaling.py): this module serves both daemons.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from cloudfs.journal import READ_CHUNK, Journal, JournalFile, Record
-from cloudfs.session import compose
 from seqwrite import StoredContent, StoreError, Writer
 from seqwrite.space import LocalSpace
 from sqlfsn import ROOT_INODE, Namespace, Piece
 from sqlfsn.errors import Conflict, NamespaceError, NotFound
+from wiring.journal import READ_CHUNK, Journal, JournalFile, Record
 from wiring.leases import Leases
+from wiring.pieces import compose
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,8 @@ class WriteBack:
     """Pending versions and their uploads (see the module docstring)."""
 
     def __init__(self, journal: Journal, ns: Namespace, space: LocalSpace, leases: Leases,
-                 new_writer: NewWriter, nursery: trio.Nursery) -> None:
+                 new_writer: NewWriter, nursery: trio.Nursery, *,
+                 sole_writer: bool | None = None) -> None:
         self.journal = journal
         self.ns = ns
         self.space = space
@@ -139,6 +143,12 @@ class WriteBack:
         self._uploads = trio.CapacityLimiter(UPLOADS)
         self.failures = 0  # uploads that failed and wait to be retried
         self.committed = 0
+        self.conflicts = 0  # versions kept as conflict copies
+        self.dropped = 0  # records replay found with nothing left to do (committed, deleted)
+        # Whether the namespace's content versions change only through us (an SQLite
+        # namespace's one mount): see _committed_already. ccd's replay is never the sole
+        # writer (a mount may run beside it).
+        self.sole_writer = not ns.shared if sole_writer is None else sole_writer
 
     # -- what the mount shows ----------------------------------------------------------------
 
@@ -212,9 +222,11 @@ class WriteBack:
                 except NotFound:
                     log.info("%s: deleted since it was closed; its journal record is dropped",
                              record.path)
+                    self.dropped += 1
                     self.journal.retire_now(jf)
                     continue
                 if self._committed_already(record, attr.version, base):
+                    self.dropped += 1
                     self.journal.retire_now(jf)
                     continue
                 base_size = attr.size
@@ -227,12 +239,13 @@ class WriteBack:
         """Whether `record` was committed before a crash ended the mount (its journal file
         was not emptied yet). Content versions of an SQLite namespace change only through its
         one mount, whose pending records commit in order: a version past the record's base is
-        the record's. With several mounts (PostgreSQL), another mount may have moved it: the
-        record counts as committed only if the file still holds its content; otherwise it is
-        kept (a conflict copy at worst), never guessed away."""
+        the record's. With several mounts (PostgreSQL), or replayed by ccd (a mount may have
+        written the file since), another writer may have moved it: the record counts as
+        committed only if the file still holds its content; otherwise it is kept (a conflict
+        copy at worst), never guessed away."""
         if version <= record.base_version:
             return False
-        if not self.ns.shared:
+        if self.sole_writer:
             return True
         return record.size == 0 or any(p.hash == record.hash for p in pieces)
 
@@ -251,6 +264,17 @@ class WriteBack:
         for pending in waiting:
             await pending.done.wait()
         return count
+
+    async def upload_backlog(self, stall: float, sent: Callable[[], int]) -> None:
+        """Until every pending version is committed, as long as uploads progress: Swift takes
+        bytes (`sent()`, the store's bytes sent so far, grows) or commits happen at least
+        every `stall` seconds. What is left then stays in the journal."""
+        while self.pending_files():
+            progress = (self.committed, sent())
+            with trio.move_on_after(stall):
+                await self.drain_all()
+            if (self.committed, sent()) == progress:
+                return  # no progress for `stall` seconds: Swift is unreachable
 
     # -- uploading ---------------------------------------------------------------------------
 
@@ -302,7 +326,7 @@ class WriteBack:
         leases: list[str] = []
         try:
             content = await self._store(jf, leases)
-            self._commit(record, content, base, attr.size, attr.version)
+            self._commit(record, content, base, attr.size)
         finally:
             self.leases.end(leases)
 
@@ -325,7 +349,7 @@ class WriteBack:
         return content
 
     def _commit(self, record: Record, content: StoredContent, base: list[Piece],
-                base_size: int, version: int) -> None:
+                base_size: int) -> None:
         replace_all = record.replace_all
         pieces, size = compose(record.start, content, [] if replace_all else base,
                                0 if replace_all else base_size)
@@ -335,9 +359,9 @@ class WriteBack:
         except NotFound:
             log.debug("%s: deleted before its closed version was committed", record.path)
         except Conflict:
-            self._keep_as_conflict(record, content, version)
+            self._keep_as_conflict(record, content)
 
-    def _keep_as_conflict(self, record: Record, content: StoredContent, version: int) -> None:
+    def _keep_as_conflict(self, record: Record, content: StoredContent) -> None:
         """The file moved on without us (another mount wrote it): the closed bytes are kept
         as a new file beside it (in the root if it has no name left), never dropped."""
         attr = self.ns.getattr(record.inode)
@@ -348,9 +372,10 @@ class WriteBack:
         new = self.ns.create(directory, copy, attr.mode, attr.uid, attr.gid)
         pieces = [] if content.kind == "empty" else [Piece(content.hash, 0, content.size)]
         self.ns.set_content(new.inode, pieces, content.size, mtime_ns=record.mtime_ns)
+        self.conflicts += 1
         log.error("%s: changed elsewhere (version %d, not %d) before this mount's closed "
                   "version was committed; that version is kept as %r beside it", record.path,
-                  version, record.base_version, copy)
+                  attr.version, record.base_version, os.fsdecode(copy))
 
 
 async def _chunks(jf: JournalFile, size: int) -> AsyncIterator[bytes]:
