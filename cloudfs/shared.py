@@ -4,7 +4,8 @@ On PostgreSQL any number of mounts (hosts) serve one namespace (sqlfsn/mounts.py
 keeps this mount's part of that alive:
 
 - `Registration`: the mount's row (registered at start, deleted at a clean unmount), its
-  heartbeat every `Liveness.heartbeat_s` (a tenth of the namespace's mount timeout), and, at
+  heartbeat every `Liveness.heartbeat_s` (a tenth of the namespace's mount timeout, read
+  again at each heartbeat), and, at
   each heartbeat, the reaping of mounts found dead (their holds and write leases released,
   the orphans nobody holds deleted). A registration found gone (this mount was declared dead,
   e.g. after a long network partition) is made again, and the open files are held again.
@@ -32,6 +33,7 @@ import trio
 from cloudfs.files import Files
 from sqlfsn import MountInfo, Namespace
 from sqlfsn.errors import NamespaceError
+from sqlfsn.mounts import HEARTBEATS_PER_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +54,21 @@ class Registration:
         """Heartbeats, and the reaping of dead mounts, until cancelled."""
         if not self.ns.shared:
             return
-        interval = self.ns.liveness().heartbeat_s
+        timeout = self.ns.liveness().timeout_s
         while True:
-            await trio.sleep(interval)
+            await trio.sleep(timeout / HEARTBEATS_PER_TIMEOUT)
             try:
                 self.beat()
+                # `cloudfs tune --mount-timeout` reaches running mounts at their next beat
+                now = self.ns.reload_liveness().timeout_s
             except NamespaceError as exc:
                 log.warning("mount %d: heartbeat failed (%s); trying again in %.1f s",
-                            self.mount_id, exc, interval)
+                            self.mount_id, exc, timeout / HEARTBEATS_PER_TIMEOUT)
+                continue
+            if now != timeout:
+                log.info("mount timeout now %g s (heartbeats every %g s)", now,
+                         now / HEARTBEATS_PER_TIMEOUT)
+                timeout = now
 
     def beat(self) -> None:
         """One heartbeat (re-registering if this mount was declared dead), then the reaping
