@@ -356,16 +356,21 @@ def test_status_lists_every_mount_and_what_it_holds(
     import socket
 
     from cloudfs.status import render
+    from wiring import control
 
     a, b = two_mounts
     (a.path / "f").write_bytes(b"old")
     (a.path / "g").write_bytes(b"other")
     with open(a.path / "f", "r+b", buffering=0) as writer, open(a.path / "g", "rb"):
         writer.write(b"new")  # A: two files open, one write lease
-        proc = cloudfs_cli("status", "--json", str(b.path))
-        assert proc.returncode == 0, proc.stderr
-        st = json.loads(proc.stdout)
-        table = cloudfs_cli("status", str(b.path)).stdout
+        # Asked from this process: a forked child would close its copies of the descriptors
+        # at exec, and every close commits what was written so far (its lease goes).
+        st = control.request(b.path, "status")
+        table = render(st)
+    proc = cloudfs_cli("status", "--json", str(b.path))  # the command prints the same
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["mounts"]) == 2
+    assert "2 mount(s) alive" in cloudfs_cli("status", str(b.path)).stdout
     assert st["namespace"]["mount_timeout"] == float(MOUNT_TIMEOUT)
     by_pid = {m["pid"]: m for m in st["mounts"]}
     assert a.proc is not None and b.proc is not None
