@@ -118,7 +118,8 @@ class MountOps(Core):
         return self._db.session_id
 
     def liveness(self) -> Liveness:
-        """The timing of heartbeats (meta 'mount_timeout', read once per connection)."""
+        """The timing of heartbeats (meta 'mount_timeout', read once per connection, and
+        again by ``reload_liveness``)."""
         if self._liveness is None:
             text = self.get_meta(META_MOUNT_TIMEOUT)
             try:
