@@ -253,13 +253,15 @@ class PostgresDatabase(Database):
     def rollback(self) -> None:
         self._in_txn = False
         pipeline, self._pipeline = self._pipeline, None
-        if self._conn.broken or self._conn.closed:
-            return
         if pipeline is not None:
             try:
-                pipeline.__exit__(None, None, None)  # the queued statements' errors: known
+                # the queued statements' errors: known. Also on a broken connection: a
+                # pipeline left open is closed by the garbage collector, which logs a WARNING
+                pipeline.__exit__(None, None, None)
             except psycopg.Error:
                 pass
+        if self._conn.broken or self._conn.closed:
+            return
         try:
             if self._conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 self._conn.execute("ROLLBACK")

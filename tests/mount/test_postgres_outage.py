@@ -24,8 +24,7 @@ from sqlfsn import Namespace
 pytestmark = pytest.mark.mount
 
 #: What a mount logs while its database is down (each a line at WARNING or ERROR).
-OUTAGE_LINES = (r"database unavailable|heartbeat failed|not hearing other mounts' changes"
-                r"|error ignored terminating <psycopg.Pipeline")
+OUTAGE_LINES = r"database unavailable|heartbeat failed|not hearing other mounts' changes"
 
 
 def restart(dev: DevPostgres) -> None:
