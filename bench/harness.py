@@ -41,6 +41,7 @@ import scenarios  # noqa: E402
 from scenarios import Row  # noqa: E402
 from units import parse_size  # noqa: E402
 
+from devtools import postgres as devpostgres  # noqa: E402
 from devtools import swift as devswift  # noqa: E402
 from seqwrite import Layout  # noqa: E402
 from wiring import control  # noqa: E402
@@ -144,12 +145,15 @@ def in_mount_table(path: Path) -> bool:
 class Bench:
     """The harness's own dev Swift, filesystem and mount, and what the scenarios need of them."""
 
-    def __init__(self, work: Path, verbose: bool = True, keystone_tls: bool = False) -> None:
+    def __init__(self, work: Path, verbose: bool = True, keystone_tls: bool = False,
+                 backend: str = "sqlite") -> None:
         self.work = work
         self.keystone_tls = keystone_tls  # Keystone auth, everything over https
+        self.backend = backend  # the namespace: "sqlite" (a file) or "postgresql"
         self.mnt = work / "mnt"
         self.conf = work / "cloudfs.conf"
-        self.db = work / "ns.db"
+        self.db: Path | str = work / "ns.db"  # PostgreSQL: its URL (start_postgres)
+        self.pg: devpostgres.DevPostgres | None = None
         self.log = work / "mount.log"
         self.verbose = verbose
         self.swift: devswift.DevSwift | None = None
@@ -173,6 +177,15 @@ class Bench:
                  f"ports from {port}")
         self.swift = devswift.start(self.work / "swift", port, die_with_parent=True, auth=auth,
                                     tls_on=self.keystone_tls)
+
+    def start_postgres(self) -> None:
+        """A dev PostgreSQL of the harness's own (fsync on, as a user's), reached over its
+        Unix socket; the filesystem's database in it."""
+        self.say("starting a dev PostgreSQL (fsync on)")
+        self.work.chmod(0o711)  # the server runs as the postgres user: it must get through
+        self.pg = devpostgres.start_throwaway(fast=False, die_with_parent=True,
+                                              parent=self.work)
+        self.db = devpostgres.create_database(self.pg, "bench", socket=True)
 
     @property
     def env(self) -> dict[str, str]:
@@ -296,7 +309,8 @@ class Bench:
         code = self.unmount()
         if code != 0:
             raise RuntimeError(f"mount daemon exited with {code} at unmount:\n{self.log_tail()}")
-        if drop_db_cache:  # cold: the namespace database out of the page cache too
+        if drop_db_cache and self.backend == "sqlite":  # cold: the namespace out of the
+            # page cache too (PostgreSQL keeps its shared buffers: not dropped)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(OSError):
                     fd = os.open(str(self.db) + suffix, os.O_RDONLY)
@@ -355,6 +369,13 @@ class Bench:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
+        if self.pg is not None:
+            self.say("stopping the dev PostgreSQL")
+            try:
+                devpostgres.remove(self.pg.dir)
+            except Exception as exc:
+                print(f"stopping the dev PostgreSQL failed: {exc}", file=sys.stderr)
+            self.pg = None
         if (self.work / "swift").is_dir():  # idempotent; also after a half-done start
             self.say("stopping dev Swift")
             try:
@@ -405,6 +426,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the dev Swift behind a real Keystone, everything over https; the "
                    "mount and ccd get the credentials as OS_* variables, the baselines use a "
                    "keystoneauth session over https as well")
+    p.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the namespace: an SQLite file (default) or a database on a dev "
+                   "PostgreSQL of the harness's own (fsync on, Unix socket)")
     p.add_argument("--only", metavar="SCENARIOS",
                    help="comma-separated scenarios to run, of: " + ", ".join(scenarios.ALL))
     args = p.parse_args(argv)
@@ -432,10 +456,10 @@ def main(argv: list[str] | None = None) -> int:
         "host": platform.node(), "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
         "settings": {k: getattr(args, k) for k in (*DEFAULTS, "quick", "keystone_tls",
-                                                     "only")},
+                                                     "backend", "only")},
     }
     work = Path(tempfile.mkdtemp(prefix="cloudfs-harness-"))
-    bench = Bench(work, keystone_tls=args.keystone_tls)
+    bench = Bench(work, keystone_tls=args.keystone_tls, backend=args.backend)
     bench.say(f"work directory {work}")
 
     def on_term(signum: int, frame: Any) -> None:
@@ -446,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     error: BaseException | None = None
     try:
         bench.start_swift()
+        if args.backend == "postgresql":
+            bench.start_postgres()
         bench.mkfs()
         bench.mount()
         bench.say(f"mounted at {bench.mnt} (daemon pid {bench.pid})")
@@ -487,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["seconds"] = round(time.time() - started, 1)
     meta["loadavg_end"] = os.getloadavg()
     print()
-    print(f"{meta['date']}  {meta['command']}  (revision {meta['revision']}, "
+    print(f"{meta['date']}  {meta['command']}  ({args.backend} namespace, revision "
+          f"{meta['revision']}, "
           f"{meta['seconds']:.0f} s, load {meta['loadavg_start'][0]:.1f} -> "
           f"{meta['loadavg_end'][0]:.1f})")
     print(text_table(rows))

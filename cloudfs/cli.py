@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cloudfs import commands, copycmd
+from cloudfs import commands, copycmd, tune
 from cloudfs.fsck import command as fsck
 from devtools import cli as devcli
 from wiring import logs
@@ -20,7 +20,7 @@ from wiring.errors import SetupError
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = (commands, copycmd, fsck, devcli)
+SUBCOMMANDS = (commands, copycmd, tune, fsck, devcli)
 
 
 def build_parser() -> argparse.ArgumentParser:

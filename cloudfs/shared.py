@@ -4,7 +4,8 @@ On PostgreSQL any number of mounts (hosts) serve one namespace (sqlfsn/mounts.py
 keeps this mount's part of that alive:
 
 - `Registration`: the mount's row (registered at start, deleted at a clean unmount), its
-  heartbeat every `Liveness.heartbeat_s` (a tenth of the namespace's mount timeout), and, at
+  heartbeat every `Liveness.heartbeat_s` (a tenth of the namespace's mount timeout, read
+  again at each heartbeat), and, at
   each heartbeat, the reaping of mounts found dead (their holds and write leases released,
   the orphans nobody holds deleted). A registration found gone (this mount was declared dead,
   e.g. after a long network partition) is made again, and the open files are held again.
@@ -32,6 +33,7 @@ import trio
 from cloudfs.files import Files
 from sqlfsn import MountInfo, Namespace
 from sqlfsn.errors import NamespaceError
+from sqlfsn.mounts import CRASH_HEARTBEATS, HEARTBEATS_PER_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +51,39 @@ class Registration:
         self.session_id = ns.session_id
 
     async def keep_alive(self) -> None:
-        """Heartbeats, and the reaping of dead mounts, until cancelled."""
+        """Heartbeats, and the reaping of dead mounts, until cancelled. After heartbeats
+        failed (the database was unreachable: every mount's heartbeats stopped alike), this
+        mount reaps nobody until CRASH_HEARTBEATS heartbeats in a row succeeded again, so
+        that the other live mounts have beaten (and taken their session locks) again first."""
         if not self.ns.shared:
             return
-        interval = self.ns.liveness().heartbeat_s
+        timeout = self.ns.liveness().timeout_s
+        failing = False
+        good = CRASH_HEARTBEATS
         while True:
-            await trio.sleep(interval)
+            await trio.sleep(timeout / HEARTBEATS_PER_TIMEOUT)
             try:
-                self.beat()
+                self.beat(reap=good >= CRASH_HEARTBEATS)
+                # `cloudfs tune --mount-timeout` reaches running mounts at their next beat
+                now = self.ns.reload_liveness().timeout_s
             except NamespaceError as exc:
-                log.warning("mount %d: heartbeat failed (%s); trying again in %.1f s",
-                            self.mount_id, exc, interval)
+                if not failing:
+                    log.warning("mount %d: heartbeat failed (%s); trying again every %.1f s",
+                                self.mount_id, exc, timeout / HEARTBEATS_PER_TIMEOUT)
+                failing, good = True, 0
+                continue
+            good += 1
+            if failing:
+                log.info("mount %d: heartbeats work again", self.mount_id)
+                failing = False
+            if now != timeout:
+                log.info("mount timeout now %g s (heartbeats every %g s)", now,
+                         now / HEARTBEATS_PER_TIMEOUT)
+                timeout = now
 
-    def beat(self) -> None:
+    def beat(self, *, reap: bool = True) -> None:
         """One heartbeat (re-registering if this mount was declared dead), then the reaping
-        of the mounts found dead."""
+        of the mounts found dead (unless `reap` is False)."""
         if not self.ns.mount_heartbeat(self.mount_id):
             old = self.mount_id
             self.mount_id = self.ns.register_mount(self.info)
@@ -75,7 +95,8 @@ class Registration:
                       "registered again as mount %d; writes in progress may fail",
                       old, self.mount_id)
         self.session_id = self.ns.session_id
-        self.ns.reap_mounts()
+        if reap:
+            self.ns.reap_mounts()
 
     def close(self) -> None:
         """A clean unmount: the row goes (with its holds and leases)."""

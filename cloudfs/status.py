@@ -21,6 +21,7 @@ from cloudfs.files import Files
 from cloudfs.ops import REQUESTS, fuse_errors_by_errno
 from sqlfsn import Namespace
 from sqlfsn.database import describe, is_postgres
+from sqlfsn.mounts import HEARTBEATS_PER_TIMEOUT
 from wiring.control import Operation, Peer
 from wiring.metrics import gauge, swift_families
 
@@ -104,8 +105,9 @@ class MountStatus:
             "started": self.started,
             "uptime": now - self.started,
             "namespace": {"backend": "postgresql" if is_postgres(self.database) else "sqlite",
-                          "database": describe(self.database), "mounts": 1,
-                          "commits": self.ns.commits},
+                          "database": describe(self.database), "commits": self.ns.commits,
+                          "mount_timeout": self.ns.liveness().timeout_s},
+            "mounts": self.mounts(),
             "uploads": {"files": len(writes), "bytes": sum(w.written for w in writes),
                         "oldest": max((now - w.started for w in writes), default=0.0),
                         "stopping": files.stopping},
@@ -119,6 +121,27 @@ class MountStatus:
             "fuse": {"requests": sum(REQUESTS.values()), "errors": fuse_errors_by_errno()},
             "ccd": {key.split(".", 1)[1]: _meta_json(self.ns, key) for key in CCD_META},
         }
+
+    def mounts(self) -> list[dict[str, Any]]:
+        """Every registered mount of the filesystem (this one included, `this`), alive or
+        dead by the mount timeout, with the files it has open and the write leases it holds;
+        the heartbeat's age by the database's clock."""
+        files = self.files
+        now_ns, usage = self.ns.mount_usage()
+        listed = []
+        for m in self.ns.mounts():
+            this = m.id == files.mount_id
+            if this and not self.ns.shared:  # SQLite records neither: this mount's own
+                held = (len({h.inode for h in files.handles}), len(files.writes()))
+            else:
+                held = usage.get(m.id, (0, 0))
+            listed.append({"id": m.id, "host": m.host, "pid": m.pid,
+                           "mountpoint": m.mountpoint, "started": m.started_ns / 1e9,
+                           "heartbeat": m.heartbeat_ns / 1e9,
+                           "heartbeat_age": max(0.0, (now_ns - m.heartbeat_ns) / 1e9),
+                           "alive": m.alive, "this": this, "open_files": held[0],
+                           "write_leases": held[1]})
+        return listed
 
 
 def _meta_json(ns: Namespace, key: str) -> Any:
@@ -159,14 +182,32 @@ def _write_back_line(wb: dict[str, Any] | None) -> str:
     return line
 
 
+def _mount_lines(mounts: list[dict[str, Any]]) -> list[str]:
+    """One line per registered mount: which, since when, its heartbeat, what it holds."""
+    lines = []
+    for m in mounts:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m["started"]))
+        # dead: heartbeat older than the timeout, or (PostgreSQL) its session is gone too
+        state = "alive" if m["alive"] else "DEAD (a live mount or ccd cleanup reaps it)"
+        lines.append(
+            f"  mount {m['id']:<5} {m['host']} pid {m['pid']} {m['mountpoint']}"
+            f"{' (this one)' if m['this'] else ''}: since {started} UTC, heartbeat "
+            f"{m['heartbeat_age']:.1f} s ago, {state}; {m['open_files']} open files, "
+            f"{m['write_leases']} write leases")
+    return lines
+
+
 def render(st: dict[str, Any]) -> str:
     """The human table of `cloudfs status`."""
     up, ns, disk, swift = st["uploads"], st["namespace"], st["local_disk"], st["swift"]
     lines = [
         f"mount        {st['mountpoint']} (pid {st['pid']}, up {_ago(st['uptime'])})"
         + ("  STOPPING" if up["stopping"] else ""),
-        f"namespace    {ns['backend']} {ns['database']}, {ns['mounts']} mount(s), "
-        f"{ns['commits']} commits",
+        f"namespace    {ns['backend']} {ns['database']}, "
+        f"{sum(m['alive'] for m in st['mounts'])} mount(s) alive, {ns['commits']} commits",
+        f"mount timeout {ns['mount_timeout']:g} s (heartbeats every "
+        f"{ns['mount_timeout'] / HEARTBEATS_PER_TIMEOUT:g} s)",
+        *_mount_lines(st["mounts"]),
         f"uploads      {up['files']} files, {_size(up['bytes'])} not yet committed"
         + (f", oldest {_ago(up['oldest'])}" if up["files"] else ""),
         _write_back_line(st.get("write_back")),

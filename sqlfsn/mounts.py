@@ -118,7 +118,8 @@ class MountOps(Core):
         return self._db.session_id
 
     def liveness(self) -> Liveness:
-        """The timing of heartbeats (meta 'mount_timeout', read once per connection)."""
+        """The timing of heartbeats (meta 'mount_timeout', read once per connection, and
+        again by ``reload_liveness``)."""
         if self._liveness is None:
             text = self.get_meta(META_MOUNT_TIMEOUT)
             try:
@@ -204,6 +205,25 @@ class MountOps(Core):
             self.liveness().params,
         ).fetchall()
         return [self._record(row) for row in rows]
+
+    def mount_usage(self) -> tuple[int, dict[int, tuple[int, int]]]:
+        """The database's clock (ns, the heartbeats' clock) and what each mount holds, by
+        mount id: (files it has open, write leases it holds); none on SQLite, whose one
+        mount records neither (its status counts its own)."""
+        now = int(self._db.execute(f"SELECT {self._db.dialect.now_ns}").fetchone()[0])
+        if not self.shared:
+            return now, {}
+        rows = self._db.execute(
+            "SELECT m.id, (SELECT count(*) FROM mount_open h WHERE h.mount = m.id),"
+            " (SELECT count(*) FROM mount_writer w WHERE w.mount = m.id) FROM mount m"
+        ).fetchall()
+        return now, {int(m): (int(holds), int(leases)) for m, holds, leases in rows}
+
+    def reload_liveness(self) -> Liveness:
+        """Read the meta 'mount_timeout' again (a mount does at each heartbeat, so that
+        `cloudfs tune --mount-timeout` reaches the running mounts)."""
+        self._liveness = None
+        return self.liveness()
 
     def reap_mounts(self) -> tuple[list[MountRecord], int]:
         """Delete the rows of dead mounts (releasing their holds and write leases), then the

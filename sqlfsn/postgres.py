@@ -206,19 +206,30 @@ class PostgresDatabase(Database):
     def begin(self, isolation: Isolation, *, durable: bool = True) -> None:
         if self._in_txn:
             raise RuntimeError("sqlfsn transactions do not nest")
-        self._usable()
-        try:
-            self._pipeline = self._conn.pipeline()
-            self._piped = self._pipeline.__enter__()
-            self._in_txn = True
-            self._conn.execute(_BEGIN[isolation])
-            if not durable:
-                # Not waiting for the WAL flush is the same promise as SQLite's
-                # synchronous=NORMAL: a later synchronous commit flushes the WAL up to
-                # itself, this record included.
-                self._conn.execute("SET LOCAL synchronous_commit = off")
-        except psycopg.Error as exc:
-            self._raise(exc)  # a broken connection: ConnectionLost, run again by core.py
+        for attempt in (1, 2):
+            self._usable()
+            try:
+                self._pipeline = self._conn.pipeline()
+                self._piped = self._pipeline.__enter__()
+                self._in_txn = True
+                self._conn.execute(_BEGIN[isolation])
+                if not durable:
+                    # Not waiting for the WAL flush is the same promise as SQLite's
+                    # synchronous=NORMAL: a later synchronous commit flushes the WAL up to
+                    # itself, this record included.
+                    self._conn.execute("SET LOCAL synchronous_commit = off")
+                return
+            except psycopg.Error as exc:
+                # Nothing was sent to a live server yet: forget the transaction (a failed
+                # BEGIN left in progress made every later one "nest"), and on a connection
+                # found broken (the server restarted since the last use) begin again on a
+                # new one, once.
+                error = self._error(exc)
+                self.rollback()
+                if attempt == 2 or not isinstance(error, ConnectionLost):
+                    if error is exc:
+                        raise
+                    raise error from exc
 
     def commit(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
@@ -242,13 +253,15 @@ class PostgresDatabase(Database):
     def rollback(self) -> None:
         self._in_txn = False
         pipeline, self._pipeline = self._pipeline, None
-        if self._conn.broken or self._conn.closed:
-            return
         if pipeline is not None:
             try:
-                pipeline.__exit__(None, None, None)  # the queued statements' errors: known
+                # the queued statements' errors: known. Also on a broken connection: a
+                # pipeline left open is closed by the garbage collector, which logs a WARNING
+                pipeline.__exit__(None, None, None)
             except psycopg.Error:
                 pass
+        if self._conn.broken or self._conn.closed:
+            return
         try:
             if self._conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 self._conn.execute("ROLLBACK")

@@ -130,22 +130,33 @@ def test_file_written_on_a_is_read_on_b(two_mounts: tuple[MountSession, MountSes
 
 def test_page_cache_of_b_never_serves_a_version_its_open_did_not_see(
         two_mounts: tuple[MountSession, MountSession]) -> None:
-    """B's page cache is warm with the old bytes; A overwrites the file with as many other
-    bytes (same size: no size change to notice) and closes; a new open on B right after
-    reads exactly A's new bytes, never a cached page of the old version."""
+    """B's page cache is warm with the old bytes; A overwrites the file in place with as many
+    other bytes and sets its modification time back to the old one (same size, same mtime:
+    nothing the kernel compares to decide that its pages are stale), and closes; a new open
+    on B, right away and after B's attributes expired, reads exactly A's new bytes, never a
+    cached page of the old version (cloudfs drops the pages at every open, and at another
+    mount's content change)."""
     a, b = two_mounts
     size = 2_500_000  # several segments and many pages
     for round_ in range(3):
         old = os.urandom(size)
         (a.path / "f").write_bytes(old)
+        before = (a.path / "f").stat()
         assert (b.path / "f").read_bytes() == old  # B's page cache holds every page
         assert (b.path / "f").read_bytes() == old  # (and a second read is served from it)
         new = os.urandom(size)
-        (a.path / "f").write_bytes(new)
-        got = (b.path / "f").read_bytes()
-        assert len(got) == size, round_
-        stale = sum(got[i:i + 4096] != new[i:i + 4096] for i in range(0, size, 4096))
-        assert stale == 0, f"round {round_}: {stale} pages of B's read are not A's new bytes"
+        with open(a.path / "f", "r+b", buffering=0) as f:  # no O_TRUNC: never smaller
+            f.write(new)
+        os.utime(a.path / "f", ns=(before.st_atime_ns, before.st_mtime_ns))
+        for wait in (0.0, BOUND + 0.2):  # at once, then with B's attributes fetched again
+            time.sleep(wait)
+            seen = (b.path / "f").stat()
+            assert (seen.st_size, seen.st_mtime_ns) == (size, before.st_mtime_ns)
+            got = (b.path / "f").read_bytes()
+            assert len(got) == size, round_
+            stale = sum(got[i:i + 4096] != new[i:i + 4096] for i in range(0, size, 4096))
+            assert stale == 0, f"round {round_}, after {wait} s: {stale} pages of B's read " \
+                "are not A's new bytes"
 
 
 def test_names_changed_on_a_show_on_b(two_mounts: tuple[MountSession, MountSession]) -> None:
@@ -367,3 +378,91 @@ def test_write_back_conflict_keeps_both_versions(
     said = re.search(r"doc: changed elsewhere \(version (\d+), not (\d+)\).* kept as "
                      r"'([^']+)' beside it", a.log_text())
     assert said and int(said[1]) == int(said[2]) + 1 and said[3] == copies[0], a.log_text()
+
+
+def cloudfs_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cloudfs", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_status_lists_every_mount_and_what_it_holds(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    """`cloudfs status` on one mount lists every mount of the filesystem (host, pid, mount
+    point, start, heartbeat, alive) with the files each has open and its write leases, as
+    JSON and as a table."""
+    import json
+    import socket
+
+    from cloudfs.status import render
+    from wiring import control
+
+    a, b = two_mounts
+    (a.path / "f").write_bytes(b"old")
+    (a.path / "g").write_bytes(b"other")
+    with open(a.path / "f", "r+b", buffering=0) as writer, open(a.path / "g", "rb"):
+        writer.write(b"new")  # A: two files open, one write lease
+        # Asked from this process: a forked child would close its copies of the descriptors
+        # at exec, and every close commits what was written so far (its lease goes).
+        st = control.request(b.path, "status")
+        table = render(st)
+    proc = cloudfs_cli("status", "--json", str(b.path))  # the command prints the same
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["mounts"]) == 2
+    assert "2 mount(s) alive" in cloudfs_cli("status", str(b.path)).stdout
+    assert st["namespace"]["mount_timeout"] == float(MOUNT_TIMEOUT)
+    by_pid = {m["pid"]: m for m in st["mounts"]}
+    assert a.proc is not None and b.proc is not None
+    assert set(by_pid) == {a.proc.pid, b.proc.pid}
+    ma, mb = by_pid[a.proc.pid], by_pid[b.proc.pid]
+    assert (ma["open_files"], ma["write_leases"], ma["this"]) == (2, 1, False)
+    assert (mb["open_files"], mb["write_leases"], mb["this"]) == (0, 0, True)
+    for m, s in ((ma, a), (mb, b)):
+        assert m["alive"] and m["host"] == socket.gethostname()
+        assert m["mountpoint"] == str(s.path)
+        assert m["heartbeat_age"] < float(MOUNT_TIMEOUT)
+        assert time.time() - 300 < m["started"] <= m["heartbeat"] < time.time() + 5
+    assert "2 mount(s) alive" in table
+    assert f"pid {a.proc.pid} {a.path}: since " in table
+    assert "alive; 2 open files, 1 write leases" in table
+    assert f"pid {b.proc.pid} {b.path} (this one): since " in table
+    assert "mount timeout 5 s (heartbeats every 0.5 s)" in table
+    # a mount found dead (and not reaped yet) says so
+    st["mounts"][0]["alive"] = False
+    assert "DEAD (a live mount or ccd cleanup reaps it)" in render(st)
+
+
+def test_tune_mount_timeout_reaches_running_mounts(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    """`cloudfs tune --mount-timeout` sets the heartbeat timeout; the running mounts use it
+    from their next heartbeat. A bad value or too big a step down while mounts are alive:
+    one line, exit status 2, nothing changed."""
+    import json
+
+    a, b = two_mounts
+    config = str(a.config)
+
+    def timeout_of(s: MountSession) -> float:
+        out = cloudfs_cli("status", "--json", str(s.path))
+        assert out.returncode == 0, out.stderr
+        return float(json.loads(out.stdout)["namespace"]["mount_timeout"])
+
+    shown = cloudfs_cli("tune", "--config", config)
+    assert (shown.returncode, shown.stdout) == (0, "mount timeout 5 s (heartbeats every 0.5 s)\n")
+    for bad, says in (("0.5s", "must be between 1 s and 86400 s"), ("soon", "not a duration"),
+                      ("-3", "not a duration"), ("2d", "not a duration"),
+                      ("1", "lower it in steps (at least 1.5 s now")):
+        proc = cloudfs_cli("tune", "--config", config, "--mount-timeout", bad)
+        assert proc.returncode == 2, (bad, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and says in proc.stderr, (bad, proc.stderr)
+        assert proc.stderr.startswith("cloudfs tune: --mount-timeout ") and proc.stdout == ""
+    proc = cloudfs_cli("tune", "--config", config, "--mount-timeout", "1.5m")
+    assert proc.returncode == 0, proc.stderr
+    assert "mount timeout 90 s (was 5 s)" in proc.stdout
+    for s in (a, b):
+        within(5.0, lambda s=s: timeout_of(s) == 90.0)
+        assert "mount timeout now 90 s (heartbeats every 9 s)" in s.log_text()
+    with Namespace.open(a.database) as ns:
+        assert ns.get_meta("mount_timeout") == "90"
+    # back down in steps while both mounts are alive: 90 -> 27 refused below 27
+    assert cloudfs_cli("tune", "--config", config, "--mount-timeout", "26s").returncode == 2
+    assert cloudfs_cli("tune", "--config", config, "--mount-timeout", "27s").returncode == 0

@@ -51,11 +51,19 @@ def test_status_shows_uploads_open_files_and_limits(cloudfs_mount):
         assert st["swift"]["requests"]["PUT"] >= 1
         assert st["namespace"]["backend"] == "sqlite"
         assert st["namespace"]["database"] == str(cloudfs_mount.database)
+        assert st["namespace"]["mount_timeout"] == 30
+        [me] = st["mounts"]  # SQLite: one mount, which counts what it holds itself
+        assert me["this"] and me["alive"] and me["pid"] == cloudfs_mount.proc.pid
+        assert me["mountpoint"] == str(cloudfs_mount.path)
+        assert (me["open_files"], me["write_leases"]) == (1, 1)
         from cloudfs.status import render
 
         table = render(st)
         assert "uploads      1 files, 6.0 MiB not yet committed" in table
         assert "open files   1 (1 for writing)" in table
+        assert "1 mount(s) alive" in table
+        assert f"pid {me['pid']} {cloudfs_mount.path} (this one): since " in table
+        assert "alive; 1 open files, 1 write leases" in table
     finally:
         os.close(fd)
     st = status_json(cloudfs_mount.path)

@@ -147,6 +147,25 @@ def test_a_killed_connection_is_replaced(pg_url: str) -> None:
     ns.close()
 
 
+def test_a_connection_found_dead_at_begin_is_replaced(pg_url: str) -> None:
+    """The server ended the connection a while ago (its goodbye is already in the socket):
+    the BEGIN of the next write finds it dead; the transaction is begun again on a new
+    connection, and the one after works too (a BEGIN that failed used to stay "in progress",
+    so that every later transaction failed with "transactions do not nest")."""
+    ns = Namespace.open(pg_url, create=True)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        for name in (b"d", b"e"):
+            first = backend_pid(ns)
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            time.sleep(0.3)
+            ns.mkdir(R, name, 0o755, 0, 0)
+            assert backend_pid(ns) != first
+    ns.mkdir(R, b"f", 0o755, 0, 0)
+    assert [e.name for e in ns.readdir(R)] == [b"d", b"e", b"f"]
+    assert ns.check() == []
+    ns.close()
+
+
 def test_connection_killed_inside_a_transaction_is_run_again(pg_url: str) -> None:
     """The connection dies while a create waits for a lock (nothing committed yet): the
     transaction is run again on a new connection, once, and the create happens once."""
