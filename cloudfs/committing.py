@@ -55,6 +55,7 @@ class Commits:
         h = self.handles.find(fh)
         if h is not None and self.writeback is not None:
             await self.writeback.drain(h.inode)
+        await self.barrier.wait()  # and every namespace change before it is durable
 
     async def release(self: Files, fh: int) -> None:
         h = self.handles.remove(fh)
@@ -97,8 +98,8 @@ class Commits:
         if attr.size == 0 or attr.version != h.open_version:
             return  # already empty (e.g. just created), or a newer version was committed
         try:
-            self.ns.set_content(h.inode, [], 0, expect_version=h.open_version,
-                                mtime_ns=h.pending_mtime_ns)
+            await self.barrier.durably(lambda: self.ns.set_content(
+                h.inode, [], 0, expect_version=h.open_version, mtime_ns=h.pending_mtime_ns))
         except Conflict:
             log.debug("inode %d: O_TRUNC skipped, a newer version was committed", h.inode)
             return
@@ -129,9 +130,12 @@ class Commits:
                 # version from the base pieces it read at the start: committing it over a
                 # newer version would silently drop that version's bytes (ESTALE instead).
                 keeps_base = not (session.replace_all and isinstance(written, Streaming))
-                self.ns.set_content(session.inode, pieces, size,
-                                    expect_version=session.base_version if keeps_base else None,
-                                    mtime_ns=session.mtime_ns)
+                # Durable before close returns, with every namespace change before it
+                # (the create, chmod, utimes...): one barrier shared with concurrent closes.
+                await self.barrier.durably(lambda: self.ns.set_content(
+                    session.inode, pieces, size,
+                    expect_version=session.base_version if keeps_base else None,
+                    mtime_ns=session.mtime_ns))
             except BaseException as exc:
                 self._fail(session, h, exc)
             self._drop(session, written)  # done: the finished writer or the cache is released

@@ -38,6 +38,7 @@ from typing import NoReturn
 import trio
 
 from cloudfs.committing import Commits
+from cloudfs.durability import Barrier
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
 from cloudfs.journal import Journal
@@ -91,6 +92,7 @@ class Files(Commits, JournalingPaths, Stopping):
         self.layout = layout
         self.writers = writers
         self.leases = Leases(ns)
+        self.barrier = Barrier(ns)  # durable barriers of lazy commits (cloudfs/durability.py)
         self.handles = HandleTable()
         self.stopping = False
         self.on_commit = on_commit
@@ -448,4 +450,7 @@ class Files(Commits, JournalingPaths, Stopping):
         return {"swift_requests": self.store.statistics(), "open_files": len(self.handles),
                 "writes_in_progress": len(self._sessions),
                 "namespace_commits": self.ns.commits,
+                "namespace_lazy_commits": self.ns.lazy_commits,
+                "namespace_syncs": self.ns.syncs,
+                "namespace_unsynced": self.ns.commits - self.ns.synced,
                 "write_back": None if self.writeback is None else self.writeback.backlog()}
