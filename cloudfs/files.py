@@ -121,8 +121,9 @@ class Files(Commits, JournalingPaths, Stopping):
             raise FsError(errno.EROFS, "the mount is stopping: no new files are opened for "
                           "writing")
 
-    def open(self, inode: int, flags: int) -> int:
-        attr = self.ns.getattr(inode)
+    def open(self, inode: int, flags: int, attr: Attr | None = None) -> int:
+        """A new handle of `inode` (its attributes `attr`, if just read or made)."""
+        attr = attr or self.ns.getattr(inode)
         writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self.check_may_write()

@@ -27,7 +27,7 @@ from cloudfs.files import Files
 from cloudfs.listing import Listing
 from cloudfs.readonly import ReadOnlyGuard
 from sqlfsn import NAME_MAX, Attr, Namespace
-from sqlfsn.errors import NameTooLong, NotFound
+from sqlfsn.errors import Exists, NameTooLong
 from wiring.metrics import READ_SECONDS
 
 log = logging.getLogger(__name__)
@@ -368,18 +368,17 @@ class Operations(pyfuse3.Operations):
         name = check_name(name)
         self.guard.inodes(parent_inode)
         self.files.check_may_write()
-        try:
-            attr = self.ns.lookup(parent_inode, name)
-        except NotFound:
+        try:  # the kernel looked the name up and found nothing: create first
             with self.ns.lazily():  # durable with the content's commit at close, at the latest
                 attr = self.ns.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid,
                                       ctx.gid)
-        else:  # raced with another creator: open it (a file write never answers EEXIST)
-            if flags & os.O_EXCL:
-                raise FileExistsError(errno.EEXIST, "exists")
+        except Exists:  # raced with another creator: open it (a file write never answers
+            if flags & os.O_EXCL:  # EEXIST)
+                raise FileExistsError(errno.EEXIST, "exists") from None
+            attr = self.ns.lookup(parent_inode, name)
             if stat.S_ISDIR(attr.mode):
-                raise IsADirectoryError(errno.EISDIR, "is a directory")
-        fh = self.files.open(attr.inode, flags)
+                raise IsADirectoryError(errno.EISDIR, "is a directory") from None
+        fh = self.files.open(attr.inode, flags, attr)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
 
     # pyfuse3 replies from any buffer; its stub says bytes, a view of a block spares a copy.
