@@ -11,6 +11,9 @@ in Swift). Each round, interleaved with its raw python-swiftclient baseline on t
   PUT per file. Target >= 0.9x.
 - creators: --empty empty files created (os.open O_CREAT|O_EXCL + close) by one thread, then by
   --writers threads (each its own directory); target: the parallel rate >= 4x one creator's.
+- CPU per file: the mount daemon's CPU ms per file (utime + stime) against the raw client's
+  (this process's CPU during its baseline, for cp -a including the reading of the files),
+  reported (the ratio that decides the speed when the client machine is the limit).
 - big beside small: `cp` of a --big file alone, then again while --writers threads write small
   files beside it; target: the second rate >= the first (reported as a ratio).
 
@@ -38,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cputime import own_cpu, process_cpu  # noqa: E402
 from devmount import dev_mount  # noqa: E402
 from mount_bench import raw_client  # noqa: E402
 from writeback_bench import make_tree, raw_puts  # noqa: E402
@@ -137,22 +141,30 @@ def main() -> int:
                             f.write(data[:-1] + b"x")  # new content: no dedup with the raw run
 
                 n = w * args.per_writer
+                cpu = own_cpu()
                 add("raw_parallel", n / parallel(w, raw_writer))
+                add("cpu_ms_raw_parallel", (own_cpu() - cpu) * 1000 / n)
                 if profiling:
                     prof.start("parallel")
+                cpu = process_cpu(m.daemon.pid)
                 add("fs_parallel", n / parallel(w, fs_writer))
+                add("cpu_ms_fs_parallel", (process_cpu(m.daemon.pid) - cpu) * 1000 / n)
                 if profiling:
                     prof.stop()
                 print(f"round {r}: {w} writers of {args.size} B: raw "
                       f"{res['raw_parallel'][-1]:.0f}, cloudfs {res['fs_parallel'][-1]:.0f}"
                       " files/s", flush=True)
             if "cp" in only:
+                cpu = own_cpu()
                 add("raw_seq", files / raw_puts(conns[0], tree, r))
+                add("cpu_ms_raw_seq", (own_cpu() - cpu) * 1000 / files)
                 if profiling:
                     prof.start("cp")
+                cpu = process_cpu(m.daemon.pid)
                 began = time.perf_counter()
                 subprocess.run(["cp", "-a", str(tree), str(m.mnt / f"cp{r}")], check=True)
                 add("fs_cp", files / (time.perf_counter() - began))
+                add("cpu_ms_fs_cp", (process_cpu(m.daemon.pid) - cpu) * 1000 / files)
                 if profiling:
                     prof.stop()
                 print(f"round {r}: cp -a of {files} files: raw {res['raw_seq'][-1]:.1f}, "
@@ -223,8 +235,11 @@ def main() -> int:
 
     if "parallel" in only:
         ratio("parallel_writers_vs_raw", "fs_parallel", "raw_parallel", 0.9)
+        ratio("cpu_per_file_parallel_daemon_vs_raw_client", "cpu_ms_fs_parallel",
+              "cpu_ms_raw_parallel", 0)
     if "cp" in only:
         ratio("cp_a_vs_raw_sequential", "fs_cp", "raw_seq", 0.9)
+        ratio("cpu_per_file_cp_daemon_vs_raw_client", "cpu_ms_fs_cp", "cpu_ms_raw_seq", 0)
     if "creators" in only:
         ratio("parallel_creators_vs_one", "create_par", "create_one", 4.0)
     if "big" in only:
