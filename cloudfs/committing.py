@@ -55,6 +55,7 @@ class Commits:
         h = self.handles.find(fh)
         if h is not None and self.writeback is not None:
             await self.writeback.drain(h.inode)
+        await self.barrier.wait()  # and every namespace change before it is durable
 
     async def release(self: Files, fh: int) -> None:
         h = self.handles.remove(fh)
@@ -97,8 +98,8 @@ class Commits:
         if attr.size == 0 or attr.version != h.open_version:
             return  # already empty (e.g. just created), or a newer version was committed
         try:
-            self.ns.set_content(h.inode, [], 0, expect_version=h.open_version,
-                                mtime_ns=h.pending_mtime_ns)
+            await self.barrier.durably(lambda: self.ns.set_content(
+                h.inode, [], 0, expect_version=h.open_version, mtime_ns=h.pending_mtime_ns))
         except Conflict:
             log.debug("inode %d: O_TRUNC skipped, a newer version was committed", h.inode)
             return
@@ -129,15 +130,20 @@ class Commits:
                 # version from the base pieces it read at the start: committing it over a
                 # newer version would silently drop that version's bytes (ESTALE instead).
                 keeps_base = not (session.replace_all and isinstance(written, Streaming))
-                self.ns.set_content(session.inode, pieces, size,
-                                    expect_version=session.base_version if keeps_base else None,
-                                    mtime_ns=session.mtime_ns)
+                # Durable before close returns, with every namespace change before it
+                # (the create, chmod, utimes...): one barrier shared with concurrent closes.
+                attr = await self.barrier.durably(lambda: self.ns.set_content(
+                    session.inode, pieces, size,
+                    expect_version=session.base_version if keeps_base else None,
+                    mtime_ns=session.mtime_ns))
             except BaseException as exc:
                 self._fail(session, h, exc)
             self._drop(session, written)  # done: the finished writer or the cache is released
         h.pending_truncate = False
-        h.open_version = self._current(h.inode)[0]
-        self._committed(h.inode)
+        # What the mount shows now: this version, unless write-back has newer ones pending.
+        current = (attr.version, size, pieces) if self.writeback is None else None
+        h.open_version = current[0] if current else self._current(h.inode)[0]
+        self._committed(h.inode, current)
 
     async def _publish(self: Files, session: WriteSession, written: Streaming | Cached
                        ) -> tuple[list[Piece], int]:
@@ -150,18 +156,21 @@ class Commits:
         base = [] if session.replace_all else self.ns.pieces(session.inode)
         return compose(written.start, content, base, sum(p.length for p in base))
 
-    def _committed(self: Files, inode: int) -> None:
+    def _committed(self: Files, inode: int,
+                   current: tuple[int, int, list[Piece]] | None = None) -> None:
         """After this mount changed the file: every open handle reads the new version (the
-        kernel already shows them its new size), and the kernel's cached attributes go."""
-        self.show_latest(inode)
+        kernel already shows them its new size), and the kernel's cached attributes go.
+        `current`: the (version, size, pieces) the mount shows now, if known."""
+        self.show_latest(inode, current)
         if self.on_commit is not None:
             self.on_commit(inode)
 
-    def show_latest(self: Files, inode: int) -> None:
+    def show_latest(self: Files, inode: int,
+                    current: tuple[int, int, list[Piece]] | None = None) -> None:
         """Open handles read the newest version (as `_committed`; also called when another
         mount committed one)."""
         with contextlib.suppress(NotFound):
-            _, size, pieces = self._current(inode)
+            _, size, pieces = current or self._current(inode)
             for h in self.handles.of_inode(inode):
                 h.show(pieces, size)
 

@@ -19,18 +19,17 @@ open-file table (cloudfs/handles.py), and the rules of when content becomes visi
 - Stopping the mount (`stop`) never commits what the application has not closed: see
   `session.ON_STOP`.
 
-`Files` is assembled from parts named for what they own: this module (opening, reading,
-writing, the write sessions' states and the one failure path), cloudfs/committing.py (close,
-fsync and the commit), cloudfs/journaling.py (write-back: the journal side of a session and
-the backlog), cloudfs/stopping.py (the stop sequence).
+`Files` is assembled from parts named for what they own: this module (reading, writing, the
+write sessions' states and the one failure path), cloudfs/opening.py (new handles and what the
+mount shows of a file), cloudfs/committing.py (close, fsync and the commit),
+cloudfs/journaling.py (write-back: the journal side of a session and the backlog),
+cloudfs/stopping.py (the stop sequence).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import NoReturn
@@ -38,9 +37,11 @@ from typing import NoReturn
 import trio
 
 from cloudfs.committing import Commits
+from cloudfs.durability import Barrier
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
 from cloudfs.journaling import JournalingPaths
+from cloudfs.opening import Opening
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
 from cloudfs.rwcache import RandomSession, ReadBase
 from cloudfs.session import (
@@ -54,8 +55,8 @@ from cloudfs.session import (
 )
 from cloudfs.stopping import Stopping
 from seqwrite import Layout, PublishMode, SwiftStore, Writer, WriterSettings
-from sqlfsn import Attr, Namespace, Piece
-from sqlfsn.errors import NamespaceError, NotFound
+from sqlfsn import Namespace
+from sqlfsn.errors import NamespaceError
 from wiring.filesystem import STALE_DELETION_NS
 from wiring.journal import Journal
 from wiring.leases import Leases
@@ -67,7 +68,7 @@ log = logging.getLogger(__name__)
 CLAIM_WAIT = 60.0  # seconds a writer waits for the garbage collector to finish a deletion
 
 
-class Files(Commits, JournalingPaths, Stopping):
+class Files(Opening, Commits, JournalingPaths, Stopping):
     """The open files of a mount and the content paths (read, write, commit, stop).
 
     Attributes:
@@ -91,6 +92,7 @@ class Files(Commits, JournalingPaths, Stopping):
         self.layout = layout
         self.writers = writers
         self.leases = Leases(ns)
+        self.barrier = Barrier(ns)  # durable barriers of lazy commits (cloudfs/durability.py)
         self.handles = HandleTable()
         self.stopping = False
         self.on_commit = on_commit
@@ -110,83 +112,6 @@ class Files(Commits, JournalingPaths, Stopping):
         self._session_ended = trio.Event()  # set (and renewed) whenever a session ends
         self._cache_logged: set[int] = set()  # inodes whose move to the cache was logged
         self.mount_id: int | None = None
-
-    # -- opening -----------------------------------------------------------------------------
-
-    def check_may_write(self) -> None:
-        """EROFS once the mount is stopping: it takes no new writes."""
-        if self.stopping:
-            raise FsError(errno.EROFS, "the mount is stopping: no new files are opened for "
-                          "writing")
-
-    def open(self, inode: int, flags: int) -> int:
-        attr = self.ns.getattr(inode)
-        writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
-        if writable:
-            self.check_may_write()
-        truncate = writable and bool(flags & os.O_TRUNC)
-        if truncate and inode in self._sessions:
-            raise FsError(errno.EBUSY, f"inode {inode} is being written by another handle; "
-                          "cloudfs allows one writer per file at a time")
-        if self.mount_id is not None and not self.handles.count(inode):
-            self.ns.hold_open(self.mount_id, inode)  # before reading: kept from now on
-        version, size, pieces = self._current(inode, attr)
-        h = self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,
-                             size=size, version=version)
-        h.append = writable and bool(flags & os.O_APPEND)
-        return h.fh
-
-    def hold_all_open(self) -> None:
-        """Hold every open file again (this mount registered anew, see shared.py)."""
-        if self.mount_id is not None:
-            for inode in {h.inode for h in self.handles}:
-                with contextlib.suppress(NotFound):  # deleted meanwhile: reads still work
-                    self.ns.hold_open(self.mount_id, inode)
-
-    def _current(self, inode: int, attr: Attr | None = None) -> tuple[int, int, list[Piece]]:
-        """The version, size and pieces this mount shows of a file: its newest pending version
-        in write-back mode, else the committed one (`attr`, if already read)."""
-        pending = None if self.writeback is None else self.writeback.view(inode)
-        if pending is not None:
-            return pending.version, pending.size, pending.pieces
-        attr = attr or self.ns.getattr(inode)
-        return attr.version, attr.size, self.ns.pieces(inode) if attr.size else []
-
-    def shown(self, inode: int, size: int, mtime_ns: int) -> tuple[int, int]:
-        """(size, mtime) as this mount shows them (getattr): a write in progress or a pending
-        version over the committed (`size`, `mtime_ns`)."""
-        pending = None if self.writeback is None else self.writeback.view(inode)
-        if pending is not None:
-            size, mtime_ns = pending.size, pending.mtime_ns
-        writing = self._writing_size(inode, size)
-        return (size if writing is None else writing), mtime_ns
-
-    def inode_of(self, fh: int) -> int | None:
-        h = self.handles.find(fh)
-        return None if h is None else h.inode
-
-    def open_count(self, inode: int) -> int:
-        return self.handles.count(inode)
-
-    @property
-    def writing(self) -> bool:
-        """Whether any write is in progress or pending (else `shown` is the committed)."""
-        return bool(self._sessions) or (self.writeback is not None
-                                         and self.writeback.any_pending())
-
-    def _writing_size(self, inode: int, current: int) -> int | None:
-        """The size the writer sees while a write is in progress over a file of `current`
-        bytes. A pending O_TRUNC shows at close, like the rest of a write."""
-        session = self._sessions.get(inode)
-        if session is None:
-            return None
-        size = session.size
-        if size is None:
-            return None
-        if (isinstance(session.state, Journaling | Streaming | Committing)
-                and not session.replace_all):
-            return max(size, current)  # a write inside the old content
-        return size
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -448,4 +373,7 @@ class Files(Commits, JournalingPaths, Stopping):
         return {"swift_requests": self.store.statistics(), "open_files": len(self.handles),
                 "writes_in_progress": len(self._sessions),
                 "namespace_commits": self.ns.commits,
+                "namespace_lazy_commits": self.ns.lazy_commits,
+                "namespace_syncs": self.ns.syncs,
+                "namespace_unsynced": self.ns.commits - self.ns.synced,
                 "write_back": None if self.writeback is None else self.writeback.backlog()}

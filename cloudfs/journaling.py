@@ -79,6 +79,9 @@ class JournalingPaths:
                             size=written.file.written,
                             mtime_ns=session.mtime_ns or time.time_ns(),
                             path=os.fsdecode(path) if path else f"inode {session.inode}")
+            # The file's name and attributes (committed lazily) are durable before the
+            # record that says it was closed: a replay after a power failure finds its inode.
+            await self.barrier.wait()
             await self.writeback.journal.seal(written.file, record)
         except BaseException as exc:
             self._fail(session, h, exc)
@@ -91,9 +94,12 @@ class JournalingPaths:
         self._committed(h.inode)
 
     async def sync(self: Files) -> int:
-        """`cloudfs sync`: until every version closed before now is in Swift and committed;
+        """`cloudfs sync`: until every version closed before now is in Swift and committed,
+        and every namespace change before now is durable;
         how many there were (0 unless in write-back mode)."""
-        return 0 if self.writeback is None else await self.writeback.drain_all()
+        uploaded = 0 if self.writeback is None else await self.writeback.drain_all()
+        await self.barrier.wait()  # and every namespace change before it is durable
+        return uploaded
 
     def replay(self: Files, files: list[JournalFile]) -> None:
         """At mount start: the journal's closed versions become pending again."""

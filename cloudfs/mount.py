@@ -91,6 +91,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
     async with contextlib.AsyncExitStack() as stack:
         fs = await stack.enter_async_context(open_filesystem(cfg))
         ns, store, layout = fs.ns, fs.store, fs.layout
+        stack.callback(_last_sync, ns)  # the lazy commits are durable before the mount ends
         journal = Journal(journal_dir(cfg, ns))  # opened once this mount is registered
         stack.callback(journal.close)  # once the nursery is done with it
         nursery = await stack.enter_async_context(trio.open_nursery())
@@ -125,6 +126,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
             listener.start()
             stack.callback(listener.stop)  # before pyfuse3.close: it calls into the session
         nursery.start_soon(files.leases.keep_alive)
+        nursery.start_soon(files.barrier.flush_every)
         patience = Patience()
         nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout, patience)
         status = MountStatus(files, ns, os.path.abspath(opts.mountpoint), cfg.database,
@@ -161,6 +163,13 @@ def register(ns: Namespace, mountpoint: str, files: Files) -> Registration:
     except MountBusy as exc:
         raise SetupError(f"the filesystem is already mounted ({exc.detail}); unmount it "
                          "first: one mount per SQLite namespace") from None
+
+
+def _last_sync(ns: Namespace) -> None:
+    try:
+        ns.sync()
+    except Exception as exc:  # the engine's own log still has every commit (not synced)
+        log.warning("the last namespace barrier failed: %s", exc)
 
 
 def _forget_cached_attributes(inode: int) -> None:

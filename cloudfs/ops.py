@@ -27,7 +27,7 @@ from cloudfs.files import Files
 from cloudfs.listing import Listing
 from cloudfs.readonly import ReadOnlyGuard
 from sqlfsn import NAME_MAX, Attr, Namespace
-from sqlfsn.errors import NameTooLong, NotFound
+from sqlfsn.errors import Exists, NameTooLong
 from wiring.metrics import READ_SECONDS
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,10 @@ class Operations(pyfuse3.Operations):
             await self.files.set_mtime(inode, attr.st_mtime_ns)
         if getattr(fields, "update_ctime", False):
             kw["ctime_ns"] = attr.st_ctime_ns
-        result = self.ns.setattr(inode, **kw) if kw else self.ns.getattr(inode)
-        return self._entry(result)
+        if not kw:
+            return self._entry(self.ns.getattr(inode))
+        with self.ns.lazily():  # durable at the next barrier (cloudfs/durability.py)
+            return self._entry(self.ns.setattr(inode, **kw))
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -193,52 +195,60 @@ class Operations(pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self.guard.inodes(parent_inode)
-        return self._looked_up(self.ns.mkdir(parent_inode, check_name(name),
-                                             stat.S_IMODE(mode), ctx.uid, ctx.gid))
+        with self.ns.lazily():
+            return self._looked_up(self.ns.mkdir(parent_inode, check_name(name),
+                                                 stat.S_IMODE(mode), ctx.uid, ctx.gid))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.guard.entry(parent_inode, name)
-        self.ns.rmdir(parent_inode, check_name(name))
+        with self.ns.lazily():
+            self.ns.rmdir(parent_inode, check_name(name))
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.guard.inodes(parent_inode)
-        attr = self.ns.unlink(parent_inode, check_name(name))
-        if attr.nlink == 0:
-            self._maybe_drop(attr.inode)
+        with self.ns.lazily():
+            attr = self.ns.unlink(parent_inode, check_name(name))
+            if attr.nlink == 0:
+                self._maybe_drop(attr.inode)
 
     @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self.guard.inodes(parent_inode)
-        return self._looked_up(self.ns.symlink(parent_inode, check_name(name), target,
-                                               ctx.uid, ctx.gid))
+        with self.ns.lazily():
+            return self._looked_up(self.ns.symlink(parent_inode, check_name(name), target,
+                                                   ctx.uid, ctx.gid))
 
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self.guard.inodes(parent_inode)
-        return self._looked_up(self.ns.mknod(parent_inode, check_name(name), mode, rdev,
-                                             ctx.uid, ctx.gid))
+        with self.ns.lazily():
+            return self._looked_up(self.ns.mknod(parent_inode, check_name(name), mode, rdev,
+                                                 ctx.uid, ctx.gid))
 
     @fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self.guard.inodes(inode, new_parent_inode)
-        return self._looked_up(self.ns.link(inode, new_parent_inode, check_name(new_name)))
+        with self.ns.lazily():
+            return self._looked_up(self.ns.link(inode, new_parent_inode,
+                                                check_name(new_name)))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         self.guard.entry(parent_inode_old, name_old)
         self.guard.entry(parent_inode_new, name_new)
-        replaced = self.ns.rename(parent_inode_old, check_name(name_old), parent_inode_new,
-                                  check_name(name_new),
-                                  noreplace=bool(flags & RENAME_NOREPLACE),
-                                  exchange=bool(flags & RENAME_EXCHANGE))
-        if replaced is not None:
-            self._maybe_drop(replaced)
+        with self.ns.lazily():
+            replaced = self.ns.rename(parent_inode_old, check_name(name_old),
+                                      parent_inode_new, check_name(name_new),
+                                      noreplace=bool(flags & RENAME_NOREPLACE),
+                                      exchange=bool(flags & RENAME_EXCHANGE))
+            if replaced is not None:
+                self._maybe_drop(replaced)
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
@@ -319,7 +329,8 @@ class Operations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         self.guard.inodes(inode)
-        self.ns.setxattr(inode, name, value)
+        with self.ns.lazily():
+            self.ns.setxattr(inode, name, value)
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
@@ -328,7 +339,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.guard.inodes(inode)
-        self.ns.removexattr(inode, name)
+        with self.ns.lazily():
+            self.ns.removexattr(inode, name)
 
     # -- file content ------------------------------------------------------------------------
 
@@ -356,16 +368,17 @@ class Operations(pyfuse3.Operations):
         name = check_name(name)
         self.guard.inodes(parent_inode)
         self.files.check_may_write()
-        try:
+        try:  # the kernel looked the name up and found nothing: create first
+            with self.ns.lazily():  # durable with the content's commit at close, at the latest
+                attr = self.ns.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid,
+                                      ctx.gid)
+        except Exists:  # raced with another creator: open it (a file write never answers
+            if flags & os.O_EXCL:  # EEXIST)
+                raise FileExistsError(errno.EEXIST, "exists") from None
             attr = self.ns.lookup(parent_inode, name)
-        except NotFound:
-            attr = self.ns.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid, ctx.gid)
-        else:  # raced with another creator: open it (a file write never answers EEXIST)
-            if flags & os.O_EXCL:
-                raise FileExistsError(errno.EEXIST, "exists")
             if stat.S_ISDIR(attr.mode):
-                raise IsADirectoryError(errno.EISDIR, "is a directory")
-        fh = self.files.open(attr.inode, flags)
+                raise IsADirectoryError(errno.EISDIR, "is a directory") from None
+        fh = self.files.open(attr.inode, flags, attr)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
 
     # pyfuse3 replies from any buffer; its stub says bytes, a view of a block spares a copy.
@@ -396,8 +409,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        # Namespace changes are durable when they return; in write-back mode an fsync of a
-        # directory also waits until every file closed before it is in Swift (syncfs(2) and
-        # `sync -f` are not forwarded by the kernel to a FUSE filesystem: this is the POSIX
-        # way to ask, for any user of the mount).
+        # Every namespace change before it is durable when it returns; in write-back mode
+        # an fsync of a directory also waits until every file closed before it is in Swift
+        # (syncfs(2) and `sync -f` are not forwarded by the kernel to a FUSE filesystem: this
+        # is the POSIX way to ask, for any user of the mount).
         await self.files.sync()

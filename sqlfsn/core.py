@@ -33,12 +33,13 @@ write is the one ``BEGIN IMMEDIATE`` writer, so none of this can happen there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from . import errors
@@ -105,6 +106,10 @@ class Core:
         _db: the database connection (autocommit; writes go through ``_write``).
         _clock: returns the current time in integer nanoseconds.
         commits: how many write transactions this connection committed.
+        lazy_commits: how many of them did not wait for the disk (``lazily``, durable=False).
+        synced: how many of them (the first ``synced``) are known durable: up to the last
+            durable commit or ``sync``.
+        syncs: durable barriers made (``sync``, ``note_synced``).
     """
 
     _db: Database
@@ -114,6 +119,10 @@ class Core:
         self._db = db
         self._clock = clock
         self.commits = 0  # write transactions committed by this connection (statistics)
+        self.lazy_commits = 0
+        self.synced = 0
+        self.syncs = 0
+        self._lazy = False
 
     @property
     def shared(self) -> bool:
@@ -143,6 +152,52 @@ class Core:
         more than once."""
         return self._transaction(work, isolation, durable)
 
+    @contextlib.contextmanager
+    def lazily(self) -> Iterator[None]:
+        """Within: every write commits without waiting for the disk, as ``durable=False``.
+
+        For a caller that issues its own durable barriers (the mount: fsync, close after a
+        content commit, a background flush every second): such a commit is visible at once,
+        survives the death of the process (SQLite: it is in the WAL file; PostgreSQL: the
+        server has it), and becomes durable against an OS crash or power failure with the
+        next durable commit of any process or the next ``sync``."""
+        previous, self._lazy = self._lazy, True
+        try:
+            yield
+        finally:
+            self._lazy = previous
+
+    def log_syncer(self) -> Callable[[], None] | None:
+        """A durable barrier that may run in another thread (``Database.log_syncer``); after
+        it returns, call ``note_synced`` with ``commits`` as read before it started. None:
+        use ``sync``."""
+        return self._db.log_syncer()
+
+    def note_synced(self, upto: int) -> None:
+        """The first ``upto`` commits are durable (a ``log_syncer`` run has returned)."""
+        self.synced = max(self.synced, upto)
+        self.syncs += 1
+
+    def sync(self) -> None:
+        """A durable barrier: every commit so far of this connection (and every earlier one of
+        any process) is durable when this returns. SQLite: the WAL file is synced;
+        PostgreSQL: one synchronous commit (it flushes the WAL up to itself)."""
+        if self.synced >= self.commits:
+            return
+        upto = self.commits
+        syncer = self._db.log_syncer()
+        if syncer is not None:
+            syncer()
+        else:
+            # An id makes the COMMIT write a record, and a synchronous commit waits for the
+            # flush of the WAL up to it, every earlier record included.
+            lazy, self._lazy = self._lazy, False
+            try:
+                self._write(lambda db: db.execute("SELECT txid_current()"))
+            finally:
+                self._lazy = lazy
+        self.note_synced(upto)
+
     def _read(self, work: Callable[[Database], T]) -> T:
         """``work(db)`` in a read transaction: several SELECTs that see one consistent state."""
         return self._transaction(work, Isolation.SNAPSHOT, True)
@@ -150,6 +205,7 @@ class Core:
     def _transaction(self, work: Callable[[Database], T], isolation: Isolation,
                      durable: bool) -> T:
         db = self._db
+        durable = durable and not (self._lazy and isolation is not Isolation.SNAPSHOT)
         pause = RETRY_PAUSE_S[0]
         for attempt in range(1, MAX_ATTEMPTS + 1):
             db.begin(isolation, durable=durable)
@@ -158,6 +214,10 @@ class Core:
                 db.commit()
                 if isolation is not Isolation.SNAPSHOT:
                     self.commits += 1
+                    if durable:
+                        self.synced = self.commits
+                    else:
+                        self.lazy_commits += 1
                 return result
             except (Retry, ConnectionLost) as exc:
                 db.rollback()

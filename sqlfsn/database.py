@@ -112,6 +112,13 @@ class Database(ABC):
     def close(self) -> None:
         """Close the connection."""
 
+    def log_syncer(self) -> Callable[[], None] | None:
+        """A function that makes every commit so far of this connection durable (and every
+        earlier commit of any process: the engine writes one log) and may run in any thread
+        while this connection goes on (SQLite: an fdatasync of the WAL file); None where the
+        barrier needs the connection itself (PostgreSQL: ``Core.sync`` commits durably)."""
+        return None
+
     @property
     def session_id(self) -> int | None:
         """The server's id of this connection's session (PostgreSQL: the backend pid, which

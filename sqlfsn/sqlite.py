@@ -98,6 +98,26 @@ class SqliteDatabase(Database):
             self._relaxed = False
             self.conn.execute("PRAGMA synchronous = FULL")
 
+    def log_syncer(self) -> Callable[[], None] | None:
+        if self.display == ":memory:":
+            return lambda: None
+        wal = os.path.abspath(self.display) + "-wal"
+
+        def sync_wal() -> None:
+            # Every frame a commit wrote is in the WAL file: syncing it is what a
+            # synchronous=FULL commit does. No WAL file: the last checkpoint moved everything
+            # into the database file and synced it before removing the WAL.
+            try:
+                fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+        return sync_wal
+
     def fetch_later(self, cursor: Cursor) -> Callable[[], Any]:
         row = cursor.fetchone()
         return lambda: row
