@@ -17,6 +17,7 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
+from itertools import repeat, takewhile
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -24,9 +25,9 @@ import trio
 
 from cloudfs.errors import errno_of
 from cloudfs.files import Files
-from cloudfs.listing import Listing
+from cloudfs.listing import Entries, Listing
 from cloudfs.readonly import ReadOnlyGuard
-from sqlfsn import NAME_MAX, Attr, Namespace
+from sqlfsn import NAME_MAX, Attr, DirRow, Namespace
 from sqlfsn.errors import NameTooLong, NotFound
 from wiring.metrics import READ_SECONDS
 
@@ -246,34 +247,75 @@ class Operations(pyfuse3.Operations):
             raise NotADirectoryError(errno.ENOTDIR, "not a directory")
         dh = self._next_dh
         self._next_dh += 1
-        self._dir_handles[dh] = Listing(self.ns, inode)
+        self._dir_handles[dh] = Listing(self.ns, inode, self._prepare)
         return dh
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         """READDIRPLUS: entries with their attributes (the kernel links each one: a lookup),
-        from the handle's listing (cloudfs/listing.py), until the reply is full."""
+        from the handle's listing (cloudfs/listing.py): the entries it keeps, prepared ahead,
+        until the reply is full or none is kept (one query when none is). The copies into the
+        reply run in C (map over pyfuse3.readdir_reply), no Python code per entry."""
         listing = self._dir_handles[fh]
-        e = pyfuse3.EntryAttributes()  # one for the whole reply: each entry is copied out
-        lookups = self.lookups
-        sent = 0
-        offset = start_id
-        while rows := listing.rows(offset):
-            for i, (offset, name, inode, mode, nlink, uid, gid, rdev, size, atime_ns,
-                    mtime_ns, ctime_ns, _) in enumerate(rows):
-                size, mtime_ns = self._as_shown(inode, mode, size, mtime_ns)
-                _fill(e, inode, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns)
-                if not pyfuse3.readdir_reply(token, name, e, offset):
-                    # The reply is full: this entry is not linked (not a lookup); the next
-                    # request starts from it, so fetch what it will want meanwhile.
-                    listing.consumed(i)
-                    listing.last_sent = sent + i
-                    if self._nursery is not None and listing.wants_prefetch():
-                        self._nursery.start_soon(self._prefetch, listing)
-                    return
-                lookups[inode] = lookups.get(inode, 0) + 1
-            listing.consumed(len(rows))
-            sent += len(rows)
+        got = listing.take(start_id)
+        if not got.offsets:  # the end of the directory
+            listing.last_sent = 0
+            return
+        items = self._shown_items(got) if self.files.writing else got.items
+        # readdir_reply answers False for the first entry without room: that one is not in
+        # the reply, not linked (not a lookup), and the next request starts from it.
+        sent = sum(takewhile(bool, map(pyfuse3.readdir_reply, repeat(token), got.names, items,
+                                       got.offsets)))
+        self.lookups.update(got.inodes[:sent] if sent < len(got.inodes) else got.inodes)
+        listing.consumed(sent)
+        listing.last_sent = sent
+        if sent < len(got.offsets):
+            listing.room = sent
+        if self._nursery is not None and listing.wants_prefetch():
+            # The next request's entries, prepared while the kernel digests this reply.
+            self._nursery.start_soon(self._prefetch, listing)
+
+    def _prepare(self, rows: list[DirRow]) -> list[pyfuse3.EntryAttributes]:
+        """Each row's attributes as a reply carries them (the committed size and mtime; see
+        _shown_items): one new EntryAttributes per entry, whose zeroed fields (generation,
+        rdev, size, blocks) are set only when not zero."""
+        out: list[pyfuse3.EntryAttributes] = []
+        append = out.append
+        new = pyfuse3.EntryAttributes
+        for _, _, inode, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns in rows:
+            e = new()
+            e.st_ino = inode
+            e.entry_timeout = ATTR_TIMEOUT
+            e.attr_timeout = ATTR_TIMEOUT
+            e.st_mode = mode
+            e.st_nlink = nlink
+            e.st_uid = uid
+            e.st_gid = gid
+            if rdev:
+                e.st_rdev = rdev
+            if size:
+                e.st_size = size
+                e.st_blocks = (size + 511) // 512
+            e.st_blksize = BLKSIZE
+            e.st_atime_ns = atime_ns
+            e.st_mtime_ns = mtime_ns
+            e.st_ctime_ns = ctime_ns
+            append(e)
+        return out
+
+    def _shown_items(self, got: Entries) -> list[pyfuse3.EntryAttributes]:
+        """got.items, where a file being written (or with a pending version) shows the size
+        and mtime its writer sees (a new EntryAttributes: the kept ones stay as committed)."""
+        items = list(got.items)  # the listing's own: a copy
+        for i, (_, _, inode, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns,
+                ctime_ns) in enumerate(got.rows):
+            if stat.S_ISREG(mode):
+                shown_size, shown_mtime_ns = self.files.shown(inode, size, mtime_ns)
+                if (shown_size, shown_mtime_ns) != (size, mtime_ns):
+                    items[i] = e = pyfuse3.EntryAttributes()
+                    _fill(e, inode, mode, nlink, uid, gid, rdev, shown_size, atime_ns,
+                          shown_mtime_ns, ctime_ns)
+        return items
 
     @staticmethod
     async def _prefetch(listing: Listing) -> None:
