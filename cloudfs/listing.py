@@ -96,7 +96,9 @@ class Listing:
             self._batch = min(GROWTH * self._batch, MAX_BATCH)
         p = self._pos
         k = self._kept
-        return k if p == 0 else Entries(*(kept[p:] for kept in k))
+        if p == 0:
+            return k
+        return Entries(k.offsets[p:], k.names[p:], k.items[p:], k.inodes[p:], k.rows[p:])
 
     def consumed(self, n: int) -> None:
         """The first `n` entries of the last `take()` were sent: the listing goes on after
@@ -164,5 +166,7 @@ class Listing:
                 gc.enable()
         self._end = len(rows) < limit
         if self.kept():
-            new = Entries(*(old[p:] + add for old, add in zip(k, new, strict=True)))
+            new = Entries(k.offsets[p:] + new.offsets, k.names[p:] + new.names,
+                          k.items[p:] + new.items, k.inodes[p:] + new.inodes,
+                          k.rows[p:] + new.rows)
         self._kept, self._pos = new, 0
