@@ -23,11 +23,12 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from cloudfs.attrs import BLKSIZE, fill, prepared, shown_items
 from cloudfs.errors import errno_of
 from cloudfs.files import Files
-from cloudfs.listing import Entries, Listing
+from cloudfs.listing import Listing
 from cloudfs.readonly import ReadOnlyGuard
-from sqlfsn import NAME_MAX, Attr, DirRow, Namespace
+from sqlfsn import NAME_MAX, Attr, Namespace
 from sqlfsn.errors import NameTooLong, NotFound
 from wiring.metrics import READ_SECONDS
 
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-BLKSIZE = 1 << 20  # st_blksize: cp and cat size their buffers from it (1 MiB requests)
-ATTR_TIMEOUT = 1.0  # seconds the kernel may cache attributes and entries
 VIRTUAL_FREE = 1 << 50  # statfs: bytes reported free (Swift has no fixed capacity)
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -78,26 +77,6 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
     return wrapper
 
 
-def _fill(e: pyfuse3.EntryAttributes, inode: int, mode: int, nlink: int, uid: int, gid: int,
-          rdev: int, size: int, atime_ns: int, mtime_ns: int, ctime_ns: int) -> None:
-    """Set every attribute of `e` (a lookup's, getattr's or a readdir entry's)."""
-    e.st_ino = inode
-    e.generation = 0
-    e.entry_timeout = ATTR_TIMEOUT
-    e.attr_timeout = ATTR_TIMEOUT
-    e.st_mode = mode
-    e.st_nlink = nlink
-    e.st_uid = uid
-    e.st_gid = gid
-    e.st_rdev = rdev
-    e.st_size = size
-    e.st_blksize = BLKSIZE
-    e.st_blocks = (size + 511) // 512
-    e.st_atime_ns = atime_ns
-    e.st_mtime_ns = mtime_ns
-    e.st_ctime_ns = ctime_ns
-
-
 def check_name(name: bytes) -> bytes:
     if len(name) > NAME_MAX:
         raise NameTooLong(f"name of {len(name)} bytes (the limit is {NAME_MAX})")
@@ -127,7 +106,7 @@ class Operations(pyfuse3.Operations):
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         size, mtime_ns = self._as_shown(attr.inode, attr.mode, attr.size, attr.mtime_ns)
-        _fill(e, attr.inode, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev, size,
+        fill(e, attr.inode, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev, size,
               attr.atime_ns, mtime_ns, attr.ctime_ns)
         if self.ns.shared:
             self._shown[attr.inode] = attr.version
@@ -247,7 +226,7 @@ class Operations(pyfuse3.Operations):
             raise NotADirectoryError(errno.ENOTDIR, "not a directory")
         dh = self._next_dh
         self._next_dh += 1
-        self._dir_handles[dh] = Listing(self.ns, inode, self._prepare)
+        self._dir_handles[dh] = Listing(self.ns, inode, prepared)
         return dh
 
     @fuse_errors
@@ -261,7 +240,7 @@ class Operations(pyfuse3.Operations):
         if not got.offsets:  # the end of the directory
             listing.last_sent = 0
             return
-        items = self._shown_items(got) if self.files.writing else got.items
+        items = shown_items(got, self.files) if self.files.writing else got.items
         # readdir_reply answers False for the first entry without room: that one is not in
         # the reply, not linked (not a lookup), and the next request starts from it.
         sent = sum(takewhile(bool, map(pyfuse3.readdir_reply, repeat(token), got.names, items,
@@ -274,48 +253,6 @@ class Operations(pyfuse3.Operations):
         if self._nursery is not None and listing.wants_prefetch():
             # The next request's entries, prepared while the kernel digests this reply.
             self._nursery.start_soon(self._prefetch, listing)
-
-    def _prepare(self, rows: list[DirRow]) -> list[pyfuse3.EntryAttributes]:
-        """Each row's attributes as a reply carries them (the committed size and mtime; see
-        _shown_items): one new EntryAttributes per entry, whose zeroed fields (generation,
-        rdev, size, blocks) are set only when not zero."""
-        out: list[pyfuse3.EntryAttributes] = []
-        append = out.append
-        new = pyfuse3.EntryAttributes
-        for _, _, inode, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns in rows:
-            e = new()
-            e.st_ino = inode
-            e.entry_timeout = ATTR_TIMEOUT
-            e.attr_timeout = ATTR_TIMEOUT
-            e.st_mode = mode
-            e.st_nlink = nlink
-            e.st_uid = uid
-            e.st_gid = gid
-            if rdev:
-                e.st_rdev = rdev
-            if size:
-                e.st_size = size
-                e.st_blocks = (size + 511) // 512
-            e.st_blksize = BLKSIZE
-            e.st_atime_ns = atime_ns
-            e.st_mtime_ns = mtime_ns
-            e.st_ctime_ns = ctime_ns
-            append(e)
-        return out
-
-    def _shown_items(self, got: Entries) -> list[pyfuse3.EntryAttributes]:
-        """got.items, where a file being written (or with a pending version) shows the size
-        and mtime its writer sees (a new EntryAttributes: the kept ones stay as committed)."""
-        items = list(got.items)  # the listing's own: a copy
-        for i, (_, _, inode, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns,
-                ctime_ns) in enumerate(got.rows):
-            if stat.S_ISREG(mode):
-                shown_size, shown_mtime_ns = self.files.shown(inode, size, mtime_ns)
-                if (shown_size, shown_mtime_ns) != (size, mtime_ns):
-                    items[i] = e = pyfuse3.EntryAttributes()
-                    _fill(e, inode, mode, nlink, uid, gid, rdev, shown_size, atime_ns,
-                          shown_mtime_ns, ctime_ns)
-        return items
 
     @staticmethod
     async def _prefetch(listing: Listing) -> None:

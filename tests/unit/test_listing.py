@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudfs import attrs
 from cloudfs import listing as listing_mod
 from cloudfs.listing import Listing
 from sqlfsn import ROOT_INODE, Namespace
@@ -243,7 +244,7 @@ def test_missing_or_not_a_directory(ns: Namespace) -> None:
         Listing(ns, 999).take(0)
 
 
-# -- the mount's side: cloudfs/ops.py prepares the entries and shows writes in progress --------
+# -- the mount's side: cloudfs/attrs.py prepares the entries and shows writes in progress ------
 
 
 class NoWrites:
@@ -267,29 +268,26 @@ def test_prepared_attributes_are_those_a_lookup_answers(ns: Namespace) -> None:
 
     from cloudfs.ops import Operations
 
-    ops = Operations(ns, NoWrites())  # type: ignore[arg-type]
+    ops = Operations(ns, NoWrites())  # type: ignore[arg-type]  # (its lookups' attributes)
     ns.create(R, b"file", 0o640, 7, 8)
     ns.mknod(R, b"dev", stat.S_IFCHR | 0o600, 0x0103, 0, 0)  # rdev not 0
     ns.symlink(R, b"link", b"x" * 700, 1, 1)  # size 700: blocks 2
     ns.mkdir(R, b"dir", 0o755, 0, 0)
     rows = ns.readdir_rows(R, 0, 10)
-    prepared = ops._prepare(rows)
+    prepared = attrs.prepared(rows)
     assert [e.__getstate__() for e in prepared] == [
         ops._entry(ns.getattr(row[2])).__getstate__() for row in rows]
     assert prepared[2].st_blocks == 2 and prepared[1].st_rdev == 0x0103
 
 
 def test_a_file_being_written_shows_its_writers_size(ns: Namespace) -> None:
-    from cloudfs.ops import Operations
-
     for i in range(3):
         ns.create(R, b"f%d" % i, 0o644, 0, 0)
     writing = ns.lookup(R, b"f1").inode
-    ops = Operations(ns, OneWrite(writing))  # type: ignore[arg-type]
-    listing = Listing(ns, R, ops._prepare, clock=Clock())
+    listing = Listing(ns, R, attrs.prepared, clock=Clock())
     got = listing.take(0)
     kept = list(got.items)
-    shown = ops._shown_items(got)
+    shown = attrs.shown_items(got, OneWrite(writing))
     assert [e.st_size for e in shown] == [0, 5000, 0]
     assert shown[1].st_mtime_ns == got.rows[1][10] + 1
     assert shown[0] is kept[0] and shown[2] is kept[2]
