@@ -17,11 +17,13 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
+from itertools import repeat, takewhile
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
+from cloudfs.attrs import BLKSIZE, fill, prepared, shown_items
 from cloudfs.errors import errno_of
 from cloudfs.files import Files
 from cloudfs.listing import Listing
@@ -35,8 +37,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-BLKSIZE = 1 << 20  # st_blksize: cp and cat size their buffers from it (1 MiB requests)
-ATTR_TIMEOUT = 1.0  # seconds the kernel may cache attributes and entries
 VIRTUAL_FREE = 1 << 50  # statfs: bytes reported free (Swift has no fixed capacity)
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -77,26 +77,6 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
     return wrapper
 
 
-def _fill(e: pyfuse3.EntryAttributes, inode: int, mode: int, nlink: int, uid: int, gid: int,
-          rdev: int, size: int, atime_ns: int, mtime_ns: int, ctime_ns: int) -> None:
-    """Set every attribute of `e` (a lookup's, getattr's or a readdir entry's)."""
-    e.st_ino = inode
-    e.generation = 0
-    e.entry_timeout = ATTR_TIMEOUT
-    e.attr_timeout = ATTR_TIMEOUT
-    e.st_mode = mode
-    e.st_nlink = nlink
-    e.st_uid = uid
-    e.st_gid = gid
-    e.st_rdev = rdev
-    e.st_size = size
-    e.st_blksize = BLKSIZE
-    e.st_blocks = (size + 511) // 512
-    e.st_atime_ns = atime_ns
-    e.st_mtime_ns = mtime_ns
-    e.st_ctime_ns = ctime_ns
-
-
 def check_name(name: bytes) -> bytes:
     if len(name) > NAME_MAX:
         raise NameTooLong(f"name of {len(name)} bytes (the limit is {NAME_MAX})")
@@ -126,7 +106,7 @@ class Operations(pyfuse3.Operations):
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         size, mtime_ns = self._as_shown(attr.inode, attr.mode, attr.size, attr.mtime_ns)
-        _fill(e, attr.inode, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev, size,
+        fill(e, attr.inode, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev, size,
               attr.atime_ns, mtime_ns, attr.ctime_ns)
         if self.ns.shared:
             self._shown[attr.inode] = attr.version
@@ -256,34 +236,33 @@ class Operations(pyfuse3.Operations):
             raise NotADirectoryError(errno.ENOTDIR, "not a directory")
         dh = self._next_dh
         self._next_dh += 1
-        self._dir_handles[dh] = Listing(self.ns, inode)
+        self._dir_handles[dh] = Listing(self.ns, inode, prepared)
         return dh
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         """READDIRPLUS: entries with their attributes (the kernel links each one: a lookup),
-        from the handle's listing (cloudfs/listing.py), until the reply is full."""
+        from the handle's listing (cloudfs/listing.py): the entries it keeps, prepared ahead,
+        until the reply is full or none is kept (one query when none is). The copies into the
+        reply run in C (map over pyfuse3.readdir_reply), no Python code per entry."""
         listing = self._dir_handles[fh]
-        e = pyfuse3.EntryAttributes()  # one for the whole reply: each entry is copied out
-        lookups = self.lookups
-        sent = 0
-        offset = start_id
-        while rows := listing.rows(offset):
-            for i, (offset, name, inode, mode, nlink, uid, gid, rdev, size, atime_ns,
-                    mtime_ns, ctime_ns, _) in enumerate(rows):
-                size, mtime_ns = self._as_shown(inode, mode, size, mtime_ns)
-                _fill(e, inode, mode, nlink, uid, gid, rdev, size, atime_ns, mtime_ns, ctime_ns)
-                if not pyfuse3.readdir_reply(token, name, e, offset):
-                    # The reply is full: this entry is not linked (not a lookup); the next
-                    # request starts from it, so fetch what it will want meanwhile.
-                    listing.consumed(i)
-                    listing.last_sent = sent + i
-                    if self._nursery is not None and listing.wants_prefetch():
-                        self._nursery.start_soon(self._prefetch, listing)
-                    return
-                lookups[inode] = lookups.get(inode, 0) + 1
-            listing.consumed(len(rows))
-            sent += len(rows)
+        got = listing.take(start_id)
+        if not got.offsets:  # the end of the directory
+            listing.last_sent = 0
+            return
+        items = shown_items(got, self.files) if self.files.writing else got.items
+        # readdir_reply answers False for the first entry without room: that one is not in
+        # the reply, not linked (not a lookup), and the next request starts from it.
+        sent = sum(takewhile(bool, map(pyfuse3.readdir_reply, repeat(token), got.names, items,
+                                       got.offsets)))
+        self.lookups.update(got.inodes[:sent] if sent < len(got.inodes) else got.inodes)
+        listing.consumed(sent)
+        listing.last_sent = sent
+        if sent < len(got.offsets):
+            listing.room = sent
+        if self._nursery is not None and listing.wants_prefetch():
+            # The next request's entries, prepared while the kernel digests this reply.
+            self._nursery.start_soon(self._prefetch, listing)
 
     @staticmethod
     async def _prefetch(listing: Listing) -> None:

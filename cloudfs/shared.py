@@ -15,7 +15,7 @@ keeps this mount's part of that alive:
   renamed away invalidates that directory entry. Its connection also holds the mount's session
   lock, which tells the other mounts at once that this process died. A notification missed
   (the connection broke) is covered by the kernel's attribute and entry timeouts
-  (ops.ATTR_TIMEOUT, 1 s): they bound how long any change can stay unseen.
+  (attrs.ATTR_TIMEOUT, 1 s): they bound how long any change can stay unseen.
 
 SQLite has one mount (the exclusive lock of sqlfsn/local.py): the row is registered, and
 there is nothing to listen to.

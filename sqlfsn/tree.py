@@ -31,6 +31,12 @@ READDIR_BATCH = 128
 _MKNOD_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
 
 _ATTR_I = ", ".join(f"i.{col}" for col in ATTR_COLUMNS.split(", "))
+# readdir_rows: a DirRow per entry (no version: a listing does not need it, and each column
+# is a Python object per row, the largest cost of listing a big directory).
+_DIR_ROWS = (
+    "SELECT d.id, d.name, i.id, i.mode, i.nlink, i.uid, i.gid, i.rdev, i.size, i.atime_ns,"
+    " i.mtime_ns, i.ctime_ns FROM dentry d JOIN inode i ON i.id = d.inode"
+    " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?")
 
 
 class TreeOps(Core):
@@ -422,7 +428,11 @@ class TreeOps(Core):
 
     def _readdir(self, inode: int, offset: int) -> Iterator[DirEntry]:
         while True:
-            rows = self._dir_rows(inode, offset, READDIR_BATCH)
+            rows = self._db.execute(
+                f"SELECT d.id, d.name, {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
+                " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
+                (inode, offset, READDIR_BATCH),
+            ).fetchall()
             for dentry_id, name, *attr in rows:
                 yield DirEntry(name, Attr(*attr), dentry_id)
             if len(rows) < READDIR_BATCH:
@@ -435,11 +445,4 @@ class TreeOps(Core):
         that list a great many entries (the mount), to whom an Attr and a DirEntry per entry
         would cost more than the query itself. NotFound, NotADirectory."""
         self._dir(inode, live=False)
-        return self._dir_rows(inode, offset, limit)
-
-    def _dir_rows(self, inode: int, offset: int, limit: int) -> list[DirRow]:
-        return self._db.execute(
-            f"SELECT d.id, d.name, {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
-            " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?",
-            (inode, offset, limit),
-        ).fetchall()
+        return self._db.execute(_DIR_ROWS, (inode, offset, limit)).fetchall()

@@ -65,8 +65,9 @@ class DirEntry:
 
 #: One entry of a directory listing as a plain row (``Namespace.readdir_rows``): its offset
 #: (pass it back to continue after it), its name, then its inode's attributes in Attr's field
-#: order (``Attr(*row[2:])``).
-DirRow = tuple[int, bytes, int, int, int, int, int, int, int, int, int, int, int]
+#: order without the version (``Attr(*row[2:], version)``): inode, mode, nlink, uid, gid,
+#: rdev, size, atime_ns, mtime_ns, ctime_ns.
+DirRow = tuple[int, bytes, int, int, int, int, int, int, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)

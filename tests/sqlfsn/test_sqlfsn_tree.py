@@ -390,6 +390,34 @@ def test_readdir_raises_eagerly(ns: Namespace) -> None:
     assert ns.check() == []
 
 
+def test_readdir_rows_are_readdir_as_plain_rows(ns: Namespace) -> None:
+    """The mount's listing query (Namespace.readdir_rows, one query per batch): the same
+    entries as readdir, as (offset, name, inode, mode, nlink, uid, gid, rdev, size, atime_ns,
+    mtime_ns, ctime_ns), pages resumed at any offset; uid and gid up to 2**32 - 1."""
+    ns.mkdir(R, b"d", 0o755, 0, 0)
+    f = ns.create(R, b"f", 0o644, 4294967294, 4294967295)
+    ns.setattr(f.inode, size=12345)
+    ns.symlink(R, b"s", b"target", 1, 2)
+    ns.mknod(R, b"c", 0o020600, 0x0103, 0, 0)
+    for i in range(20):
+        ns.create(R, b"e%02d" % i, 0o600, 3, 4)
+    entries = list(ns.readdir(R))
+    expected = [(e.next_offset, e.name, e.attr.inode, e.attr.mode, e.attr.nlink, e.attr.uid,
+                 e.attr.gid, e.attr.rdev, e.attr.size, e.attr.atime_ns, e.attr.mtime_ns,
+                 e.attr.ctime_ns) for e in entries]
+    assert ns.readdir_rows(R, 0, 100) == expected
+    pages, offset = [], 0
+    while rows := ns.readdir_rows(R, offset, 7):
+        pages.append(rows)
+        offset = rows[-1][0]
+    assert [len(p) for p in pages] == [7, 7, 7, 3] and sum(pages, []) == expected
+    assert ns.readdir_rows(R, expected[5][0], 2) == expected[6:8]
+    with pytest.raises(errors.NotADirectory):
+        ns.readdir_rows(f.inode, 0, 10)
+    with pytest.raises(errors.NotFound):
+        ns.readdir_rows(999, 0, 10)
+
+
 def test_statfs(ns: Namespace) -> None:
     ns.mkdir(R, b"d", 0o755, 0, 0)
     f = ns.create(R, b"f", 0o644, 0, 0)
