@@ -136,7 +136,14 @@ class PostgresDatabase(Database):
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self._conninfo, autocommit=True)
+            # No server-side prepared statements (prepare_threshold=None): psycopg prepares a
+            # statement after it ran 5 times, and in pipeline mode a transaction that fails
+            # before the queued PREPARE runs (a lost race, rolled back and run again) leaves
+            # psycopg believing it prepared one the server never made: the next run of that
+            # statement failed with InvalidSqlStatementName ('prepared statement "_pg3_48"
+            # does not exist', seen in the three-mount storm test). Our statements are short;
+            # parsing them each time costs less than a round trip.
+            return psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
         except psycopg.Error as exc:
             raise errors.Unavailable(
                 f"{self.display}: cannot connect ({one_line(exc, self._secret)})"

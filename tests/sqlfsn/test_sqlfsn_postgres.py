@@ -16,7 +16,7 @@ from devtools import ports
 from devtools import postgres as devpostgres
 from devtools.postgres import DevPostgres
 from sqlfsn import ROOT_INODE, SCHEMA_VERSION, Namespace, errors
-from sqlfsn.database import describe, sqlite_path
+from sqlfsn.database import Isolation, describe, sqlite_path
 
 R = ROOT_INODE
 
@@ -215,3 +215,27 @@ def test_server_going_away_and_coming_back() -> None:
         ns.close()
     finally:
         devpostgres.remove(dev.dir)
+
+
+def test_a_failed_transaction_leaves_no_statement_half_prepared(pg_url: str) -> None:
+    """A transaction whose pipeline fails before a statement runs for the fifth time (when
+    psycopg would prepare it on the server) is rolled back; the next run of that statement
+    works. With server-side preparation on, psycopg believed the skipped PREPARE done and the
+    next run failed with 'prepared statement "_pg3_1" does not exist' (the three-mount storm
+    test met it as an EIO at close)."""
+    ns = Namespace.open(pg_url, create=True)
+    db = ns._db
+    failures: list[str] = []
+    for i in range(12):
+        db.begin(Isolation.LOCKS)
+        try:
+            if i % 3 == 2:
+                db.execute("SELECT 1/0")  # queued: the pipeline fails here
+            assert db.execute("SELECT value FROM meta WHERE key = ?",
+                              ("schema_version",)).fetchone() == (str(SCHEMA_VERSION),)
+            db.commit()
+        except Exception as exc:
+            db.rollback()
+            failures.append(str(exc))
+    assert len(failures) == 4 and all("division by zero" in f for f in failures), failures
+    ns.close()
