@@ -52,6 +52,9 @@ from .schema import SCHEMA_VERSION, create_tables, upgrade_tables
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
+#: Runs of a statement before psycopg prepares it on the server (its default), outside
+#: transactions only (see ``begin``).
+PREPARE_THRESHOLD = 5
 #: libpq parameters set unless the URL (or the variable named) sets them.
 _DEFAULTS = {
     "connect_timeout": (str(CONNECT_TIMEOUT_S), "PGCONNECT_TIMEOUT"),
@@ -136,14 +139,9 @@ class PostgresDatabase(Database):
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            # No server-side prepared statements (prepare_threshold=None): psycopg prepares a
-            # statement after it ran 5 times, and in pipeline mode a transaction that fails
-            # before the queued PREPARE runs (a lost race, rolled back and run again) leaves
-            # psycopg believing it prepared one the server never made: the next run of that
-            # statement failed with InvalidSqlStatementName ('prepared statement "_pg3_48"
-            # does not exist', seen in the three-mount storm test). Our statements are short;
-            # parsing them each time costs less than a round trip.
-            return psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
+            # Server-side prepared statements only outside transactions (see begin).
+            return psycopg.connect(self._conninfo, autocommit=True,
+                                   prepare_threshold=PREPARE_THRESHOLD)
         except psycopg.Error as exc:
             raise errors.Unavailable(
                 f"{self.display}: cannot connect ({one_line(exc, self._secret)})"
@@ -216,6 +214,16 @@ class PostgresDatabase(Database):
         for attempt in (1, 2):
             self._usable()
             try:
+                # No statement is prepared on the server while a transaction's pipeline is
+                # open. psycopg prepares a statement after its fifth run (an executemany at
+                # once) and, in pipeline mode, records it as prepared when it queues the
+                # PREPARE: a transaction whose pipeline failed before that PREPARE ran (a lost
+                # race, rolled back and run again) left it naming a statement the server never
+                # made, and the next run failed with 'prepared statement "_pg3_N" does not
+                # exist' (an EIO at close in the three-mount storm test). Outside
+                # transactions (lookups, getattrs: autocommit) psycopg sees the PREPARE's
+                # result before it records anything, so those are still prepared.
+                self._conn.prepare_threshold = None
                 self._pipeline = self._conn.pipeline()
                 self._piped = self._pipeline.__enter__()
                 self._in_txn = True
@@ -256,9 +264,11 @@ class PostgresDatabase(Database):
             raise error from exc
         finally:
             self._in_txn = False
+            self._conn.prepare_threshold = PREPARE_THRESHOLD
 
     def rollback(self) -> None:
         self._in_txn = False
+        self._conn.prepare_threshold = PREPARE_THRESHOLD
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             try:
