@@ -49,25 +49,32 @@ def backend() -> str:
     return "sqlite"
 
 
+def new_filesystem(tmp_path: Path, auth_url: str, dev_swift, container: str,
+                   database: Path | str) -> MountSession:
+    """A fresh filesystem in `tmp_path` (its config, `mkfs`), not mounted yet."""
+    config = tmp_path / "cloudfs.conf"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    write_config(config, auth_url=auth_url, user=dev_swift.user, key=dev_swift.key,
+                 container=container, database=database, cache=tmp_path / "cache")
+    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
+                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
+    return MountSession(mnt, config, database, Layout(container, 1),  # type: ignore[arg-type]
+                        tmp_path / "mount.log")
+
+
 @pytest.fixture
 def cloudfs_mount(request, backend, dev_swift, fault_proxy, swift_container, tmp_path
                   ) -> Iterator[MountSession]:
     """A fresh filesystem, mounted; the daemon reaches Swift through `fault_proxy`. Its
     namespace is an SQLite file, or a PostgreSQL database when `backend` is "postgres"."""
-    config = tmp_path / "cloudfs.conf"
     database: Path = tmp_path / "ns.db"
     if backend == "postgres":
         database = request.getfixturevalue("pg_url")  # dropped after this fixture's teardown
     else:
         assert backend == "sqlite", backend
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    write_config(config, auth_url=fault_proxy.url, user=dev_swift.user, key=dev_swift.key,
-                 container=swift_container, database=database, cache=tmp_path / "cache")
-    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
-                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
-    session = MountSession(mnt, config, database, Layout(swift_container, 1),
-                           tmp_path / "mount.log")
+    session = new_filesystem(tmp_path, fault_proxy.url, dev_swift, swift_container, database)
+    mnt = session.path
     session.start()
     try:
         yield session
@@ -91,15 +98,8 @@ def pg_mount(dev_swift, dev_postgres, swift_container, pg_url, tmp_path
              ) -> Iterator[MountSession]:
     """A filesystem whose namespace is in PostgreSQL, mounted; at the end: a clean stop, no
     unexpected log line, and the database password in none."""
-    config = tmp_path / "cloudfs.conf"
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    write_config(config, auth_url=dev_swift.auth_url, user=dev_swift.user, key=dev_swift.key,
-                 container=swift_container, database=pg_url, cache=tmp_path / "cache")
-    subprocess.run([sys.executable, "-m", "cloudfs", "mkfs", "--config", str(config)],
-                   check=True, capture_output=True, env={**os.environ, "ST_AUTH": ""})
-    session = MountSession(mnt, config, pg_url, Layout(swift_container, 1),  # type: ignore[arg-type]
-                           tmp_path / "mount.log")
+    session = new_filesystem(tmp_path, dev_swift.auth_url, dev_swift, swift_container, pg_url)
+    mnt = session.path
     session.start()
     try:
         yield session
