@@ -42,6 +42,7 @@ from scenarios import (  # noqa: E402
 )
 from units import parse_size  # noqa: E402
 
+from devmount import wait_mounted  # noqa: E402
 from devtools import swift as devswift  # noqa: E402
 
 MiB = 1 << 20
@@ -63,10 +64,7 @@ def mount(tree: Path, work: Path, name: str,
     daemon = subprocess.Popen([*cli, "mount", "--foreground", "--config", str(conf), str(mnt)],
                               cwd=tree, env=child_env, stdin=subprocess.DEVNULL,
                               stderr=open(work / f"{name}.log", "wb"))  # noqa: SIM115
-    while not os.path.ismount(mnt):
-        if daemon.poll() is not None:
-            raise SystemExit((work / f"{name}.log").read_text())
-        time.sleep(0.05)
+    wait_mounted(mnt, daemon, work / f"{name}.log")
     return mnt, daemon
 
 

@@ -25,6 +25,14 @@ sys.path.insert(0, str(ROOT))
 from devtools import swift as devswift  # noqa: E402
 
 
+def wait_mounted(mnt: Path, daemon: subprocess.Popen, log: Path) -> None:
+    """Until `mnt` is mounted; if the daemon exits first, exit with its log."""
+    while not os.path.ismount(mnt):
+        if daemon.poll() is not None:
+            raise SystemExit(log.read_text())
+        time.sleep(0.05)
+
+
 @dataclass
 class DevMount:
     work: Path
@@ -52,10 +60,7 @@ def dev_mount(name: str) -> Iterator[DevMount]:
         subprocess.run([*cli, "mkfs", "--config", str(conf)], check=True, capture_output=True)
         daemon = subprocess.Popen([*cli, "mount", "--foreground", "--config", str(conf),
                                    str(mnt)], stderr=open(work / "mount.log", "wb"))  # noqa: SIM115
-        while not os.path.ismount(mnt):
-            if daemon.poll() is not None:
-                raise SystemExit((work / "mount.log").read_text())
-            time.sleep(0.05)
+        wait_mounted(mnt, daemon, work / "mount.log")
         yield DevMount(work, mnt, conf, env, daemon)
     finally:
         if daemon is not None:

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devmount import wait_mounted  # noqa: E402
 from devtools import postgres as devpostgres  # noqa: E402
 from devtools import swift as devswift  # noqa: E402
 
@@ -84,10 +85,7 @@ def mount(work: Path, name: str, conf: Path) -> tuple[Path, subprocess.Popen]:
     daemon = subprocess.Popen([sys.executable, "-m", "cloudfs", "mount", "--foreground",
                                "--config", str(conf), str(mnt)],
                               stderr=open(work / f"{name}.log", "wb"))  # noqa: SIM115
-    while not os.path.ismount(mnt):
-        if daemon.poll() is not None:
-            raise SystemExit((work / f"{name}.log").read_text())
-        time.sleep(0.05)
+    wait_mounted(mnt, daemon, work / f"{name}.log")
     return mnt, daemon
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devmount import dev_mount  # noqa: E402
+from devmount import dev_mount, wait_mounted  # noqa: E402
 from mount_bench import raw_client  # noqa: E402
 
 SOURCES = [Path("/usr/share/doc"), *sorted(Path("/usr/lib").glob("python3*"))]
@@ -76,10 +76,7 @@ def timed(cmd: list[str]) -> float:
 def mount(config: Path, mnt: Path, log: Path) -> subprocess.Popen:
     daemon = subprocess.Popen([*CLI, "mount", "--foreground", "--config", str(config), str(mnt)],
                               stderr=open(log, "ab"))  # noqa: SIM115
-    while not os.path.ismount(mnt):
-        if daemon.poll() is not None:
-            raise SystemExit(log.read_text())
-        time.sleep(0.05)
+    wait_mounted(mnt, daemon, log)
     return daemon
 
 
