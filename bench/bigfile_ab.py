@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import swiftclient  # noqa: E402
 from cputime import own_cpu, process_cpu  # noqa: E402
+from devmount import wait_mounted  # noqa: E402
 from scenarios import (  # noqa: E402
     RAW,
     SKIP_MD5_OFFSET,
@@ -42,7 +43,6 @@ from scenarios import (  # noqa: E402
 )
 from units import parse_size  # noqa: E402
 
-from devmount import wait_mounted  # noqa: E402
 from devtools import swift as devswift  # noqa: E402
 
 MiB = 1 << 20

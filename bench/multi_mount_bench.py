@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devmount import wait_mounted  # noqa: E402
+
 from devtools import postgres as devpostgres  # noqa: E402
 from devtools import swift as devswift  # noqa: E402
 
