@@ -77,7 +77,8 @@ class Profiler:
             self.out.mkdir(parents=True, exist_ok=True)
             self.proc = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(self.pid),
-                 "--threads", "--idle", "-f", "raw", "-r", "200", "-o",
+                 "--threads", *(["--idle"] if os.environ.get("PYSPY_IDLE") else []),
+                 "-f", "raw", "-r", "200", "-o",
                  str(self.out / f"{phase}.txt")], stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)
             time.sleep(1.0)

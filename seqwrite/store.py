@@ -29,6 +29,7 @@ from requests.exceptions import RequestException
 from swiftclient.exceptions import ClientException
 
 from seqwrite.auth import Auth, Login, certificate_error, is_certificate_error
+from seqwrite.direct import DirectPool
 from seqwrite.errors import (
     AlreadyExists,
     AuthFailed,
@@ -152,6 +153,8 @@ class SwiftStore:
         self.requests = Counter()
         self.stats = StoreStats()
         self._idle: list[swiftclient.Connection] = []
+        # Plain PUTs (small files, manifests) on kept-alive http.client connections.
+        self._direct = DirectPool(timeout, self._login.ssl_context, max_connections)
         self._slots = trio.CapacityLimiter(max_connections)
         self._threads = trio.CapacityLimiter(max_connections)
         # Streaming uploads wait on the application between chunks: they get their own
@@ -196,12 +199,31 @@ class SwiftStore:
                 self.stats.answered(method)
                 return result
 
-    async def _call(self, what: str, method: str, call: Callable[[swiftclient.Connection], T]) -> T:
-        """One request, retried while transient, translated to a StoreError when it fails."""
+    async def _once_direct(self, method: str, run: Callable[[], T] | None) -> T:
+        """One request written without swiftclient: a pool slot and a worker thread."""
+        assert run is not None
+        async with self._slots:
+            self.requests[method] += 1
+            try:
+                result = await trio.to_thread.run_sync(run, limiter=self._threads)
+            except Exception as exc:
+                self.stats.answered(method, exc)
+                raise
+            self.stats.answered(method)
+            return result
+
+    async def _call(self, what: str, method: str,
+                    call: Callable[[swiftclient.Connection], T] | None,
+                    direct: Callable[[], T] | None = None) -> T:
+        """One request, retried while transient, translated to a StoreError when it fails.
+        `call` runs on a swiftclient Connection; or `direct` (call None) runs as it is, in a
+        worker thread (a request written with http.client, seqwrite/direct.py)."""
+        once = partial(self._once, method, call) if call is not None else \
+            partial(self._once_direct, method, direct)
         try:
             return await retrying(
                 what,
-                partial(self._once, method, call),
+                once,
                 policy=self.policy,
                 is_transient=is_transient,
                 describe=describe,
@@ -248,6 +270,7 @@ class SwiftStore:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+        self._direct.close()
 
     async def put_container(self, container: str) -> None:
         await self._call(f"PUT container {container}", "PUT",
@@ -278,13 +301,27 @@ class SwiftStore:
         hdrs = dict(headers or {})
         if if_none_match:
             hdrs["If-None-Match"] = "*"
-        result = await self._call(
-            f"PUT {container}/{name}", "PUT",
-            lambda c: c.put_object(container, name, data, content_length=len(data),
-                                   etag=etag, headers=hdrs, query_string=query),
-        )
+        if etag is not None:
+            hdrs["ETag"] = etag
+        what = f"PUT {container}/{name}"
+        result = await self._call(what, "PUT", None, partial(
+            self._direct_put, what, container, name, data, hdrs, query))
         self.stats.bytes_sent += len(data)
-        return str(result)
+        return result
+
+    def _direct_put(self, what: str, container: str, name: str, data: bytes,
+                    headers: dict[str, str], query: str | None) -> str:
+        """In a worker thread: one PUT on a kept-alive connection (seqwrite/direct.py), with
+        the current token; a 401 forgets the token and is reported as transient (as
+        `_authorized`)."""
+        url, token = self._login.current()
+        try:
+            return self._direct.put(url, token, container, name, data, headers, query)
+        except ClientException as exc:
+            if exc.http_status == 401:
+                self._login.expired(token)
+                raise ConnectionError(f"{what}: token refused (401)") from exc
+            raise
 
     async def put_stream(
         self, container: str, name: str, body: Iterable[bytes | memoryview], *,
