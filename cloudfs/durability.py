@@ -41,6 +41,13 @@ class Barrier:
         self._syncer = ns.log_syncer()
         self._running: trio.Event | None = None
 
+    @property
+    def beside_loop(self) -> bool:
+        """Whether a barrier runs beside the event loop (SQLite: an fdatasync in a thread);
+        else it is a synchronous commit on the loop (PostgreSQL), no cheaper than a durable
+        commit."""
+        return self._syncer is not None
+
     async def wait(self) -> None:
         """Until every commit this mount made before the call is durable."""
         target = self.ns.commits

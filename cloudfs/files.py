@@ -104,7 +104,8 @@ class Files(Opening, Commits, JournalingPaths, Stopping):
         self.space = writers.space
         # Write-back mode (a journal given): closed files are uploaded in the background.
         self.writeback = None if journal is None else WriteBack(
-            journal, ns, self.space, self.leases, self._new_writer, nursery)
+            journal, ns, self.space, self.leases, self._new_writer, nursery,
+            barrier=self.barrier.wait if self.barrier.beside_loop else None)
         self.write_back_max = write_back_max
         self._objects = ObjectMap(store, layout,
                                   None if self.writeback is None else self.writeback.local)

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -131,8 +131,13 @@ class WriteBack:
 
     def __init__(self, journal: Journal, ns: Namespace, space: LocalSpace, leases: Leases,
                  new_writer: NewWriter, nursery: trio.Nursery, *,
-                 sole_writer: bool | None = None) -> None:
+                 sole_writer: bool | None = None,
+                 barrier: Callable[[], Awaitable[None]] | None = None) -> None:
         self.journal = journal
+        # A shared durable barrier (the mount's, cloudfs/durability.py): the upload's commit
+        # is then made lazily and made durable by it, off the event loop and shared with the
+        # other uploads and closes, before the journal file goes. None: a durable commit.
+        self._barrier = barrier
         self.ns = ns
         self.space = space
         self.leases = leases
@@ -326,7 +331,12 @@ class WriteBack:
         leases: list[str] = []
         try:
             content = await self._store(jf, leases)
-            self._commit(record, content, base, attr.size)
+            if self._barrier is None:
+                self._commit(record, content, base, attr.size)
+            else:
+                with self.ns.lazily():
+                    self._commit(record, content, base, attr.size)
+                await self._barrier()  # durable before the journal file is retired
         finally:
             self.leases.end(leases)
 

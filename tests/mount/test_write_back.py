@@ -160,6 +160,33 @@ def test_content_is_in_swift_after_sync(wb, tmp_path):
         assert (wb.path / name).read_bytes() == data
 
 
+def test_uploads_commit_lazily_under_a_shared_barrier(wb, tmp_path):
+    """An upload's commit does not stop the event loop for a disk sync of its own (SQLite):
+    it commits lazily and waits for a barrier shared with the other uploads and closes, run
+    beside the loop; the journal file goes only after it. After `cloudfs sync` every commit
+    is durable, and the content reads back without the journal."""
+    from test_tree import daemon_stats
+
+    before = daemon_stats(wb.path)
+    files = {f"f{i}": os.urandom(100 + i) for i in range(20)}
+    for name, data in files.items():
+        (wb.path / name).write_bytes(data)
+    sync(wb)
+    after = daemon_stats(wb.path)
+    durable = ((after["namespace_commits"] - after["namespace_lazy_commits"])
+               - (before["namespace_commits"] - before["namespace_lazy_commits"]))
+    assert durable == 0, "an upload made a durable commit on the event loop"
+    assert after["namespace_unsynced"] == 0
+    assert status(wb)["write_back"]["files"] == 0
+    wb.stop()
+    for d in (wb.path.parent / "cache").glob("journal-*"):
+        for p in d.glob("j-*"):
+            p.unlink()
+    wb.start()
+    for name, data in files.items():
+        assert (wb.path / name).read_bytes() == data
+
+
 def test_fsync_waits_for_swift(wb, fault_proxy):
     """fsync(2) of a file returns once its content is in Swift and committed."""
     path = wb.path / "synced"
