@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cputime import own_cpu, process_cpu  # noqa: E402
 from devmount import dev_mount, wait_mounted  # noqa: E402
 from mount_bench import raw_client  # noqa: E402
 
@@ -99,10 +100,16 @@ def main() -> int:
               flush=True)
         conn = raw_client(m.env)
         results: dict[str, list[float]] = {"raw": [], "default": [], "wb_cp": [], "wb_sync": []}
+        # CPU ms per file: the raw client's (this process) and the daemon's (utime + stime)
+        cpu: dict[str, list[float]] = {"raw": [], "default": [], "wb": []}
         # the default mode: the mount dev_mount started
         for r in range(args.rounds):
+            began = own_cpu()
             results["raw"].append(raw_puts(conn, tree, 2 * r))
+            cpu["raw"].append((own_cpu() - began) * 1000 / files)
+            began = process_cpu(m.daemon.pid)
             results["default"].append(timed(["cp", "-a", str(tree), str(m.mnt / f"default{r}")]))
+            cpu["default"].append((process_cpu(m.daemon.pid) - began) * 1000 / files)
             print(f"round {r}: raw {results['raw'][-1]:.1f} s, default cp "
                   f"{results['default'][-1]:.1f} s", flush=True)
         unmount(m.daemon, m.mnt)
@@ -111,9 +118,13 @@ def main() -> int:
         daemon = mount(m.config, m.mnt, m.work / "mount.log")
         try:
             for r in range(args.rounds):
+                began = own_cpu()
                 results["raw"].append(raw_puts(conn, tree, 2 * r + 1))
+                cpu["raw"].append((own_cpu() - began) * 1000 / files)
+                began = process_cpu(daemon.pid)
                 results["wb_cp"].append(timed(["cp", "-a", str(tree), str(m.mnt / f"wb{r}")]))
                 results["wb_sync"].append(timed([*CLI, "sync", str(m.mnt)]))
+                cpu["wb"].append((process_cpu(daemon.pid) - began) * 1000 / files)
                 print(f"round {r}: raw {results['raw'][-1]:.1f} s, write-back cp "
                       f"{results['wb_cp'][-1]:.1f} s, then sync "
                       f"{results['wb_sync'][-1]:.1f} s", flush=True)
@@ -132,6 +143,8 @@ def main() -> int:
         "ratio_default_cp_vs_raw": rate["default"] / (files / raw),
         "ratio_write_back_cp_vs_raw": rate["wb_cp"] / (files / raw),
         "ratio_write_back_cp_plus_sync_vs_raw": (files / wb_total) / (files / raw),
+        "cpu_ms_per_file": cpu,  # raw client; daemon in cp -a (default); cp -a + sync (wb)
+        "load_after": os.getloadavg(),
     }
     print(json.dumps(summary, indent=2))
     if args.json:
