@@ -292,6 +292,8 @@ class WriteBack:
                 try:
                     async with self._uploads:
                         await self._upload_one(jf)
+                    if self._barrier is not None:  # durable before the journal file goes
+                        await self._barrier()  # (outside the slot: the next upload starts)
                 except (StoreError, NamespaceError, OSError) as exc:
                     self.failures += 1
                     record = jf.record
@@ -334,9 +336,8 @@ class WriteBack:
             if self._barrier is None:
                 self._commit(record, content, base, attr.size)
             else:
-                with self.ns.lazily():
+                with self.ns.lazily():  # made durable by the barrier in _upload_all
                     self._commit(record, content, base, attr.size)
-                await self._barrier()  # durable before the journal file is retired
         finally:
             self.leases.end(leases)
 
