@@ -20,7 +20,8 @@ in Swift). Each round, interleaved with its raw python-swiftclient baseline on t
     .venv/bin/python bench/parallel_bench.py [--rounds 3] [--json out.json] [--only parallel,cp]
 
 ``--profile DIR`` runs `py-spy record` on the mount daemon during each cloudfs phase of the
-first round (py-spy must be installed), writing DIR/<phase>.txt (collapsed stacks).
+first round (py-spy must be installed), writing DIR/<phase>.txt (collapsed stacks of on-CPU
+samples; with PYSPY_IDLE=1 in the environment, idle samples too).
 """
 
 from __future__ import annotations
