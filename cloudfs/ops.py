@@ -100,6 +100,7 @@ class Operations(pyfuse3.Operations):
         self._next_dh = 1
         self._shown: dict[int, int] = {}  # inode -> version of the attributes last answered
         self._nursery = nursery  # where listings fetch ahead (none: they do not)
+        files.holds.droppable = self._droppable
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -123,10 +124,14 @@ class Operations(pyfuse3.Operations):
         self.lookups[attr.inode] += 1
         return self._entry(attr)
 
+    def _droppable(self, inode: int) -> bool:
+        """Whether nothing of the kernel or this mount refers to `inode` any more."""
+        return self.lookups.get(inode, 0) <= 0 and not self.files.open_count(inode)
+
     def _maybe_drop(self, inode: int) -> None:
         if self.lookups[inode] <= 0 and not self.files.open_count(inode):
             self.lookups.pop(inode, None)
-            self.ns.drop_if_orphan(inode)
+            self.files.holds.drop(inode)  # batched on PostgreSQL (cloudfs/holds.py)
 
     # -- namespace ---------------------------------------------------------------------------
 
@@ -347,17 +352,19 @@ class Operations(pyfuse3.Operations):
         name = check_name(name)
         self.guard.inodes(parent_inode)
         self.files.check_may_write()
+        held = self.files.mount_id is not None  # the hold, in the create's transaction
         try:  # the kernel looked the name up and found nothing: create first
             with self.ns.lazily():  # durable with the content's commit at close, at the latest
                 attr = self.ns.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid,
-                                      ctx.gid)
+                                      ctx.gid, hold_for=self.files.mount_id)
         except Exists:  # raced with another creator: open it (a file write never answers
             if flags & os.O_EXCL:  # EEXIST)
                 raise FileExistsError(errno.EEXIST, "exists") from None
             attr = self.ns.lookup(parent_inode, name)
             if stat.S_ISDIR(attr.mode):
                 raise IsADirectoryError(errno.EISDIR, "is a directory") from None
-        fh = self.files.open(attr.inode, flags, attr)
+            held = False
+        fh = self.files.open(attr.inode, flags, attr, held=held)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
 
     # pyfuse3 replies from any buffer; its stub says bytes, a view of a block spares a copy.

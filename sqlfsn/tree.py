@@ -68,9 +68,17 @@ class TreeOps(Core):
         """New directory; ``mode`` gives the permission bits. Parent nlink + 1; Exists."""
         return self._make(parent, name, stat.S_IFDIR | (mode & 0o7777), uid, gid)
 
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
-        """New empty regular file; ``mode`` gives the permission bits; Exists."""
-        return self._make(parent, name, stat.S_IFREG | (mode & 0o7777), uid, gid)
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, *,
+               hold_for: int | None = None) -> Attr:
+        """New empty regular file; ``mode`` gives the permission bits; Exists.
+
+        ``hold_for``: a mount id; the new file is held open by that mount (``hold_open``,
+        mounts.py) in the create's own transaction, where holds are recorded (PostgreSQL).
+        The file and its hold commit together or not at all, so no instant exists where the
+        file is visible to other mounts, open here, and unheld. MountLost (after the
+        commit: the file exists, unheld and not open) if the mount's row is gone."""
+        return self._make(parent, name, stat.S_IFREG | (mode & 0o7777), uid, gid,
+                          hold_for=hold_for)
 
     def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Attr:
         """New regular file, FIFO, socket or device; ``mode`` includes the file type.
@@ -105,6 +113,7 @@ class TreeOps(Core):
         *,
         rdev: int = 0,
         target: bytes | None = None,
+        hold_for: int | None = None,
     ) -> Attr:
         check_name(name)
         check_count("uid", uid)
@@ -114,7 +123,7 @@ class TreeOps(Core):
         size = 0 if target is None else len(target)
         now = self._clock()
 
-        def work(db: Database) -> Callable[[], Any]:
+        def work(db: Database) -> Callable[[], tuple[int, Any]]:
             # The parent's row lock: no other entry of this name, no rmdir of the parent.
             if self._dir_entry(parent, name, live=True) is not None:
                 raise errors.Exists(f"{name!r} in directory {parent}")
@@ -129,9 +138,24 @@ class TreeOps(Core):
                 (parent, name),
             )
             self._touch_dir(parent, now, 1 if is_dir else 0)
-            return db.fetch_later(new)
+            got = db.fetch_later(new)
+            if hold is None:
+                return lambda: (got()[0], True)
+            # As hold_open: the mount's row locked FOR KEY SHARE first (a reaper deleting it
+            # is waited for), then the INSERT, a new statement, sees whether it still exists.
+            # The inode is ours alone until the COMMIT. Sent with the rest: no round trip.
+            registered = db.fetch_later(db.execute(
+                "SELECT 1 FROM mount WHERE id = ? FOR KEY SHARE", (hold,)))
+            db.execute(f"INSERT INTO mount_open (inode, mount) SELECT {db.dialect.last_inode},"
+                       " m.id FROM mount m WHERE m.id = ?", (hold,))
+            return lambda: (got()[0], registered())
 
-        inode = self._write(work)()[0]
+        hold = hold_for if hold_for is not None and self.shared else None
+        if hold is not None:
+            check_count("mount id", hold, minimum=1)
+        inode, registered = self._write(work)()
+        if hold is not None and registered is None:
+            raise errors.MountLost(f"mount {hold}")
         return Attr(inode, mode, nlink, uid, gid, rdev, size, now, now, now, 0)
 
     def readlink(self, inode: int) -> bytes:

@@ -187,6 +187,40 @@ def test_unlinked_on_a_while_open_on_b(two_mounts: tuple[MountSession, MountSess
     within(BOUND + SLACK, lambda: not (b.path / "f").exists())
 
 
+def test_file_created_open_on_a_survives_unlink_on_b_and_ccd_cleanup(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    """The hold a create takes in its own transaction (no hold_open after it) keeps a file
+    still open on A after B unlinks it, through ccd cleanup; A's batched release at the
+    close lets the orphan go (cloudfs/holds.py)."""
+    a, b = two_mounts
+    data = os.urandom(300_000)
+    fd = os.open(a.path / "f", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)  # committed: the content is in Swift and referenced
+        inode = os.fstat(fd).st_ino
+        with Namespace.open(str(a.database)) as ns:
+            assert a.proc is not None
+            [mount_a] = [m.id for m in ns.mounts() if m.pid == a.proc.pid]
+            assert (mount_a, inode) in ns.holds()
+        os.unlink(b.path / "f")
+        cleanup = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", str(a.config),
+                                  "cleanup"], capture_output=True, text=True, timeout=300)
+        assert cleanup.returncode == 0, cleanup.stderr[-3000:]
+        with Namespace.open(str(a.database)) as ns:
+            assert ns.getattr(inode).nlink == 0  # an orphan, kept by A's hold
+        assert os.pread(fd, len(data) + 1, 0) == data
+    finally:
+        os.close(fd)
+
+    def gone() -> bool:
+        with Namespace.open(str(a.database)) as ns:
+            return all(i != inode for _, i in ns.holds()) and ns.check(
+                include_orphans=True) == []
+
+    within(BOUND + SLACK, gone)
+
+
 def test_one_writer_across_mounts(two_mounts: tuple[MountSession, MountSession]) -> None:
     a, b = two_mounts
     b.allow(r"write lease")  # nothing expected; the EBUSY is logged at INFO
