@@ -26,6 +26,7 @@ import trio
 from cloudfs.attrs import BLKSIZE, fill, prepared, shown_items
 from cloudfs.errors import errno_of
 from cloudfs.files import Files
+from cloudfs.knowndir import KnownDir
 from cloudfs.listing import Listing
 from cloudfs.readonly import ReadOnlyGuard
 from sqlfsn import NAME_MAX, Attr, Namespace
@@ -101,6 +102,7 @@ class Operations(pyfuse3.Operations):
         self._shown: dict[int, int] = {}  # inode -> version of the attributes last answered
         self._nursery = nursery  # where listings fetch ahead (none: they do not)
         files.holds.droppable = self._droppable
+        self._known = KnownDir(ns)  # the directory the last create or unlink changed
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -144,7 +146,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(self.ns.getattr(inode))
+        return self._entry(self._known.get(inode) or self.ns.getattr(inode))
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -181,8 +183,10 @@ class Operations(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self.guard.inodes(parent_inode)
         with self.ns.lazily():
-            return self._looked_up(self.ns.mkdir(parent_inode, check_name(name),
-                                                 stat.S_IMODE(mode), ctx.uid, ctx.gid))
+            attr = self.ns.mkdir(parent_inode, check_name(name), stat.S_IMODE(mode), ctx.uid,
+                                 ctx.gid)
+        self._known.note()
+        return self._looked_up(attr)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -195,6 +199,7 @@ class Operations(pyfuse3.Operations):
         self.guard.inodes(parent_inode)
         with self.ns.lazily():
             attr = self.ns.unlink(parent_inode, check_name(name))
+            self._known.note()
             if attr.nlink == 0:
                 self._maybe_drop(attr.inode)
 
@@ -357,6 +362,7 @@ class Operations(pyfuse3.Operations):
             with self.ns.lazily():  # durable with the content's commit at close, at the latest
                 attr = self.ns.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid,
                                       ctx.gid, hold_for=self.files.mount_id)
+            self._known.note()
         except Exists:  # raced with another creator: open it (a file write never answers
             if flags & os.O_EXCL:  # EEXIST)
                 raise FileExistsError(errno.EEXIST, "exists") from None

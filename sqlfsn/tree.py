@@ -123,7 +123,7 @@ class TreeOps(Core):
         size = 0 if target is None else len(target)
         now = self._clock()
 
-        def work(db: Database) -> Callable[[], tuple[int, Any]]:
+        def work(db: Database) -> Callable[[], tuple[int, Any, Attr | None]]:
             # The parent's row lock: no other entry of this name, no rmdir of the parent.
             if self._dir_entry(parent, name, live=True) is not None:
                 raise errors.Exists(f"{name!r} in directory {parent}")
@@ -137,10 +137,10 @@ class TreeOps(Core):
                 f"INSERT INTO dentry (parent, name, inode) VALUES (?, ?, {db.dialect.last_inode})",
                 (parent, name),
             )
-            self._touch_dir(parent, now, 1 if is_dir else 0)
+            touched = self._touch_dir_returning(parent, now, 1 if is_dir else 0)
             got = db.fetch_later(new)
             if hold is None:
-                return lambda: (got()[0], True)
+                return lambda: (got()[0], True, touched())
             # As hold_open: the mount's row locked FOR KEY SHARE first (a reaper deleting it
             # is waited for), then the INSERT, a new statement, sees whether it still exists.
             # The inode is ours alone until the COMMIT. Sent with the rest: no round trip.
@@ -148,12 +148,13 @@ class TreeOps(Core):
                 "SELECT 1 FROM mount WHERE id = ? FOR KEY SHARE", (hold,)))
             db.execute(f"INSERT INTO mount_open (inode, mount) SELECT {db.dialect.last_inode},"
                        " m.id FROM mount m WHERE m.id = ?", (hold,))
-            return lambda: (got()[0], registered())
+            return lambda: (got()[0], registered(), touched())
 
         hold = hold_for if hold_for is not None and self.shared else None
         if hold is not None:
             check_count("mount id", hold, minimum=1)
-        inode, registered = self._write(work)()
+        inode, registered, touched = self._write(work)()
+        self.touched_dir = None if touched is None else (touched, self.commits)
         if hold is not None and registered is None:
             raise errors.MountLost(f"mount {hold}")
         return Attr(inode, mode, nlink, uid, gid, rdev, size, now, now, now, 0)
@@ -206,7 +207,7 @@ class TreeOps(Core):
         check_name(name)
         now = self._clock()
 
-        def work(db: Database) -> Callable[[], Attr]:
+        def work(db: Database) -> Callable[[], tuple[Attr, Attr | None]]:
             # The parent's lock keeps the entry; the inode's nlink - 1 is one statement (its
             # row lock orders it with a link, which tests nlink under that lock).
             entry = self._dir_entry(parent, name, live=False)
@@ -216,10 +217,13 @@ class TreeOps(Core):
             if stat.S_ISDIR(mode):
                 raise errors.IsADirectory(f"{name!r} in directory {parent}")
             db.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
-            self._touch_dir(parent, now)
-            return self._link_delta(inode, -1, now)
+            touched = self._touch_dir_returning(parent, now)
+            changed = self._link_delta(inode, -1, now)
+            return lambda: (changed(), touched())
 
-        return self._write(work)()
+        attr, touched = self._write(work)()
+        self.touched_dir = None if touched is None else (touched, self.commits)
+        return attr
 
     def rmdir(self, parent: int, name: bytes) -> Attr:
         """Remove an empty directory; returns its Attr, now an orphan (nlink 0).

@@ -176,6 +176,36 @@ def test_names_changed_on_a_show_on_b(two_mounts: tuple[MountSession, MountSessi
     within(BOUND + SLACK, lambda: not (b.path / "d").exists())
 
 
+def test_directory_attributes_after_creates_and_unlinks_agree_across_mounts(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    """A mount answers the getattr of a directory it just changed from what its create or
+    unlink returned (cloudfs/knowndir.py): what it shows is the database's, and a change of
+    that directory made by the other mount shows within the bound."""
+    a, b = two_mounts
+    (a.path / "d").mkdir()
+
+    def attrs(path: Path) -> tuple[int, int, int]:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
+
+    for i in range(5):
+        os.close(os.open(a.path / "d" / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+        shown = attrs(a.path / "d")  # right after the create: from the create's own answer
+        within(BOUND + SLACK, lambda shown=shown: attrs(b.path / "d") == shown)
+        os.close(os.open(b.path / "d" / f"g{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+        changed = attrs(b.path / "d")
+        assert changed != shown
+        within(BOUND + SLACK, lambda changed=changed: attrs(a.path / "d") == changed)
+        os.unlink(a.path / "d" / f"f{i}")
+        shown = attrs(a.path / "d")
+        within(BOUND + SLACK, lambda shown=shown: attrs(b.path / "d") == shown)
+        os.mkdir(a.path / "d" / f"s{i}")
+        assert (a.path / "d").stat().st_nlink == 3 + i  # a mkdir's nlink + 1 shows at once
+    with Namespace.open(str(a.database)) as ns:
+        d = ns.lookup(1, b"d")
+        assert attrs(a.path / "d") == (d.mtime_ns, d.ctime_ns, d.nlink)
+
+
 def test_unlinked_on_a_while_open_on_b(two_mounts: tuple[MountSession, MountSession]) -> None:
     a, b = two_mounts
     data = os.urandom(200_000)
