@@ -10,10 +10,9 @@ or SERIALIZABLE, or a read-only REPEATABLE READ snapshot (see ``Isolation``; cor
 which operation uses which, and why). A transaction runs in libpq's pipeline mode: a statement
 is sent at once but its result is waited for only when read, so BEGIN, row locks whose result
 nobody reads, and the writes that end an operation travel with the next statement that is
-read, or with the COMMIT (and results read after it: ``fetch_later``). A create or an
-unlink costs 1 round trip (one statement decides and changes, tree.py ``_MAKE``,
-``_UNLINK``), a rename of a file 2 (they used to cost 7 or 8); errors of a queued statement
-surface at the next read or at the COMMIT, still inside the transaction.
+read, or with the COMMIT (and results read after it: ``fetch_later``). A create, a rename of
+a file or an unlink costs 2 round trips (they used to cost 7 or 8); errors of a queued
+statement surface at the next read or at the COMMIT, still inside the transaction.
 
 Unless the URL or the environment says otherwise, a connection attempt gives up after
 CONNECT_TIMEOUT_S and TCP keepalives detect a dead server within about a minute, so a vanished
