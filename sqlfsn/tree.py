@@ -61,24 +61,6 @@ SELECT (SELECT id FROM new), p.mode, p.nlink,
 FROM p LEFT JOIN dir ON true
 """
 
-#: An unlink in one statement (PostgreSQL; see ``unlink``): the entry is removed only if it
-#: names a non-directory. Answers (the parent's mode, the entry's mode or NULL, the inode's
-#: new attributes, the parent's new attributes; NULLs when nothing was removed); no row if
-#: the parent is gone.
-_UNLINK = f"""
-WITH p AS (SELECT id, mode FROM inode WHERE id = :parent),
- e AS (SELECT d.id, d.inode, i.mode FROM dentry d JOIN inode i ON i.id = d.inode
-       WHERE d.parent = :parent AND d.name = :name),
- gone AS (DELETE FROM dentry WHERE id IN (SELECT id FROM e WHERE (mode & 61440) != 16384)
-          RETURNING inode),
- ino AS (UPDATE inode SET nlink = nlink - 1, ctime_ns = :now
-         WHERE id IN (SELECT inode FROM gone) RETURNING {ATTR_COLUMNS}),
- dir AS (UPDATE inode SET mtime_ns = :now, ctime_ns = :now
-         WHERE id = :parent AND EXISTS (SELECT 1 FROM gone) RETURNING {ATTR_COLUMNS})
-SELECT p.mode, e.mode, ino.*, dir.* FROM p LEFT JOIN e ON true LEFT JOIN ino ON true
-LEFT JOIN dir ON true
-"""
-
 
 class TreeOps(Core):
     """Operations on names; mixed into Namespace."""
@@ -297,29 +279,7 @@ class TreeOps(Core):
             changed = self._link_delta(inode, -1, now)
             return lambda: (changed(), touched())
 
-        def work_in_one(db: Database) -> Callable[[], tuple[Attr, Attr | None]]:
-            # PostgreSQL, one round trip: the parent's lock, then one statement (a new
-            # snapshot, as above) that removes the entry only if it names a non-directory;
-            # the reason of a refusal is read after the COMMIT (of nothing).
-            db.lock_inodes(parent)
-            row = db.fetch_later(db.execute(_UNLINK, {"parent": parent, "name": name,
-                                                      "now": now}))
-
-            def result() -> tuple[Attr, Attr | None]:
-                got = row()
-                if got is None:
-                    raise errors.NotFound(f"directory {parent}")
-                parent_mode, entry_mode = got[:2]
-                self._as_dir(parent, Attr(parent, parent_mode, 1, *(0,) * 8), live=False)
-                if entry_mode is None:
-                    raise errors.NotFound(f"{name!r} in directory {parent}")
-                if stat.S_ISDIR(entry_mode):
-                    raise errors.IsADirectory(f"{name!r} in directory {parent}")
-                return Attr(*got[2:13]), Attr(*got[13:])
-
-            return result
-
-        attr, touched = self._write(work_in_one if self._db.dialect.is_postgres else work)()
+        attr, touched = self._write(work)()
         self.touched_dir = None if touched is None else (touched, self.commits)
         return attr
 
