@@ -39,29 +39,6 @@ _DIR_ROWS = (
     " WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?")
 
 
-#: A new inode and its entry in one statement (PostgreSQL; see ``_make``): made only if the
-#: parent is a live directory without that name; with its hold when ``mount`` is a mount
-#: id whose row exists. Answers (new id or NULL, the parent's mode and nlink, whether the
-#: mount's row exists, the parent's new attributes or NULLs); no row if the parent is gone.
-_MAKE = f"""
-WITH p AS (SELECT id, mode, nlink FROM inode WHERE id = :parent),
- free AS (SELECT 1 FROM p WHERE (p.mode & 61440) = 16384 AND p.nlink > 0
-          AND NOT EXISTS (SELECT 1 FROM dentry WHERE parent = :parent AND name = :name)),
- new AS (INSERT INTO inode (mode, uid, gid, rdev, nlink, size, atime_ns, mtime_ns, ctime_ns,
-                            version, target)
-         SELECT :mode, :uid, :gid, :rdev, :nlink, :size, :now, :now, :now, 0,
-                CAST(:target AS BYTEA) FROM free RETURNING id),
- ent AS (INSERT INTO dentry (parent, name, inode) SELECT :parent, :name, id FROM new),
- held AS (INSERT INTO mount_open (inode, mount) SELECT new.id, m.id FROM new, mount m
-          WHERE m.id = CAST(:mount AS BIGINT)),
- dir AS (UPDATE inode SET mtime_ns = :now, ctime_ns = :now, nlink = nlink + :dn
-         WHERE id = :parent AND EXISTS (SELECT 1 FROM new) RETURNING {ATTR_COLUMNS})
-SELECT (SELECT id FROM new), p.mode, p.nlink,
-       EXISTS (SELECT 1 FROM mount m WHERE m.id = CAST(:mount AS BIGINT)), dir.*
-FROM p LEFT JOIN dir ON true
-"""
-
-
 class TreeOps(Core):
     """Operations on names; mixed into Namespace."""
 
@@ -179,41 +156,12 @@ class TreeOps(Core):
                        " m.id FROM mount m WHERE m.id = ?", (hold,))
             return lambda: (got()[0], registered(), touched())
 
-        def work_in_one(db: Database) -> Callable[[], tuple[int, Any, Attr | None]]:
-            # PostgreSQL, one round trip (BEGIN to COMMIT, results read after it): the
-            # parent's row lock as above, then one statement (a new snapshot: it sees what the
-            # lock's previous holder committed) that tests the parent and the name and makes
-            # the file only if both allow it, its hold included (the mount's row locked
-            # first, as hold_open does). The reason of a refusal is read after the COMMIT
-            # (of nothing).
-            db.lock_inodes(parent)
-            if hold is not None:
-                db.execute("SELECT 1 FROM mount WHERE id = ? FOR KEY SHARE", (hold,))
-            row = db.fetch_later(db.execute(_MAKE, {
-                "parent": parent, "name": name, "mode": mode, "uid": uid, "gid": gid,
-                "rdev": rdev, "nlink": nlink, "size": size, "now": now, "target": target,
-                "mount": hold, "dn": 1 if is_dir else 0}))
-
-            def result() -> tuple[int, Any, Attr | None]:
-                got = row()
-                if got is None:
-                    raise errors.NotFound(f"directory {parent}")
-                new, parent_mode, parent_nlink, registered = got[:4]
-                if new is None:
-                    self._as_dir(parent, Attr(parent, parent_mode, parent_nlink,
-                                              *(0,) * 8), live=True)
-                    raise errors.Exists(f"{name!r} in directory {parent}")
-                return new, registered, Attr(*got[4:])
-
-            return result
-
         hold = hold_for if hold_for is not None and self.shared else None
         if hold is not None:
             check_count("mount id", hold, minimum=1)
-        inode, registered, touched = self._write(
-            work_in_one if self._db.dialect.is_postgres else work)()
+        inode, registered, touched = self._write(work)()
         self.touched_dir = None if touched is None else (touched, self.commits)
-        if hold is not None and not registered:
+        if hold is not None and registered is None:
             raise errors.MountLost(f"mount {hold}")
         return Attr(inode, mode, nlink, uid, gid, rdev, size, now, now, now, 0)
 
