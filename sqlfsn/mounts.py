@@ -15,10 +15,11 @@ clocks need not agree. Whoever notices a dead mount deletes its row (``reap_moun
 ``take_writer`` for a lease it wants): its holds and write leases go with it, and the orphans
 no live mount holds are deleted.
 
-Holds and orphans. A mount holds every file it has open (``hold_open`` at the first open,
-``release_open`` at the last close), so an unlink or a rename on another host never deletes a
-file still open here: ``drop_if_orphan`` (files.py) and ``purge_orphans`` delete an orphan
-only when no mount holds it.
+Holds and orphans. A mount holds every file it has open (``hold_open`` at the first open, or
+``create(hold_for=...)`` in the create's own transaction; ``release_open`` at the last close,
+or ``release_holds`` for a batch, cloudfs/holds.py), so an unlink or a rename on another host
+never deletes a file still open here: ``drop_if_orphan`` (files.py) and ``purge_orphans``
+delete an orphan only when no mount holds it.
 
 Write leases. A mount takes a file's lease at the first write of a session and releases it at
 the commit or abort; another mount's ``take_writer`` gets the holder back (EBUSY at the mount).
