@@ -23,7 +23,7 @@ from cloudfs.session import (
     WriteSession,
 )
 from sqlfsn import Piece
-from sqlfsn.errors import Conflict, NamespaceError, NotFound
+from sqlfsn.errors import Conflict, NotFound
 from wiring.metrics import COMMIT_SECONDS
 from wiring.pieces import compose
 
@@ -71,10 +71,7 @@ class Commits:
             log.error("inode %d: changes after the last close are lost: %s", h.inode, exc)
         finally:
             if self.mount_id is not None and not self.handles.count(h.inode):
-                try:
-                    self.ns.release_open(self.mount_id, h.inode)
-                except NamespaceError as exc:  # released with the mount's row at the latest
-                    log.warning("inode %d: could not release the hold: %s", h.inode, exc)
+                self.holds.release(h.inode)  # batched (cloudfs/holds.py says why it may be)
 
     async def set_mtime(self: Files, inode: int, mtime_ns: int) -> None:
         """utimens while a write is pending (the open file's times, as `cp -a`, `tar x` set

@@ -40,6 +40,7 @@ from cloudfs.committing import Commits
 from cloudfs.durability import Barrier
 from cloudfs.errors import FsError
 from cloudfs.handles import Handle, HandleTable
+from cloudfs.holds import Holds
 from cloudfs.journaling import JournalingPaths
 from cloudfs.opening import Opening
 from cloudfs.reader import BlockBudget, FileReader, ObjectMap
@@ -112,7 +113,17 @@ class Files(Opening, Commits, JournalingPaths, Stopping):
         self._sessions: dict[int, WriteSession] = {}
         self._session_ended = trio.Event()  # set (and renewed) whenever a session ends
         self._cache_logged: set[int] = set()  # inodes whose move to the cache was logged
-        self.mount_id: int | None = None
+        self.holds = Holds(ns)  # releases of holds and drops of orphans, batched
+
+    @property
+    def mount_id(self) -> int | None:
+        return self.holds.mount_id
+
+    @mount_id.setter
+    def mount_id(self, mount_id: int | None) -> None:
+        if mount_id != self.holds.mount_id:
+            self.holds.forget_releases()  # the old row's holds went with it
+        self.holds.mount_id = mount_id
 
     # -- reading -----------------------------------------------------------------------------
 

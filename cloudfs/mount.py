@@ -127,6 +127,7 @@ async def serve(cfg: Config, opts: MountOptions, on_ready: Callable[[], None]) -
             stack.callback(listener.stop)  # before pyfuse3.close: it calls into the session
         nursery.start_soon(files.leases.keep_alive)
         nursery.start_soon(files.barrier.flush_every)
+        nursery.start_soon(files.holds.flush_every)
         patience = Patience()
         nursery.start_soon(_stop_on_signals, files, cfg.stop_timeout, patience)
         status = MountStatus(files, ns, os.path.abspath(opts.mountpoint), cfg.database,

@@ -30,8 +30,10 @@ class Opening:
             raise FsError(errno.EROFS, "the mount is stopping: no new files are opened for "
                           "writing")
 
-    def open(self: Files, inode: int, flags: int, attr: Attr | None = None) -> int:
-        """A new handle of `inode` (its attributes `attr`, if just read or made)."""
+    def open(self: Files, inode: int, flags: int, attr: Attr | None = None, *,
+             held: bool = False) -> int:
+        """A new handle of `inode` (its attributes `attr`, if just read or made; `held`: this
+        mount's hold of it was taken with its creation)."""
         attr = attr or self.ns.getattr(inode)
         writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
         if writable:
@@ -40,7 +42,8 @@ class Opening:
         if truncate and inode in self._sessions:
             raise FsError(errno.EBUSY, f"inode {inode} is being written by another handle; "
                           "cloudfs allows one writer per file at a time")
-        if self.mount_id is not None and not self.handles.count(inode):
+        if (self.mount_id is not None and not held and not self.handles.count(inode)
+                and not self.holds.reopened(inode)):  # a release queued: cancelled, held
             self.ns.hold_open(self.mount_id, inode)  # before reading: kept from now on
         version, size, pieces = self._current(inode, attr)
         h = self.handles.add(inode, writable=writable, truncate=truncate, pieces=pieces,

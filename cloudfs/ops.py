@@ -26,6 +26,7 @@ import trio
 from cloudfs.attrs import BLKSIZE, fill, prepared, shown_items
 from cloudfs.errors import errno_of
 from cloudfs.files import Files
+from cloudfs.knowndir import KnownDir
 from cloudfs.listing import Listing
 from cloudfs.readonly import ReadOnlyGuard
 from sqlfsn import NAME_MAX, Attr, Namespace
@@ -100,6 +101,8 @@ class Operations(pyfuse3.Operations):
         self._next_dh = 1
         self._shown: dict[int, int] = {}  # inode -> version of the attributes last answered
         self._nursery = nursery  # where listings fetch ahead (none: they do not)
+        files.holds.droppable = self._droppable
+        self._known = KnownDir(ns)  # the directory the last create or unlink changed
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -123,10 +126,14 @@ class Operations(pyfuse3.Operations):
         self.lookups[attr.inode] += 1
         return self._entry(attr)
 
+    def _droppable(self, inode: int) -> bool:
+        """Whether nothing of the kernel or this mount refers to `inode` any more."""
+        return self.lookups.get(inode, 0) <= 0 and not self.files.open_count(inode)
+
     def _maybe_drop(self, inode: int) -> None:
         if self.lookups[inode] <= 0 and not self.files.open_count(inode):
             self.lookups.pop(inode, None)
-            self.ns.drop_if_orphan(inode)
+            self.files.holds.drop(inode)  # batched on PostgreSQL (cloudfs/holds.py)
 
     # -- namespace ---------------------------------------------------------------------------
 
@@ -139,7 +146,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(self.ns.getattr(inode))
+        return self._entry(self._known.get(inode) or self.ns.getattr(inode))
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -176,8 +183,10 @@ class Operations(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self.guard.inodes(parent_inode)
         with self.ns.lazily():
-            return self._looked_up(self.ns.mkdir(parent_inode, check_name(name),
-                                                 stat.S_IMODE(mode), ctx.uid, ctx.gid))
+            attr = self.ns.mkdir(parent_inode, check_name(name), stat.S_IMODE(mode), ctx.uid,
+                                 ctx.gid)
+        self._known.note()
+        return self._looked_up(attr)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -190,6 +199,7 @@ class Operations(pyfuse3.Operations):
         self.guard.inodes(parent_inode)
         with self.ns.lazily():
             attr = self.ns.unlink(parent_inode, check_name(name))
+            self._known.note()
             if attr.nlink == 0:
                 self._maybe_drop(attr.inode)
 
@@ -347,17 +357,20 @@ class Operations(pyfuse3.Operations):
         name = check_name(name)
         self.guard.inodes(parent_inode)
         self.files.check_may_write()
+        held = self.files.mount_id is not None  # the hold, in the create's transaction
         try:  # the kernel looked the name up and found nothing: create first
             with self.ns.lazily():  # durable with the content's commit at close, at the latest
                 attr = self.ns.create(parent_inode, name, stat.S_IMODE(mode), ctx.uid,
-                                      ctx.gid)
+                                      ctx.gid, hold_for=self.files.mount_id)
+            self._known.note()
         except Exists:  # raced with another creator: open it (a file write never answers
             if flags & os.O_EXCL:  # EEXIST)
                 raise FileExistsError(errno.EEXIST, "exists") from None
             attr = self.ns.lookup(parent_inode, name)
             if stat.S_ISDIR(attr.mode):
                 raise IsADirectoryError(errno.EISDIR, "is a directory") from None
-        fh = self.files.open(attr.inode, flags, attr)
+            held = False
+        fh = self.files.open(attr.inode, flags, attr, held=held)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(attr)
 
     # pyfuse3 replies from any buffer; its stub says bytes, a view of a block spares a copy.

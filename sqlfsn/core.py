@@ -123,6 +123,10 @@ class Core:
         self.synced = 0
         self.syncs = 0
         self._lazy = False
+        #: The attributes of the directory this connection's last create or unlink changed,
+        #: as that transaction left them, and ``commits`` right after it (PostgreSQL only:
+        #: the mount answers the kernel's next getattr of it from there, cloudfs/ops.py).
+        self.touched_dir: tuple[Attr, int] | None = None
 
     @property
     def shared(self) -> bool:
@@ -326,6 +330,18 @@ class Core:
             "UPDATE inode SET mtime_ns = ?, ctime_ns = ?, nlink = nlink + ? WHERE id = ?",
             (now, now, nlink_delta, inode),
         )
+
+    def _touch_dir_returning(self, inode: int, now: int, nlink_delta: int = 0
+                             ) -> Callable[[], Attr | None]:
+        """As ``_touch_dir``; the directory's new attributes, to be read after the COMMIT
+        (PostgreSQL: received with it), or None where they are not kept (SQLite)."""
+        if not self.shared:
+            self._touch_dir(inode, now, nlink_delta)
+            return lambda: None
+        row = self._db.fetch_later(self._db.execute(
+            "UPDATE inode SET mtime_ns = ?, ctime_ns = ?, nlink = nlink + ? WHERE id = ?"
+            f" RETURNING {ATTR_COLUMNS}", (now, now, nlink_delta, inode)))
+        return lambda: Attr(*row())
 
     def _touch_dirs(self, first: int, second: int, now: int, moved: int) -> None:
         """Two directories' entries changed (one statement): mtime and ctime of both = now;

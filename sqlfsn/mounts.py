@@ -15,10 +15,11 @@ clocks need not agree. Whoever notices a dead mount deletes its row (``reap_moun
 ``take_writer`` for a lease it wants): its holds and write leases go with it, and the orphans
 no live mount holds are deleted.
 
-Holds and orphans. A mount holds every file it has open (``hold_open`` at the first open,
-``release_open`` at the last close), so an unlink or a rename on another host never deletes a
-file still open here: ``drop_if_orphan`` (files.py) and ``purge_orphans`` delete an orphan
-only when no mount holds it.
+Holds and orphans. A mount holds every file it has open (``hold_open`` at the first open, or
+``create(hold_for=...)`` in the create's own transaction; ``release_open`` at the last close,
+or ``release_holds`` for a batch, cloudfs/holds.py), so an unlink or a rename on another host
+never deletes a file still open here: ``drop_if_orphan`` (files.py) and ``purge_orphans``
+delete an orphan only when no mount holds it.
 
 Write leases. A mount takes a file's lease at the first write of a session and releases it at
 the commit or abort; another mount's ``take_writer`` gets the holder back (EBUSY at the mount).
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,11 @@ HEARTBEATS_PER_TIMEOUT = 10
 CRASH_HEARTBEATS = 3
 
 _MOUNT_COLUMNS = "id, host, pid, mountpoint, started_ns, heartbeat_ns"
+
+
+def _marks(values: Sequence[int]) -> str:
+    """``(?, ?, ...)``, one placeholder per value (both engines; lists are short)."""
+    return "(" + ", ".join("?" * len(values)) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +316,39 @@ class MountOps(Core):
         self._write(lambda c: c.execute(
             "DELETE FROM mount_open WHERE inode = ? AND mount = ?", (inode, mount_id)),
             durable=False)
+
+    def release_holds(self, mount_id: int | None, release: Sequence[int],
+                      drop: Sequence[int]) -> list[int]:
+        """One transaction for a batch of a mount's housekeeping (cloudfs/holds.py): release
+        its holds of the inodes ``release`` (it closed them), then delete those of ``drop``
+        that are orphans no mount holds (``drop_if_orphan``, several at once); the ids
+        deleted. Not synced, as ``release_open`` and ``drop_if_orphan``."""
+        released = sorted(set(release)) if mount_id is not None else []
+        if released:
+            check_count("mount id", mount_id, minimum=1)
+        dropped = sorted(set(drop) - {ROOT_INODE})
+
+        def work(c: Database) -> Callable[[], list[Any]]:
+            if released and self.shared:
+                c.execute(f"DELETE FROM mount_open WHERE mount = ? AND inode IN {_marks(released)}",
+                          (mount_id, *released))
+            if not dropped:
+                return list
+            # As drop_if_orphan: the orphans' rows locked first (a hold being taken is
+            # waited for), then the DELETE, a new statement, sees every hold.
+            c.execute(f"SELECT 1 FROM inode WHERE id IN {_marks(dropped)} AND nlink = 0"
+                      f" ORDER BY id{c.dialect.for_update}", dropped)
+            rows = c.execute(
+                f"DELETE FROM inode WHERE id IN {_marks(dropped)} AND nlink = 0 AND NOT EXISTS"
+                " (SELECT 1 FROM mount_open h WHERE h.inode = inode.id) RETURNING id", dropped)
+            if c.dialect.is_postgres:
+                return rows.fetchall  # received with the COMMIT: one round trip in all
+            got = rows.fetchall()  # SQLite cannot commit with a statement unfinished
+            return lambda: got
+
+        if not released and not dropped:
+            return []
+        return [row[0] for row in self._write(work, durable=False)()]
 
     def holds(self) -> list[tuple[int, int]]:
         """Every hold, as (mount id, inode), ordered."""

@@ -52,15 +52,21 @@ class TreeOps(Core):
         b'.' and b'..' are InvalidName here: the FUSE layer answers those itself.
         """
         check_name(name)
+        # One statement, found or not (a kernel's LOOKUP before each create finds nothing:
+        # one round trip to PostgreSQL instead of two): the parent's row, and the entry's.
         row = self._db.execute(
-            f"SELECT {_ATTR_I} FROM dentry d JOIN inode i ON i.id = d.inode"
-            " WHERE d.parent = ? AND d.name = ?",
-            (parent, name),
+            f"SELECT p.mode, {_ATTR_I} FROM inode p LEFT JOIN dentry d"
+            " ON d.parent = p.id AND d.name = ? LEFT JOIN inode i ON i.id = d.inode"
+            " WHERE p.id = ?",
+            (name, parent),
         ).fetchone()
         if row is None:
-            self._dir(parent, live=False)
+            raise errors.NotFound(f"directory {parent}")
+        if row[1] is None:
+            if not stat.S_ISDIR(row[0]):
+                raise errors.NotADirectory(f"inode {parent}")
             raise errors.NotFound(f"{name!r} in directory {parent}")
-        return Attr(*row)
+        return Attr(*row[1:])
 
     # -- creating ---------------------------------------------------------------------
 
@@ -68,9 +74,17 @@ class TreeOps(Core):
         """New directory; ``mode`` gives the permission bits. Parent nlink + 1; Exists."""
         return self._make(parent, name, stat.S_IFDIR | (mode & 0o7777), uid, gid)
 
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
-        """New empty regular file; ``mode`` gives the permission bits; Exists."""
-        return self._make(parent, name, stat.S_IFREG | (mode & 0o7777), uid, gid)
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int, *,
+               hold_for: int | None = None) -> Attr:
+        """New empty regular file; ``mode`` gives the permission bits; Exists.
+
+        ``hold_for``: a mount id; the new file is held open by that mount (``hold_open``,
+        mounts.py) in the create's own transaction, where holds are recorded (PostgreSQL).
+        The file and its hold commit together or not at all, so no instant exists where the
+        file is visible to other mounts, open here, and unheld. MountLost (after the
+        commit: the file exists, unheld and not open) if the mount's row is gone."""
+        return self._make(parent, name, stat.S_IFREG | (mode & 0o7777), uid, gid,
+                          hold_for=hold_for)
 
     def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Attr:
         """New regular file, FIFO, socket or device; ``mode`` includes the file type.
@@ -105,6 +119,7 @@ class TreeOps(Core):
         *,
         rdev: int = 0,
         target: bytes | None = None,
+        hold_for: int | None = None,
     ) -> Attr:
         check_name(name)
         check_count("uid", uid)
@@ -114,7 +129,7 @@ class TreeOps(Core):
         size = 0 if target is None else len(target)
         now = self._clock()
 
-        def work(db: Database) -> Callable[[], Any]:
+        def work(db: Database) -> Callable[[], tuple[int, Any, Attr | None]]:
             # The parent's row lock: no other entry of this name, no rmdir of the parent.
             if self._dir_entry(parent, name, live=True) is not None:
                 raise errors.Exists(f"{name!r} in directory {parent}")
@@ -128,10 +143,26 @@ class TreeOps(Core):
                 f"INSERT INTO dentry (parent, name, inode) VALUES (?, ?, {db.dialect.last_inode})",
                 (parent, name),
             )
-            self._touch_dir(parent, now, 1 if is_dir else 0)
-            return db.fetch_later(new)
+            touched = self._touch_dir_returning(parent, now, 1 if is_dir else 0)
+            got = db.fetch_later(new)
+            if hold is None:
+                return lambda: (got()[0], True, touched())
+            # As hold_open: the mount's row locked FOR KEY SHARE first (a reaper deleting it
+            # is waited for), then the INSERT, a new statement, sees whether it still exists.
+            # The inode is ours alone until the COMMIT. Sent with the rest: no round trip.
+            registered = db.fetch_later(db.execute(
+                "SELECT 1 FROM mount WHERE id = ? FOR KEY SHARE", (hold,)))
+            db.execute(f"INSERT INTO mount_open (inode, mount) SELECT {db.dialect.last_inode},"
+                       " m.id FROM mount m WHERE m.id = ?", (hold,))
+            return lambda: (got()[0], registered(), touched())
 
-        inode = self._write(work)()[0]
+        hold = hold_for if hold_for is not None and self.shared else None
+        if hold is not None:
+            check_count("mount id", hold, minimum=1)
+        inode, registered, touched = self._write(work)()
+        self.touched_dir = None if touched is None else (touched, self.commits)
+        if hold is not None and registered is None:
+            raise errors.MountLost(f"mount {hold}")
         return Attr(inode, mode, nlink, uid, gid, rdev, size, now, now, now, 0)
 
     def readlink(self, inode: int) -> bytes:
@@ -182,7 +213,7 @@ class TreeOps(Core):
         check_name(name)
         now = self._clock()
 
-        def work(db: Database) -> Callable[[], Attr]:
+        def work(db: Database) -> Callable[[], tuple[Attr, Attr | None]]:
             # The parent's lock keeps the entry; the inode's nlink - 1 is one statement (its
             # row lock orders it with a link, which tests nlink under that lock).
             entry = self._dir_entry(parent, name, live=False)
@@ -192,10 +223,13 @@ class TreeOps(Core):
             if stat.S_ISDIR(mode):
                 raise errors.IsADirectory(f"{name!r} in directory {parent}")
             db.execute("DELETE FROM dentry WHERE id = ?", (dentry_id,))
-            self._touch_dir(parent, now)
-            return self._link_delta(inode, -1, now)
+            touched = self._touch_dir_returning(parent, now)
+            changed = self._link_delta(inode, -1, now)
+            return lambda: (changed(), touched())
 
-        return self._write(work)()
+        attr, touched = self._write(work)()
+        self.touched_dir = None if touched is None else (touched, self.commits)
+        return attr
 
     def rmdir(self, parent: int, name: bytes) -> Attr:
         """Remove an empty directory; returns its Attr, now an orphan (nlink 0).

@@ -176,6 +176,36 @@ def test_names_changed_on_a_show_on_b(two_mounts: tuple[MountSession, MountSessi
     within(BOUND + SLACK, lambda: not (b.path / "d").exists())
 
 
+def test_directory_attributes_after_creates_and_unlinks_agree_across_mounts(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    """A mount answers the getattr of a directory it just changed from what its create or
+    unlink returned (cloudfs/knowndir.py): what it shows is the database's, and a change of
+    that directory made by the other mount shows within the bound."""
+    a, b = two_mounts
+    (a.path / "d").mkdir()
+
+    def attrs(path: Path) -> tuple[int, int, int]:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
+
+    for i in range(5):
+        os.close(os.open(a.path / "d" / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+        shown = attrs(a.path / "d")  # right after the create: from the create's own answer
+        within(BOUND + SLACK, lambda shown=shown: attrs(b.path / "d") == shown)
+        os.close(os.open(b.path / "d" / f"g{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+        changed = attrs(b.path / "d")
+        assert changed != shown
+        within(BOUND + SLACK, lambda changed=changed: attrs(a.path / "d") == changed)
+        os.unlink(a.path / "d" / f"f{i}")
+        shown = attrs(a.path / "d")
+        within(BOUND + SLACK, lambda shown=shown: attrs(b.path / "d") == shown)
+        os.mkdir(a.path / "d" / f"s{i}")
+        assert (a.path / "d").stat().st_nlink == 3 + i  # a mkdir's nlink + 1 shows at once
+    with Namespace.open(str(a.database)) as ns:
+        d = ns.lookup(1, b"d")
+        assert attrs(a.path / "d") == (d.mtime_ns, d.ctime_ns, d.nlink)
+
+
 def test_unlinked_on_a_while_open_on_b(two_mounts: tuple[MountSession, MountSession]) -> None:
     a, b = two_mounts
     data = os.urandom(200_000)
@@ -185,6 +215,40 @@ def test_unlinked_on_a_while_open_on_b(two_mounts: tuple[MountSession, MountSess
         time.sleep(0.5)
         assert kept.read() == data  # B's hold keeps the file after A's unlink
     within(BOUND + SLACK, lambda: not (b.path / "f").exists())
+
+
+def test_file_created_open_on_a_survives_unlink_on_b_and_ccd_cleanup(
+        two_mounts: tuple[MountSession, MountSession]) -> None:
+    """The hold a create takes in its own transaction (no hold_open after it) keeps a file
+    still open on A after B unlinks it, through ccd cleanup; A's batched release at the
+    close lets the orphan go (cloudfs/holds.py)."""
+    a, b = two_mounts
+    data = os.urandom(300_000)
+    fd = os.open(a.path / "f", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)  # committed: the content is in Swift and referenced
+        inode = os.fstat(fd).st_ino
+        with Namespace.open(str(a.database)) as ns:
+            assert a.proc is not None
+            [mount_a] = [m.id for m in ns.mounts() if m.pid == a.proc.pid]
+            assert (mount_a, inode) in ns.holds()
+        os.unlink(b.path / "f")
+        cleanup = subprocess.run([sys.executable, "-m", "ccd.cli", "--config", str(a.config),
+                                  "cleanup"], capture_output=True, text=True, timeout=300)
+        assert cleanup.returncode == 0, cleanup.stderr[-3000:]
+        with Namespace.open(str(a.database)) as ns:
+            assert ns.getattr(inode).nlink == 0  # an orphan, kept by A's hold
+        assert os.pread(fd, len(data) + 1, 0) == data
+    finally:
+        os.close(fd)
+
+    def gone() -> bool:
+        with Namespace.open(str(a.database)) as ns:
+            return all(i != inode for _, i in ns.holds()) and ns.check(
+                include_orphans=True) == []
+
+    within(BOUND + SLACK, gone)
 
 
 def test_one_writer_across_mounts(two_mounts: tuple[MountSession, MountSession]) -> None:

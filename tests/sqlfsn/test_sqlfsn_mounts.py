@@ -99,6 +99,53 @@ def test_held_orphan_survives_until_released(pg_url: str) -> None:
             conn.close()
 
 
+def test_create_takes_its_hold_in_its_own_transaction(pg_url: str) -> None:
+    """create(hold_for=mount) holds the new file with its creation: an unlink on another
+    mount, its drop and a purge keep it until the batched release (release_holds), which
+    then deletes it as an orphan; a create for a mount whose row is gone raises MountLost
+    (the file exists, unheld)."""
+    with Namespace.open(pg_url, create=True) as a, Namespace.open(pg_url) as b:
+        ida, idb = a.register_mount(info(1)), b.register_mount(info(2))
+        locks = [session_lock(pg_url, ida), session_lock(pg_url, idb)]
+        f = a.create(R, b"f", 0o644, 0, 0, hold_for=ida)
+        a.create(R, b"g", 0o644, 0, 0)
+        assert a.holds() == [(ida, f.inode)]
+        assert b.unlink(R, b"f").nlink == 0 and b.unlink(R, b"g").nlink == 0
+        assert not b.drop_if_orphan(f.inode)
+        assert b.purge_orphans() == 1  # g only
+        assert a.getattr(f.inode).nlink == 0
+        # a drop queued together with the release: the release comes first
+        assert a.release_holds(ida, [f.inode], [f.inode]) == [f.inode]
+        with pytest.raises(errors.NotFound):
+            a.getattr(f.inode)
+        assert a.holds() == []
+        # a drop of an orphan another mount holds, or of a live file: nothing deleted
+        h = a.create(R, b"h", 0o644, 0, 0, hold_for=idb)
+        k = a.create(R, b"k", 0o644, 0, 0)
+        a.unlink(R, b"h")
+        assert a.release_holds(ida, [h.inode], [h.inode, k.inode]) == []
+        assert a.holds() == [(idb, h.inode)] and a.getattr(k.inode).nlink == 1
+        assert b.release_holds(idb, [h.inode], [h.inode]) == [h.inode]
+        b.unregister_mount(idb)
+        with pytest.raises(errors.MountLost):
+            a.create(R, b"lost", 0o644, 0, 0, hold_for=idb)
+        assert a.lookup(R, b"lost").nlink == 1 and a.holds() == []
+        for conn in locks:
+            conn.close()
+
+
+def test_release_holds_drops_orphans_on_sqlite(db_path: Path) -> None:
+    """SQLite records no holds: release_holds only drops the orphans it is given."""
+    with Namespace.open(db_path, create=True) as ns:
+        mount_id = ns.register_mount(info())
+        f = ns.create(R, b"f", 0o644, 0, 0, hold_for=mount_id)
+        g = ns.create(R, b"g", 0o644, 0, 0)
+        assert ns.holds() == []
+        ns.unlink(R, b"f")
+        assert ns.release_holds(mount_id, [f.inode], [f.inode, g.inode]) == [f.inode]
+        assert ns.getattr(g.inode).nlink == 1
+
+
 def test_dead_by_heartbeat_releases_everything(pg_url: str) -> None:
     """A mount whose heartbeat stopped for mount_timeout is dead even though its session
     lives (a hung or partitioned host); reaping releases its leases and its orphans."""
