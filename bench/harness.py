@@ -289,10 +289,15 @@ class Bench:
         """fusermount3 -u and wait for the daemon; kill and lazy-unmount as a last resort."""
         proc, self.daemon = self.daemon, None
         if proc is not None and proc.poll() is None:
-            subprocess.run(["fusermount3", "-u", str(self.mnt)], capture_output=True,
-                           check=False)
             deadline = time.monotonic() + timeout
+            # fusermount3 -u again each second while the mount stays: its EBUSY is transient
+            # (a killed writer's files are still being released)
+            retry = 0.0
             while proc.poll() is None and time.monotonic() < deadline and not self.hurry:
+                if time.monotonic() > retry and in_mount_table(self.mnt):
+                    subprocess.run(["fusermount3", "-u", str(self.mnt)], capture_output=True,
+                                   check=False)
+                    retry = time.monotonic() + 1.0
                 time.sleep(0.05)
             if proc.poll() is None:
                 print(f"mount daemon {proc.pid} still running: killing it", file=sys.stderr)

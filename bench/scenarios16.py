@@ -176,7 +176,9 @@ def big_beside(bench: Bench, args: Any, rows: list[Row]) -> None:
 
 
 def set_write_back(bench: Bench, on: bool) -> None:
-    bench.mount_options = ["write_back"] if on else []
+    # stop_timeout: a killed harness takes its Swift with it; the daemon then stops waiting
+    # for uploads after 10 s without progress (not 60; the journal keeps what is left)
+    bench.mount_options = ["write_back", "stop_timeout=10"] if on else []
     bench.remount(drop_db_cache=False)
 
 
@@ -201,20 +203,18 @@ def wb_tree(bench: Bench, args: Any, rows: list[Row]) -> None:
         default.append(files / seconds)
         sw_default.append(delta)
         stamp_tree(tree, f"write-back round {r}")
-        set_write_back(bench, True)
-        try:
-            marks: list[float] = []
+        set_write_back(bench, True)  # (on an error the harness unmounts whatever is mounted)
+        marks: list[float] = []
 
-            def cp_then_sync(r: int = r, marks: list[float] = marks) -> None:
-                marks.append(time.perf_counter())
-                subprocess.run(["cp", "-a", str(tree), str(root / f"wb{r}")], check=True)
-                marks.append(time.perf_counter())
-                subprocess.run(sync, check=True, env=bench.env, stdout=subprocess.DEVNULL)
-                marks.append(time.perf_counter())
+        def cp_then_sync(r: int = r, marks: list[float] = marks) -> None:
+            marks.append(time.perf_counter())
+            subprocess.run(["cp", "-a", str(tree), str(root / f"wb{r}")], check=True)
+            marks.append(time.perf_counter())
+            subprocess.run(sync, check=True, env=bench.env, stdout=subprocess.DEVNULL)
+            marks.append(time.perf_counter())
 
-            seconds, delta = measured(bench, cp_then_sync)
-        finally:
-            set_write_back(bench, False)
+        seconds, delta = measured(bench, cp_then_sync)
+        set_write_back(bench, False)
         wb_cp.append(files / (marks[1] - marks[0]))
         wb_all.append(files / (marks[2] - marks[0]))
         syncs.append(marks[2] - marks[1])
