@@ -277,7 +277,10 @@ def bigdir(bench: Bench, args: Any, rows: list[Row]) -> None:
                         target="< 1 s, no Swift request" if ls else "report",
                         passed=value < 1.0 and no_requests(swift) if ls else None, swift=swift,
                         notes="baseline: the same listing on the local disk, warm; ratio: "
-                              "cloudfs time / local time (lower is better)"))
+                              "cloudfs time / local time (lower is better); " + (
+                                  "namespace database dropped from the page cache"
+                                  if bench.backend == "sqlite" else
+                                  "PostgreSQL's own cache (shared buffers) kept")))
     shutil.rmtree(bench.work / "local16")
 
 
