@@ -418,7 +418,7 @@ def exact_command() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Defaults take ~30 min on a quiet 2-core machine; --quick ~3 min.")
+        epilog="Defaults take ~25 min on a quiet 2-core machine (~40 loaded); --quick ~3 min.")
     p.add_argument("--quick", action="store_true",
                    help="small sizes, one round (" + ", ".join(
                        f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()) + ")")
