@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,35 +39,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import harness  # noqa: E402
+from bigdirs import fill_local, fill_namespace, timed  # noqa: E402
 from harness import Bench  # noqa: E402
 
-from sqlfsn import ROOT_INODE, Namespace  # noqa: E402
 from wiring.control import ControlError  # noqa: E402
 
 COMMANDS = {"ls -l": ["ls", "-l"], "find": ["find"]}
-
-
-def fill_namespace(db: Path, sizes: list[int]) -> None:
-    """Directories d<N> of N empty files each, through the namespace API."""
-    ns = Namespace.open(db)
-    try:
-        ns._db.execute("PRAGMA synchronous = OFF")  # throwaway data: no fsync per create
-        uid, gid = os.getuid(), os.getgid()
-        for n in sizes:
-            d = ns.mkdir(ROOT_INODE, f"d{n}".encode(), 0o755, uid, gid)
-            for i in range(n):
-                ns.create(d.inode, f"entry{i:06d}".encode(), 0o644, uid, gid)
-        ns._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        ns.close()
-
-
-def fill_local(root: Path, sizes: list[int]) -> None:
-    for n in sizes:
-        d = root / f"d{n}"
-        d.mkdir(parents=True)
-        for i in range(n):
-            os.close(os.open(d / f"entry{i:06d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 def requests(bench: Bench) -> dict[str, int] | None:
@@ -79,17 +55,6 @@ def requests(bench: Bench) -> dict[str, int] | None:
     except (OSError, ControlError) as exc:
         bench.say(f"no request counters: {exc}")
         return None
-
-
-def timed(cmd: list[str], path: Path, expect: int) -> float:
-    """Seconds of `cmd path`, output to a pipe (read, counted: every entry listed)."""
-    started = time.perf_counter()
-    out = subprocess.run([*cmd, str(path)], check=True, capture_output=True).stdout
-    seconds = time.perf_counter() - started
-    lines = out.count(b"\n")
-    if lines != expect + 1:  # ls -l: the "total" line; find: the directory itself
-        raise RuntimeError(f"{' '.join(cmd)} {path}: {lines - 1} entries of {expect}")
-    return seconds
 
 
 def use_code(root: Path) -> None:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import scenarios  # noqa: E402
+import scenarios16  # noqa: E402
 from scenarios import Row  # noqa: E402
 from units import parse_size  # noqa: E402
 
@@ -54,9 +55,9 @@ CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 DEFAULTS = {"size_big": "1G", "size_rss": "4G", "small_files": 1000, "dir_entries": 10000,
-            "empty_files": 10000, "rounds": 3}
+            "empty_files": 10000, "rounds": 3, **scenarios16.DEFAULTS}
 QUICK = {"size_big": "256M", "size_rss": "512M", "small_files": 200, "dir_entries": 2000,
-         "empty_files": 2000, "rounds": 1}
+         "empty_files": 2000, "rounds": 1, **scenarios16.QUICK}
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -163,6 +164,7 @@ class Bench:
         self.hurry = False  # a second Ctrl-C during cleanup: stop waiting, kill
         self.src_big = work / "big.src"  # the big file's local source (scenarios)
         self.ccd_reports: list[tuple[str, str]] = []  # (what, ccd's report) in run order
+        self.mount_options: list[str] = []  # cloudfs mount -o ... (e.g. write_back)
 
     def say(self, text: str) -> None:
         if self.verbose:
@@ -257,6 +259,8 @@ class Bench:
     def mount(self, timeout: float = 60.0) -> None:
         cmd = [sys.executable, "-m", "cloudfs", "mount", "--foreground", "--config",
                str(self.conf), str(self.mnt)]
+        if self.mount_options:
+            cmd[4:4] = ["-o", ",".join(self.mount_options)]
         with open(self.log, "ab") as logf:
             # Own session: a Ctrl-C reaches the harness only, which unmounts in order.
             self.daemon = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
@@ -285,10 +289,15 @@ class Bench:
         """fusermount3 -u and wait for the daemon; kill and lazy-unmount as a last resort."""
         proc, self.daemon = self.daemon, None
         if proc is not None and proc.poll() is None:
-            subprocess.run(["fusermount3", "-u", str(self.mnt)], capture_output=True,
-                           check=False)
             deadline = time.monotonic() + timeout
+            # fusermount3 -u again each second while the mount stays: its EBUSY is transient
+            # (a killed writer's files are still being released)
+            retry = 0.0
             while proc.poll() is None and time.monotonic() < deadline and not self.hurry:
+                if time.monotonic() > retry and in_mount_table(self.mnt):
+                    subprocess.run(["fusermount3", "-u", str(self.mnt)], capture_output=True,
+                                   check=False)
+                    retry = time.monotonic() + 1.0
                 time.sleep(0.05)
             if proc.poll() is None:
                 print(f"mount daemon {proc.pid} still running: killing it", file=sys.stderr)
@@ -409,7 +418,7 @@ def exact_command() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Defaults take ~10 min on a 2-core machine; --quick ~2 min.")
+        epilog="Defaults take ~25 min on a quiet 2-core machine (~40 loaded); --quick ~3 min.")
     p.add_argument("--quick", action="store_true",
                    help="small sizes, one round (" + ", ".join(
                        f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()) + ")")
@@ -419,6 +428,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dir-entries", type=int, help="entries of the ls -l directory (10000)")
     p.add_argument("--empty-files", type=int, help="empty files created/stat/unlinked (10000)")
     p.add_argument("--rounds", type=int, help="rounds of each paired measurement (3)")
+    scenarios16.add_arguments(p)
     p.add_argument("--json", metavar="FILE", help="write the results here")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (Swift data, database, logs)")
@@ -430,7 +440,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the namespace: an SQLite file (default) or a database on a dev "
                    "PostgreSQL of the harness's own (fsync on, Unix socket)")
     p.add_argument("--only", metavar="SCENARIOS",
-                   help="comma-separated scenarios to run, of: " + ", ".join(scenarios.ALL))
+                   help="comma-separated scenarios to run, of: " + ", ".join(
+                       (*scenarios.ALL, *scenarios16.ALL)))
     args = p.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
     for key, value in base.items():
@@ -439,10 +450,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.size_big = parse_size(args.size_big)
         args.size_rss = parse_size(args.size_rss)
+        scenarios16.finish_args(args)
     except (ValueError, IndexError):
         p.error("sizes are a number with an optional K, M or G suffix")
-    if args.rounds < 1:
-        p.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.wb_rounds < 1:
+        p.error("--rounds and --wb-rounds must be at least 1")
+    if args.only and (unknown := set(args.only.split(",")) - {*scenarios.ALL,
+                                                                *scenarios16.ALL}):
+        p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     return args
 
 
@@ -475,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.mkfs()
         bench.mount()
         bench.say(f"mounted at {bench.mnt} (daemon pid {bench.pid})")
-        scenarios.run_all(bench, args, rows, args.only.split(",") if args.only else None)
+        only = args.only.split(",") if args.only else None
+        for module in (scenarios, scenarios16):
+            mine = None if only is None else [s for s in only if s in module.ALL]
+            if mine != []:
+                module.run_all(bench, args, rows, mine)
         code = bench.unmount()
         if code != 0:
             raise RuntimeError(f"mount daemon exited with {code} at unmount")

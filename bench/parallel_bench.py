@@ -91,6 +91,116 @@ class Profiler:
             self.proc = None
 
 
+# -- one round of each measurement (also the harness's, bench/scenarios16.py) ------------------
+
+
+def writers_round(root: Path, conns: list, pid: int, r: int, per_writer: int, size: int,
+                  prof: Profiler) -> dict[str, float]:
+    """len(conns) threads PUT per_writer objects of `size` bytes each (one connection each),
+    then as many threads write as many files into root/par<r>: files/s and CPU ms per file of
+    the raw client (this process) and of the mount daemon `pid`."""
+    w = len(conns)
+    blobs = [[os.urandom(size) for _ in range(per_writer)] for _ in range(w)]
+
+    def raw_writer(i: int) -> None:
+        for j, data in enumerate(blobs[i]):
+            conns[i].put_object(RAW, f"p{r}/{i}/{j}", data)
+
+    d = root / f"par{r}"
+    d.mkdir()
+
+    def fs_writer(i: int) -> None:
+        for j, data in enumerate(blobs[i]):
+            with open(d / f"{i}-{j}", "wb") as f:
+                f.write(data[:-1] + b"x")  # new content: no dedup with the raw run
+
+    n = w * per_writer
+    out: dict[str, float] = {}
+    cpu = own_cpu()
+    out["raw_parallel"] = n / parallel(w, raw_writer)
+    out["cpu_ms_raw_parallel"] = (own_cpu() - cpu) * 1000 / n
+    prof.start("parallel")
+    cpu = process_cpu(pid)
+    out["fs_parallel"] = n / parallel(w, fs_writer)
+    out["cpu_ms_fs_parallel"] = (process_cpu(pid) - cpu) * 1000 / n
+    prof.stop()
+    return out
+
+
+def cp_round(root: Path, conn, pid: int, tree: Path, files: int, r: int,
+             prof: Profiler) -> dict[str, float]:
+    """Raw sequential PUTs of `tree`'s files, then `cp -a tree root/cp<r>`: files/s and CPU ms
+    per file (the raw client's including the reading of the files)."""
+    out: dict[str, float] = {}
+    cpu = own_cpu()
+    out["raw_seq"] = files / raw_puts(conn, tree, r)
+    out["cpu_ms_raw_seq"] = (own_cpu() - cpu) * 1000 / files
+    prof.start("cp")
+    cpu = process_cpu(pid)
+    began = time.perf_counter()
+    subprocess.run(["cp", "-a", str(tree), str(root / f"cp{r}")], check=True)
+    out["fs_cp"] = files / (time.perf_counter() - began)
+    out["cpu_ms_fs_cp"] = (process_cpu(pid) - cpu) * 1000 / files
+    prof.stop()
+    return out
+
+
+def creators_round(root: Path, writers: int, empty: int, r: int,
+                   prof: Profiler) -> dict[str, float]:
+    """`empty` empty files created by one thread, then by `writers` threads (each its own
+    directory under root): files/s of each."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+    def creator(i: int, k: int = 1) -> None:
+        d = root / f"empty{r}-{k}-{i}"
+        d.mkdir()
+        for j in range(empty // k):
+            os.close(os.open(d / str(j), flags, 0o644))
+
+    one = empty / parallel(1, creator)
+    prof.start("creators")
+    many = empty / parallel(writers, lambda i: creator(i, writers))
+    prof.stop()
+    return {"create_one": one, "create_par": many}
+
+
+def big_round(root: Path, big_src: Path, writers: int, size: int, r: int) -> dict[str, float]:
+    """cp of big_src into root alone, then again (new content) while `writers` threads write
+    files of `size` bytes beside it: MiB/s of each, and how many small files were written."""
+    mib = big_src.stat().st_size / 2**20
+    began = time.perf_counter()
+    shutil.copyfile(big_src, root / f"big{r}a")
+    out = {"big_alone": mib / (time.perf_counter() - began)}
+    stop = threading.Event()
+    small_done = [0]
+
+    def small_beside(i: int) -> None:
+        d = root / f"beside{r}-{i}"
+        d.mkdir()
+        j = 0
+        while not stop.is_set():
+            with open(d / str(j), "wb") as f:
+                f.write(os.urandom(size))
+            j += 1
+        small_done[0] += j
+
+    with ThreadPoolExecutor(writers) as pool:
+        futures = [pool.submit(small_beside, i) for i in range(writers)]
+        time.sleep(0.5)
+        with open(big_src, "r+b") as f:  # new content: no dedup with the copy alone
+            f.write(os.urandom(16))
+        began = time.perf_counter()
+        try:
+            shutil.copyfile(big_src, root / f"big{r}b")
+        finally:
+            stop.set()
+        out["big_beside"] = mib / (time.perf_counter() - began)
+        for future in futures:
+            future.result()
+    out["small_files"] = small_done[0]
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--writers", type=int, default=8)
@@ -125,102 +235,33 @@ def main() -> int:
                 for _ in range(args.big // 2**20):
                     f.write(os.urandom(2**20))
         for r in range(args.rounds):
-            profiling = r == 0
+            ph = prof if r == 0 else Profiler(None, 0)
             if "parallel" in only:
-                blobs = [[os.urandom(args.size) for _ in range(args.per_writer)]
-                         for _ in range(w)]
-
-                def raw_writer(i: int, blobs=blobs, r=r) -> None:
-                    for j, data in enumerate(blobs[i]):
-                        conns[i].put_object(RAW, f"p{r}/{i}/{j}", data)
-
-                d = m.mnt / f"par{r}"
-                d.mkdir()
-
-                def fs_writer(i: int, blobs=blobs, d=d) -> None:
-                    for j, data in enumerate(blobs[i]):
-                        with open(d / f"{i}-{j}", "wb") as f:
-                            f.write(data[:-1] + b"x")  # new content: no dedup with the raw run
-
-                n = w * args.per_writer
-                cpu = own_cpu()
-                add("raw_parallel", n / parallel(w, raw_writer))
-                add("cpu_ms_raw_parallel", (own_cpu() - cpu) * 1000 / n)
-                if profiling:
-                    prof.start("parallel")
-                cpu = process_cpu(m.daemon.pid)
-                add("fs_parallel", n / parallel(w, fs_writer))
-                add("cpu_ms_fs_parallel", (process_cpu(m.daemon.pid) - cpu) * 1000 / n)
-                if profiling:
-                    prof.stop()
+                for key, value in writers_round(m.mnt, conns, m.daemon.pid, r,
+                                                args.per_writer, args.size, ph).items():
+                    add(key, value)
                 print(f"round {r}: {w} writers of {args.size} B: raw "
                       f"{res['raw_parallel'][-1]:.0f}, cloudfs {res['fs_parallel'][-1]:.0f}"
                       " files/s", flush=True)
             if "cp" in only:
-                cpu = own_cpu()
-                add("raw_seq", files / raw_puts(conns[0], tree, r))
-                add("cpu_ms_raw_seq", (own_cpu() - cpu) * 1000 / files)
-                if profiling:
-                    prof.start("cp")
-                cpu = process_cpu(m.daemon.pid)
-                began = time.perf_counter()
-                subprocess.run(["cp", "-a", str(tree), str(m.mnt / f"cp{r}")], check=True)
-                add("fs_cp", files / (time.perf_counter() - began))
-                add("cpu_ms_fs_cp", (process_cpu(m.daemon.pid) - cpu) * 1000 / files)
-                if profiling:
-                    prof.stop()
+                for key, value in cp_round(m.mnt, conns[0], m.daemon.pid, tree, files, r,
+                                           ph).items():
+                    add(key, value)
                 print(f"round {r}: cp -a of {files} files: raw {res['raw_seq'][-1]:.1f}, "
                       f"cloudfs {res['fs_cp'][-1]:.1f} files/s", flush=True)
             if "creators" in only:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-
-                def creator(i: int, r=r, k=1, flags=flags) -> None:
-                    d = m.mnt / f"empty{r}-{k}-{i}"
-                    d.mkdir()
-                    for j in range(args.empty // k):
-                        os.close(os.open(d / str(j), flags, 0o644))
-
-                add("create_one", args.empty / parallel(1, creator))
-                if profiling:
-                    prof.start("creators")
-                add("create_par", args.empty / parallel(
-                    w, lambda i, r=r: creator(i, r, w)))
-                if profiling:
-                    prof.stop()
+                for key, value in creators_round(m.mnt, w, args.empty, r, ph).items():
+                    add(key, value)
                 print(f"round {r}: empty files: one creator {res['create_one'][-1]:.0f}/s, "
                       f"{w} creators {res['create_par'][-1]:.0f}/s", flush=True)
             if "big" in only:
-                mib = args.big / 2**20
-                began = time.perf_counter()
-                shutil.copyfile(big_src, m.mnt / f"big{r}a")
-                add("big_alone", mib / (time.perf_counter() - began))
-                stop = threading.Event()
-                small_done = [0]
-
-                def small_beside(i: int, r=r, stop=stop, small_done=small_done) -> None:
-                    d = m.mnt / f"beside{r}-{i}"
-                    d.mkdir()
-                    j = 0
-                    while not stop.is_set():
-                        with open(d / str(j), "wb") as f:
-                            f.write(os.urandom(args.size))
-                        j += 1
-                    small_done[0] += j
-
-                with ThreadPoolExecutor(w) as pool:
-                    futures = [pool.submit(small_beside, i) for i in range(w)]
-                    time.sleep(0.5)
-                    with open(big_src, "r+b") as f:  # new content: no dedup with round a
-                        f.write(os.urandom(16))
-                    began = time.perf_counter()
-                    shutil.copyfile(big_src, m.mnt / f"big{r}b")
-                    add("big_beside", mib / (time.perf_counter() - began))
-                    stop.set()
-                    for f in futures:
-                        f.result()
-                print(f"round {r}: cp {mib:.0f} MiB alone {res['big_alone'][-1]:.0f} MiB/s, "
-                      f"beside {w} small writers {res['big_beside'][-1]:.0f} MiB/s "
-                      f"({small_done[0]} small files meanwhile)", flush=True)
+                got = big_round(m.mnt, big_src, w, args.size, r)
+                add("big_alone", got["big_alone"])
+                add("big_beside", got["big_beside"])
+                print(f"round {r}: cp {args.big / 2**20:.0f} MiB alone "
+                      f"{res['big_alone'][-1]:.0f} MiB/s, beside {w} small writers "
+                      f"{res['big_beside'][-1]:.0f} MiB/s ({got['small_files']:.0f} small "
+                      "files meanwhile)", flush=True)
     load = os.getloadavg()
     summary: dict[str, object] = {"args": vars(args) | {"profile": str(args.profile),
                                                         "json": str(args.json)},
