@@ -10,6 +10,7 @@ import pytest
 
 from cloudfs import attrs
 from cloudfs import listing as listing_mod
+from cloudfs.holds import Holds
 from cloudfs.listing import Listing
 from sqlfsn import ROOT_INODE, Namespace
 
@@ -248,7 +249,12 @@ def test_missing_or_not_a_directory(ns: Namespace) -> None:
 
 
 class NoWrites:
+    """Files as ops sees them with nothing being written (and its queued releases unused)."""
+
     writing = False
+
+    def __init__(self, ns: Namespace) -> None:
+        self.holds = Holds(ns)
 
 
 class OneWrite:
@@ -268,7 +274,7 @@ def test_prepared_attributes_are_those_a_lookup_answers(ns: Namespace) -> None:
 
     from cloudfs.ops import Operations
 
-    ops = Operations(ns, NoWrites())  # type: ignore[arg-type]  # (its lookups' attributes)
+    ops = Operations(ns, NoWrites(ns))  # type: ignore[arg-type]  # (its lookups' attributes)
     ns.create(R, b"file", 0o640, 7, 8)
     ns.mknod(R, b"dev", stat.S_IFCHR | 0o600, 0x0103, 0, 0)  # rdev not 0
     ns.symlink(R, b"link", b"x" * 700, 1, 1)  # size 700: blocks 2
