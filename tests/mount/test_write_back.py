@@ -143,6 +143,18 @@ def test_other_mounts_see_a_file_once_uploaded(wb, fault_proxy):
     assert committed(wb, "doc") == (9, 2)
 
 
+def assert_in_swift_without_the_journal(wb, files: dict[str, bytes]) -> None:
+    """Stop the mount, delete its write-back journal, start it again: every file of `files`
+    (path under the mount -> bytes) reads back exactly, so it came from Swift."""
+    wb.stop()
+    for d in (wb.path.parent / "cache").glob("journal-*"):
+        for p in d.glob("j-*"):
+            p.unlink()
+    wb.start()
+    for name, data in files.items():
+        assert (wb.path / name).read_bytes() == data
+
+
 def test_content_is_in_swift_after_sync(wb, tmp_path):
     """Once `cloudfs sync` returns, the closed files are in Swift: they read back exactly
     after a remount without the local journal."""
@@ -151,13 +163,7 @@ def test_content_is_in_swift_after_sync(wb, tmp_path):
     for name, data in files.items():
         (wb.path / name).write_bytes(data)
     sync(wb)
-    wb.stop()
-    for d in (wb.path.parent / "cache").glob("journal-*"):
-        for p in d.glob("j-*"):
-            p.unlink()
-    wb.start()
-    for name, data in files.items():
-        assert (wb.path / name).read_bytes() == data
+    assert_in_swift_without_the_journal(wb, files)
 
 
 def test_uploads_commit_lazily_under_a_shared_barrier(wb, tmp_path):
@@ -178,13 +184,7 @@ def test_uploads_commit_lazily_under_a_shared_barrier(wb, tmp_path):
     assert durable == 0, "an upload made a durable commit on the event loop"
     assert after["namespace_unsynced"] == 0
     assert status(wb)["write_back"]["files"] == 0
-    wb.stop()
-    for d in (wb.path.parent / "cache").glob("journal-*"):
-        for p in d.glob("j-*"):
-            p.unlink()
-    wb.start()
-    for name, data in files.items():
-        assert (wb.path / name).read_bytes() == data
+    assert_in_swift_without_the_journal(wb, files)
 
 
 def test_fsync_waits_for_swift(wb, fault_proxy):

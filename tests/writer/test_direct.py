@@ -17,14 +17,6 @@ pytestmark = pytest.mark.swift
 KiB = 1024
 
 
-@pytest.fixture
-async def faulty_store(dev_swift, fault_proxy):
-    store = make_store(fault_proxy.url, dev_swift, timeout=2.0)
-    await store.open()
-    yield store
-    await store.aclose()
-
-
 async def test_sequential_small_files_reuse_one_connection(store, layout, raw_swift):
     blobs = [os.urandom(3000 + i) for i in range(20)]
     for data in blobs:

@@ -18,14 +18,6 @@ KiB = 1024
 SEG = 256 * KiB
 
 
-@pytest.fixture
-async def faulty_store(dev_swift, fault_proxy):
-    store = make_store(fault_proxy.url, dev_swift, timeout=2.0)
-    await store.open()
-    yield store
-    await store.aclose()
-
-
 @pytest.mark.parametrize("verify_md5", [False, True])
 @pytest.mark.parametrize("action, kw", [
     ("drop", {"after_bytes": 100 * KiB}),   # connection dropped mid-body
