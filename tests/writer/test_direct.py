@@ -17,6 +17,18 @@ pytestmark = pytest.mark.swift
 KiB = 1024
 
 
+async def write_small_with_fault(store, fault_proxy, layout, raw_swift, action: str,
+                                 times: int, size: int = 5000) -> bytes:
+    """A small file whose PUT meets `action` `times` times; it is stored exactly anyway.
+    Returns its bytes."""
+    data = os.urandom(size)
+    fault_proxy.add_rule("PUT", blake3.blake3(data).hexdigest(), action, times=times)
+    content = await write_all(store, layout, data, segment_size=64 * KiB,
+                              small_threshold=8 * KiB)
+    assert cas_get(raw_swift, layout, content.hash) == data
+    return data
+
+
 async def test_sequential_small_files_reuse_one_connection(store, layout, raw_swift):
     blobs = [os.urandom(3000 + i) for i in range(20)]
     for data in blobs:
@@ -46,24 +58,14 @@ async def test_a_connection_closed_while_idle_is_replaced_without_a_retry(
 
 async def test_expired_token_on_a_small_file_reauthenticates(faulty_store, fault_proxy,
                                                              layout, raw_swift):
-    data = os.urandom(5000)
-    digest = blake3.blake3(data).hexdigest()
-    fault_proxy.add_rule("PUT", digest, "status:401", times=1)
     auths = faulty_store.statistics().get("AUTH", 0)
-    content = await write_all(faulty_store, layout, data, segment_size=64 * KiB,
-                              small_threshold=8 * KiB)
-    assert cas_get(raw_swift, layout, content.hash) == data
+    await write_small_with_fault(faulty_store, fault_proxy, layout, raw_swift, "status:401", 1)
     assert faulty_store.statistics().get("AUTH", 0) == auths + 1
 
 
 async def test_transient_status_on_a_small_file_heals(faulty_store, fault_proxy, layout,
                                                       raw_swift):
-    data = os.urandom(5000)
-    digest = blake3.blake3(data).hexdigest()
-    fault_proxy.add_rule("PUT", digest, "status:503", times=2)
-    content = await write_all(faulty_store, layout, data, segment_size=64 * KiB,
-                              small_threshold=8 * KiB)
-    assert cas_get(raw_swift, layout, content.hash) == data
+    await write_small_with_fault(faulty_store, fault_proxy, layout, raw_swift, "status:503", 2)
     assert faulty_store.stats.retries == 2
 
 
