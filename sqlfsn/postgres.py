@@ -52,8 +52,7 @@ from .schema import SCHEMA_VERSION, create_tables, upgrade_tables
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
-#: Runs of a statement before psycopg prepares it on the server (its default), outside
-#: transactions only (see ``begin``).
+#: Runs of a statement before psycopg prepares it on the server (its default).
 PREPARE_THRESHOLD = 5
 #: libpq parameters set unless the URL (or the variable named) sets them.
 _DEFAULTS = {
@@ -132,6 +131,7 @@ class PostgresDatabase(Database):
         self._secret = _password(spec)
         self._conninfo = conninfo(spec)
         self._in_txn = False
+        self._failed = False  # a driver error in the open transaction (see rollback)
         self._conn = self._open()
 
         self._pipeline: AbstractContextManager[Any] | None = None  # the open transaction's
@@ -139,7 +139,6 @@ class PostgresDatabase(Database):
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            # Server-side prepared statements only outside transactions (see begin).
             return psycopg.connect(self._conninfo, autocommit=True,
                                    prepare_threshold=PREPARE_THRESHOLD)
         except psycopg.Error as exc:
@@ -150,12 +149,14 @@ class PostgresDatabase(Database):
     def _usable(self) -> None:
         """Replace a broken connection (only between transactions)."""
         if self._conn.broken or self._conn.closed:
-            log.info("%s: reconnecting", self.display)
+            log.log(logging.INFO if self._conn.broken else logging.DEBUG,
+                    "%s: reconnecting", self.display)
             self._conn.close()
             self._conn = self._open()
 
     def _raise(self, exc: psycopg.Error) -> NoReturn:
         """Raise what ``exc`` means (see ``_error``)."""
+        self._failed = self._failed or self._in_txn
         error = self._error(exc)
         if error is exc:
             raise exc
@@ -214,16 +215,6 @@ class PostgresDatabase(Database):
         for attempt in (1, 2):
             self._usable()
             try:
-                # No statement is prepared on the server while a transaction's pipeline is
-                # open. psycopg prepares a statement after its fifth run (an executemany at
-                # once) and, in pipeline mode, records it as prepared when it queues the
-                # PREPARE: a transaction whose pipeline failed before that PREPARE ran (a lost
-                # race, rolled back and run again) left it naming a statement the server never
-                # made, and the next run failed with 'prepared statement "_pg3_N" does not
-                # exist' (an EIO at close in the three-mount storm test). Outside
-                # transactions (lookups, getattrs: autocommit) psycopg sees the PREPARE's
-                # result before it records anything, so those are still prepared.
-                self._conn.prepare_threshold = None
                 self._pipeline = self._conn.pipeline()
                 self._piped = self._pipeline.__enter__()
                 self._in_txn = True
@@ -240,6 +231,7 @@ class PostgresDatabase(Database):
                 # found broken (the server restarted since the last use) begin again on a
                 # new one, once.
                 error = self._error(exc)
+                self._failed = True
                 self.rollback()
                 if attempt == 2 or not isinstance(error, ConnectionLost):
                     if error is exc:
@@ -253,6 +245,7 @@ class PostgresDatabase(Database):
             if pipeline is not None:
                 pipeline.__exit__(None, None, None)  # the last round trip
         except psycopg.Error as exc:
+            self._failed = True
             error = self._error(exc)
             if isinstance(error, ConnectionLost):
                 raise errors.Unavailable(
@@ -264,11 +257,10 @@ class PostgresDatabase(Database):
             raise error from exc
         finally:
             self._in_txn = False
-            self._conn.prepare_threshold = PREPARE_THRESHOLD
 
     def rollback(self) -> None:
+        failed, self._failed = self._failed, False
         self._in_txn = False
-        self._conn.prepare_threshold = PREPARE_THRESHOLD
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             try:
@@ -276,14 +268,35 @@ class PostgresDatabase(Database):
                 # pipeline left open is closed by the garbage collector, which logs a WARNING
                 pipeline.__exit__(None, None, None)
             except psycopg.Error:
-                pass
+                failed = True
         if self._conn.broken or self._conn.closed:
-            return
+            return  # replaced before its next use, prepared statements and all
         try:
             if self._conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 self._conn.execute("ROLLBACK")
+            if failed:
+                self._forget_prepared()
         except psycopg.Error as exc:
             log.info("%s: rollback failed: %s", self.display, one_line(exc))
+
+    def _forget_prepared(self) -> None:
+        """After a pipeline that failed: no statement prepared on the server, none known.
+
+        psycopg prepares a statement on the server at its fifth run (PREPARE_THRESHOLD). In
+        pipeline mode it records the statement as prepared when it queues the PREPARE, so a
+        pipeline that failed before that PREPARE ran left psycopg naming a statement the
+        server never made, and its next run failed with 'prepared statement "_pg3_N" does
+        not exist' (an EIO at close in the three-mount storm test;
+        test_a_failed_transaction_leaves_no_statement_half_prepared). So both records are
+        emptied: psycopg's (its PrepareManager; a psycopg without one gets a new connection
+        instead) and the server's (DEALLOCATE ALL). One round trip, only after a failure;
+        the hot statements are prepared again after their next five runs."""
+        manager = getattr(self._conn, "_prepared", None)
+        if manager is None or not callable(getattr(manager, "clear", None)):
+            self._conn.close()  # _usable opens a new one
+            return
+        manager.clear()
+        self._conn.execute("DEALLOCATE ALL", prepare=False)
 
     def fetch_later(self, cursor: Cursor) -> Callable[[], Any]:
         return cursor.fetchone  # after the COMMIT: already received, no round trip
