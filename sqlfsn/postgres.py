@@ -139,8 +139,13 @@ class PostgresDatabase(Database):
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self._conninfo, autocommit=True,
+            conn = psycopg.connect(self._conninfo, autocommit=True,
                                    prepare_threshold=PREPARE_THRESHOLD)
+            # A commit does not wait for the WAL flush unless its transaction is durable
+            # (begin): most of a mount's are not (cloudfs/durability.py), and a durable one
+            # says so in one statement, where a lazy one would have needed one too.
+            conn.execute("SET synchronous_commit = off")
+            return conn
         except psycopg.Error as exc:
             raise errors.Unavailable(
                 f"{self.display}: cannot connect ({one_line(exc, self._secret)})"
@@ -219,11 +224,13 @@ class PostgresDatabase(Database):
                 self._piped = self._pipeline.__enter__()
                 self._in_txn = True
                 self._conn.execute(_BEGIN[isolation])
-                if not durable:
-                    # Not waiting for the WAL flush is the same promise as SQLite's
-                    # synchronous=NORMAL: a later synchronous commit flushes the WAL up to
-                    # itself, this record included.
-                    self._conn.execute("SET LOCAL synchronous_commit = off")
+                if durable:
+                    # The database's own setting for this transaction (the session's is off,
+                    # _open): 'on' by default, or what the operator configured, e.g.
+                    # remote_apply under synchronous replication. A lazy commit (the session's
+                    # off) is the same promise as SQLite's synchronous=NORMAL: the next
+                    # durable commit flushes the WAL up to itself, that record included.
+                    self._conn.execute("SET LOCAL synchronous_commit TO DEFAULT")
                 return
             except psycopg.Error as exc:
                 # Nothing was sent to a live server yet: forget the transaction (a failed

@@ -147,13 +147,14 @@ class TreeOps(Core):
             got = db.fetch_later(new)
             if hold is None:
                 return lambda: (got()[0], True, touched())
-            # As hold_open: the mount's row locked FOR KEY SHARE first (a reaper deleting it
-            # is waited for), then the INSERT, a new statement, sees whether it still exists.
-            # The inode is ours alone until the COMMIT. Sent with the rest: no round trip.
+            # The mount's row locked FOR KEY SHARE by the INSERT's own SELECT: a reaper
+            # deleting it is waited for, and a row it deleted is skipped (READ COMMITTED
+            # rechecks a locked row), so the hold is inserted only while the mount lives,
+            # and nothing is returned otherwise. The inode is ours alone until the COMMIT.
+            # Sent with the rest: no round trip.
             registered = db.fetch_later(db.execute(
-                "SELECT 1 FROM mount WHERE id = ? FOR KEY SHARE", (hold,)))
-            db.execute(f"INSERT INTO mount_open (inode, mount) SELECT {db.dialect.last_inode},"
-                       " m.id FROM mount m WHERE m.id = ?", (hold,))
+                f"INSERT INTO mount_open (inode, mount) SELECT {db.dialect.last_inode}, m.id"
+                " FROM mount m WHERE m.id = ? FOR KEY SHARE RETURNING mount", (hold,)))
             return lambda: (got()[0], registered(), touched())
 
         hold = hold_for if hold_for is not None and self.shared else None

@@ -16,7 +16,7 @@ from devtools import ports
 from devtools import postgres as devpostgres
 from devtools.postgres import DevPostgres
 from sqlfsn import ROOT_INODE, SCHEMA_VERSION, Namespace, errors
-from sqlfsn.database import Isolation, describe, sqlite_path
+from sqlfsn.database import Database, Isolation, describe, sqlite_path
 
 R = ROOT_INODE
 
@@ -246,3 +246,25 @@ def test_a_failed_transaction_leaves_no_statement_half_prepared(pg_url: str) -> 
                           " WHERE statement LIKE 'SELECT value FROM meta%'").fetchone()[0]
     assert prepared == 1  # the runs after the last failure prepared it, in transactions
     ns.close()
+
+
+def test_durable_transactions_keep_the_databases_commit_setting(pg_url: str) -> None:
+    """A PostgreSQL session commits without waiting for the WAL flush; a durable transaction
+    runs with the database's own synchronous_commit (here 'local', as an operator may set
+    'remote_apply' for synchronous replication), a lazy one with 'off'."""
+    ns = Namespace.open(pg_url, create=True)
+    name = ns._db.execute("SELECT current_database()").fetchone()[0]
+    ns._db.execute_ddl(f'ALTER DATABASE "{name}" SET synchronous_commit = local')
+    ns.close()
+    ns = Namespace.open(pg_url)
+    try:
+        def level(db: Database) -> str:
+            return str(db.execute("SHOW synchronous_commit").fetchone()[0])
+
+        assert ns._write(level) == "local"
+        with ns.lazily():
+            assert ns._write(level) == "off"
+        assert ns._db.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+    finally:
+        ns._db.execute_ddl(f'ALTER DATABASE "{name}" RESET synchronous_commit')
+        ns.close()
