@@ -65,9 +65,13 @@ CRASH_HEARTBEATS = 3
 _MOUNT_COLUMNS = "id, host, pid, mountpoint, started_ns, heartbeat_ns"
 
 
-def _marks(values: Sequence[int]) -> str:
-    """``(?, ?, ...)``, one placeholder per value (both engines; lists are short)."""
-    return "(" + ", ".join("?" * len(values)) + ")"
+def _among(db: Database, column: str, values: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+    """A condition "``column`` is one of ``values``" and its parameters. PostgreSQL: one
+    array parameter, so that the statement's text is the same for any number of values and
+    is prepared once; SQLite: one placeholder per value (the batches are short)."""
+    if db.dialect.is_postgres:
+        return f"{column} = ANY(?)", (list(values),)
+    return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,17 +334,19 @@ class MountOps(Core):
 
         def work(c: Database) -> Callable[[], list[Any]]:
             if released and self.shared:
-                c.execute(f"DELETE FROM mount_open WHERE mount = ? AND inode IN {_marks(released)}",
-                          (mount_id, *released))
+                among, params = _among(c, "inode", released)
+                c.execute(f"DELETE FROM mount_open WHERE mount = ? AND {among}",
+                          (mount_id, *params))
             if not dropped:
                 return list
             # As drop_if_orphan: the orphans' rows locked first (a hold being taken is
             # waited for), then the DELETE, a new statement, sees every hold.
-            c.execute(f"SELECT 1 FROM inode WHERE id IN {_marks(dropped)} AND nlink = 0"
-                      f" ORDER BY id{c.dialect.for_update}", dropped)
+            among, params = _among(c, "id", dropped)
+            c.execute(f"SELECT 1 FROM inode WHERE {among} AND nlink = 0"
+                      f" ORDER BY id{c.dialect.for_update}", params)
             rows = c.execute(
-                f"DELETE FROM inode WHERE id IN {_marks(dropped)} AND nlink = 0 AND NOT EXISTS"
-                " (SELECT 1 FROM mount_open h WHERE h.inode = inode.id) RETURNING id", dropped)
+                f"DELETE FROM inode WHERE {among} AND nlink = 0 AND NOT EXISTS"
+                " (SELECT 1 FROM mount_open h WHERE h.inode = inode.id) RETURNING id", params)
             if c.dialect.is_postgres:
                 return rows.fetchall  # received with the COMMIT: one round trip in all
             got = rows.fetchall()  # SQLite cannot commit with a statement unfinished

@@ -134,6 +134,30 @@ def test_create_takes_its_hold_in_its_own_transaction(pg_url: str) -> None:
             conn.close()
 
 
+def test_batches_of_any_size_are_one_prepared_statement(pg_url: str) -> None:
+    """release_holds of batches of different sizes: every hold released and every orphan
+    dropped, by statements whose text does not depend on the batch's size (one array
+    parameter), so that PostgreSQL prepares each once instead of parsing every batch."""
+    with Namespace.open(pg_url, create=True) as ns:
+        mount_id = ns.register_mount(info())
+        lock = session_lock(pg_url, mount_id)
+        inodes = [ns.create(R, b"f%d" % i, 0o644, 0, 0, hold_for=mount_id).inode
+                  for i in range(60)]
+        for i in range(60):
+            ns.unlink(R, b"f%d" % i)
+        start = 0
+        for size in (1, 2, 3, 5, 8, 13, 28):
+            batch = inodes[start:start + size]
+            start += size
+            assert ns.release_holds(mount_id, batch, batch) == batch
+        assert ns.holds() == [] and ns.purge_orphans() == 0
+        prepared = ns._db.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'DELETE%'"
+            " AND statement NOT LIKE '%dentry%'").fetchall()
+        assert len(prepared) == 2, prepared  # the holds' DELETE and the orphans'
+        lock.close()
+
+
 def test_release_holds_drops_orphans_on_sqlite(db_path: Path) -> None:
     """SQLite records no holds: release_holds only drops the orphans it is given."""
     with Namespace.open(db_path, create=True) as ns:
