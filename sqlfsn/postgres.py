@@ -148,10 +148,14 @@ class PostgresDatabase(Database):
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True,
                                    prepare_threshold=PREPARE_THRESHOLD)
-            # A commit does not wait for the WAL flush unless its transaction is durable
-            # (begin): most of a mount's are not (cloudfs/durability.py), and a durable one
-            # says so in one statement, where a lazy one would have needed one too.
-            conn.execute("SET synchronous_commit = off")
+            try:
+                # A commit does not wait for the WAL flush unless its transaction is durable
+                # (begin): most of a mount's are not (cloudfs/durability.py), and a durable
+                # one says so in one statement, where a lazy one would have needed one too.
+                conn.execute("SET synchronous_commit = off")
+            except BaseException:
+                conn.close()  # not left open behind the error
+                raise
             return conn
         except psycopg.Error as exc:
             raise errors.Unavailable(
